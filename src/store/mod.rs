@@ -1,0 +1,313 @@
+//! Storage: one interface, two implementations (SQLite, the embedded default; PostgreSQL, the production
+//! store), one conformance suite run against both. The store keeps the invariants that need a
+//! transaction (identity uniqueness, idempotent natural keys, refund limits, audited changes); everything
+//! else is decided by the pure domain code before it gets here.
+//!
+//! Architecture invariant: records here carry personal data only as ciphertext and blind indexes; the
+//! store never sees a key.
+
+mod common;
+pub mod postgres;
+pub mod sqlite;
+mod ts;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::commerce::{Channel, OrderDraft, OrderView, RefundDraft, RefundInput, RefundView, Sku, StoreLocation};
+use crate::error::Invalid;
+use crate::events::{EventDraft, EventView};
+use crate::members::{Consent, ConsentInput, Gender, MemberId, MemberStatus};
+use crate::security::{ApiKey, AuditEntry};
+
+/// Failures of the storage layer. Validation happens before the store; these are about the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database is behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Who made a change and when: written to the audit log in the same transaction as the change.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An identity in stored form. For phone and email, `key` is a blind index and `sealed` the ciphertext;
+/// for other kinds, `key` is the normalized value itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRecord {
+    pub kind: String,
+    pub key: String,
+    pub sealed: Option<Vec<u8>>,
+    pub linked_at: DateTime<Utc>,
+}
+
+/// A member in stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberRecord {
+    pub id: MemberId,
+    pub status: MemberStatus,
+    pub name_sealed: Option<Vec<u8>>,
+    pub gender: Option<Gender>,
+    pub birthday: Option<NaiveDate>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub registration_channel: Option<String>,
+    pub consent: Consent,
+    pub merged_into: Option<MemberId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub identities: Vec<IdentityRecord>,
+}
+
+/// Create-or-update by identity, in stored form. `name_digest` is the blind index of the name, so the store
+/// can tell whether a name changed without decrypting it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberUpsert {
+    pub identities: Vec<IdentityRecord>,
+    pub name: Option<(Vec<u8>, String)>,
+    pub gender: Option<Gender>,
+    pub birthday: Option<NaiveDate>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub registration_channel: Option<String>,
+    pub consent: ConsentInput,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created(MemberId),
+    /// Updated; the names of the fields that changed (identities added count as `identities`).
+    Updated(MemberId, Vec<String>),
+    Unchanged(MemberId),
+    /// The identities belong to more than one member: a merge is needed first.
+    Conflict(Vec<MemberId>),
+}
+
+impl UpsertOutcome {
+    pub fn member_id(&self) -> Option<MemberId> {
+        match self {
+            UpsertOutcome::Created(id) | UpsertOutcome::Updated(id, _) | UpsertOutcome::Unchanged(id) => Some(*id),
+            UpsertOutcome::Conflict(_) => None,
+        }
+    }
+}
+
+/// How an order's or event's buyer is given to the store, identity already in stored form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuyerKey {
+    Member(MemberId),
+    Identity(IdentityRecord),
+    Guest,
+}
+
+/// An order ready to store: the validated draft, the buyer in stored form and the content digest that
+/// makes retries idempotent.
+#[derive(Debug, Clone)]
+pub struct OrderWrite {
+    pub draft: OrderDraft,
+    pub buyer: BuyerKey,
+    pub digest: Vec<u8>,
+}
+
+/// What storing an order did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Created(i64),
+    /// The same natural key with the same content was stored before: nothing written.
+    Duplicate(i64),
+    /// The same natural key with different content: refused.
+    Conflict(i64),
+    Rejected(Invalid),
+}
+
+/// An event ready to store, actor in stored form.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    pub draft: EventDraft,
+    pub actor: BuyerKey,
+}
+
+/// Per-event result of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Stored,
+    Duplicate,
+    Rejected(Invalid),
+}
+
+/// Filters for listing members.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
+pub struct MemberFilter {
+    /// Registration channel code.
+    pub channel: Option<String>,
+    pub city: Option<String>,
+    pub status: Option<MemberStatus>,
+    pub registered_from: Option<DateTime<Utc>>,
+    pub registered_to: Option<DateTime<Utc>>,
+}
+
+/// The record of a merge, detailed enough to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MergeRecord {
+    pub merge_id: i64,
+    pub into_member_id: MemberId,
+    pub from_member_id: MemberId,
+    pub merged_at: DateTime<Utc>,
+    pub actor: String,
+    /// Everything that moved (identity keys, order, refund and event ids) and the fields filled in.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// What linking an identity did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOutcome {
+    Linked { events_moved: u64 },
+    AlreadyLinked,
+    /// The identity belongs to another member; nothing changed.
+    OwnedBy(MemberId),
+    NoSuchMember,
+}
+
+/// Why a merge was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeOutcome {
+    Merged(MergeRecord),
+    NotFound(MemberId),
+    NotActive(MemberId),
+    Same,
+}
+
+/// Answer to "has this idempotency key been used?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// First use: go ahead, then call `idempotency_finish`.
+    New,
+    /// Used before with the same request: replay the stored response.
+    Replay { status: u16, body: String },
+    /// Used before with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InProgress,
+}
+
+/// Counts of everything, for `huiyuan stats` and `GET /v1/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub members: i64,
+    pub merged_members: i64,
+    pub member_orders: i64,
+    pub guest_orders: i64,
+    pub refunds: i64,
+    pub guest_refunds: i64,
+    pub events: i64,
+    pub unlinked_events: i64,
+    pub skus: i64,
+}
+
+/// Totals already refunded on one order, for planning the next refund.
+#[derive(Debug, Clone, Default)]
+pub struct RefundState {
+    pub lines: crate::commerce::refund::Refunded,
+    pub shipping: i64,
+}
+
+/// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
+/// the HTTP API share one code path.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Apply pending schema migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    // --- keys and audit
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<bool>;
+    async fn api_key_by_digest(&self, digest: &str) -> StoreResult<Option<ApiKey>>;
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()>;
+    async fn audit_log(&self, member_id: Option<MemberId>, limit: i64) -> StoreResult<Vec<AuditEntry>>;
+
+    // --- channels, stores, catalog
+    async fn upsert_channel(&self, channel: &Channel, actor: &Actor) -> StoreResult<()>;
+    async fn channels(&self) -> StoreResult<Vec<Channel>>;
+    async fn upsert_store(&self, store: &StoreLocation, actor: &Actor) -> StoreResult<()>;
+    async fn stores(&self) -> StoreResult<Vec<StoreLocation>>;
+    /// Insert or replace catalog entries; with `only_missing`, existing entries are left alone.
+    async fn upsert_skus(&self, skus: &[Sku], only_missing: bool) -> StoreResult<u64>;
+    async fn sku(&self, sku: &str) -> StoreResult<Option<Sku>>;
+    async fn skus(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<Sku>>;
+
+    // --- members
+    /// Create-or-update each member by identity, all in one transaction; changes are audited.
+    async fn upsert_members(&self, batch: &[MemberUpsert], actor: &Actor) -> StoreResult<Vec<UpsertOutcome>>;
+    async fn member(&self, id: MemberId) -> StoreResult<Option<MemberRecord>>;
+    async fn member_by_identity(&self, kind: &str, key: &str) -> StoreResult<Option<MemberId>>;
+    /// Members in id order after the cursor.
+    async fn members(&self, filter: &MemberFilter, after: Option<MemberId>, limit: i64) -> StoreResult<Vec<MemberRecord>>;
+    /// Link an identity to a member; an anonymous id also brings its unlinked events along.
+    async fn link_identity(&self, member: MemberId, identity: &IdentityRecord, actor: &Actor) -> StoreResult<LinkOutcome>;
+    async fn merge_members(&self, into: MemberId, from: MemberId, actor: &Actor) -> StoreResult<MergeOutcome>;
+
+    // --- orders and refunds
+    async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>>;
+    async fn order(&self, id: i64) -> StoreResult<Option<OrderView>>;
+    async fn order_id_by_no(&self, channel: &str, order_no: &str) -> StoreResult<Option<i64>>;
+    async fn member_orders(&self, member: MemberId, before: Option<i64>, limit: i64) -> StoreResult<Vec<OrderView>>;
+    /// Plan (with the pure refund rules) and store a refund against one order, atomically.
+    async fn insert_refund(&self, input: &RefundInput, digest: &[u8], actor: &Actor) -> StoreResult<WriteOutcome>;
+    /// Store refunds planned elsewhere (bulk import of history), idempotent on `(channel, refund_no)`.
+    async fn import_refunds(&self, batch: &[(RefundDraft, Vec<u8>)]) -> StoreResult<Vec<WriteOutcome>>;
+    async fn refund(&self, id: i64) -> StoreResult<Option<RefundView>>;
+
+    // --- events
+    async fn insert_events(&self, batch: &[EventWrite]) -> StoreResult<Vec<EventOutcome>>;
+    async fn member_events(&self, member: MemberId, limit: i64) -> StoreResult<Vec<EventView>>;
+
+    // --- idempotency keys for writes without a natural key
+    async fn idempotency_begin(&self, scope: &str, key: &str, request_digest: &[u8], now: DateTime<Utc>) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
+    /// Forget a key whose request failed before writing anything, so it can be retried.
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;
+
+    async fn stats(&self) -> StoreResult<Stats>;
+}
+
+/// Open the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        Err(StoreError::BadUrl(url.to_string()))
+    }
+}

@@ -1,0 +1,49 @@
+//! PostgreSQL, the production store. Concurrent writers are serialized per natural key (an order number,
+//! an identity, a member) with transaction-scoped advisory locks, so unrelated writes run in parallel and
+//! the same key never races.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::common::shared_store;
+use super::{Backend, StoreResult};
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    const BACKEND: Backend = Backend::Postgres;
+
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
+        Ok(Self { pool })
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Take transaction-scoped advisory locks on the given names, in the caller's (sorted) order so two
+    /// transactions never wait on each other in a cycle.
+    async fn lock_keys(conn: &mut sqlx::PgConnection, keys: &[String]) -> StoreResult<()> {
+        for k in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(k).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn migrate_impl(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+shared_store!(PgStore, sqlx::Postgres);

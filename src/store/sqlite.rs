@@ -1,0 +1,56 @@
+//! SQLite, the embedded default: a file, nothing to install. WAL mode lets readers run beside the writer;
+//! all writes go through one connection, so write transactions never contend and never need row locks.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+use super::common::shared_store;
+use super::{Backend, StoreResult};
+
+/// The SQLite store: one writer connection, a small pool of readers.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    const BACKEND: Backend = Backend::Sqlite;
+
+    /// Open (creating if missing) the database file a `sqlite://PATH` URL names.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
+        let reader = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(true)).await?;
+        Ok(Self { writer, reader })
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin().await?)
+    }
+
+    /// Nothing to lock: the single writer connection already serializes every write transaction.
+    async fn lock_keys(_conn: &mut sqlx::SqliteConnection, _keys: &[String]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn migrate_impl(&self) -> StoreResult<()> {
+        sqlx::migrate!("migrations/sqlite").run(&self.writer).await?;
+        Ok(())
+    }
+}
+
+shared_store!(SqliteStore, sqlx::Sqlite);
