@@ -10,3 +10,5 @@ pub mod events;
 pub mod members;
 pub mod security;
 pub mod store;
+pub mod app;
+pub mod config;

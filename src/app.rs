@@ -1,0 +1,360 @@
+//! The use cases: where validated domain input meets the vault and the store. The HTTP API, the CLI, the
+//! importer and the demo generator all go through here, so they behave the same.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::RwLock;
+
+use crate::commerce::{Channel, OrderInput, RefundDraft, RefundInput, default_channels};
+use crate::config::Config;
+use crate::error::Invalid;
+use crate::events::{Actor as EventActor, EventInput};
+use crate::members::{
+    Disclosure, Identity, IdentityInput, IdentityKind, IdentityView, MemberDraft, MemberId, MemberInput, MemberView,
+};
+use crate::security::{AuditEntry, Principal, Role, Vault, VaultError, auth, content_digest};
+use crate::store::{
+    self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord, MemberUpsert,
+    MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
+};
+
+/// Why a use case failed, for the edges to render.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Setting under which the key check value lives.
+const KEY_CHECK: &str = "vault.key_check";
+
+/// The running shop: store, vault and configuration.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    pub config: Config,
+    channels: RwLock<HashMap<String, Channel>>,
+}
+
+impl App {
+    /// Open the store, apply migrations, load the key (refusing a key that does not match the data), seed
+    /// the default channels and ensure `HUIYUAN_ADMIN_KEY` exists.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let store = store::open(&config.database_url).await?;
+        store.migrate().await?;
+        let vault = match &config.secret_key {
+            Some(hex_key) => Vault::from_hex(hex_key)?,
+            None => {
+                let path: PathBuf = Config::key_file_for_sqlite(&config.database_url)
+                    .filter(|_| config.key_file == Config::default().key_file)
+                    .unwrap_or_else(|| config.key_file.clone());
+                let (vault, created) = Vault::load_or_create(&path)?;
+                if created {
+                    tracing::warn!(path = %path.display(), "created a new secret key file: back it up, personal data cannot be read without it");
+                }
+                vault
+            }
+        };
+        match store.setting(KEY_CHECK).await? {
+            Some(kcv) if kcv != vault.check_value() => {
+                return Err(AppError::Config(
+                    "the secret key does not match the one this database was written with".into(),
+                ));
+            }
+            Some(_) => {}
+            None => store.set_setting(KEY_CHECK, &vault.check_value()).await?,
+        }
+        if store.channels().await?.is_empty() {
+            let system = Actor { id: "system".into(), at: Utc::now() };
+            for c in default_channels() {
+                store.upsert_channel(&c, &system).await?;
+            }
+        }
+        let app = App { store, vault: Arc::new(vault), config, channels: RwLock::new(HashMap::new()) };
+        if let Some(k) = app.config.admin_key.clone() {
+            app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;
+        }
+        Ok(app)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    /// Create a new API key; returns the key itself, to be shown once.
+    pub async fn create_key(&self, role: Role, name: &str) -> Result<(String, auth::ApiKey), AppError> {
+        let (secret, rec) = auth::generate_key(role, name, self.now());
+        self.store.insert_api_key(&rec).await?;
+        Ok((secret, rec))
+    }
+
+    /// Who holds this bearer key, if anyone.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, AppError> {
+        let key = self.store.api_key_by_digest(&auth::digest_key(secret)).await?;
+        Ok(key.filter(|k| k.revoked_at.is_none()).map(|k| Principal { key_id: k.id, role: k.role }))
+    }
+
+    // ---- identities and members
+
+    /// The stored form of a normalized identity: personal kinds are sealed and blind-indexed.
+    pub fn identity_record(&self, ident: &Identity, at: DateTime<Utc>) -> IdentityRecord {
+        let kind = ident.kind.to_string();
+        if ident.kind.is_personal() {
+            IdentityRecord {
+                key: self.vault.blind_index(&kind, &ident.value),
+                sealed: Some(self.vault.seal(&format!("identity.{kind}"), &ident.value)),
+                kind,
+                linked_at: at,
+            }
+        } else {
+            IdentityRecord { kind, key: ident.value.clone(), sealed: None, linked_at: at }
+        }
+    }
+
+    fn upsert_record(&self, d: &MemberDraft, at: DateTime<Utc>) -> MemberUpsert {
+        MemberUpsert {
+            identities: d.identities.iter().map(|i| self.identity_record(i, at)).collect(),
+            name: d.name.as_ref().map(|n| (self.vault.seal("member.name", n), self.vault.blind_index("name", n))),
+            gender: d.gender,
+            birthday: d.birthday,
+            city: d.city.clone(),
+            country: d.country.clone(),
+            registered_at: d.registered_at,
+            registration_channel: d.registration_channel.clone(),
+            consent: d.consent,
+        }
+    }
+
+    /// Create-or-update members by identity. Invalid inputs are reported per item; valid ones are written in
+    /// one transaction.
+    pub async fn upsert_members(&self, inputs: &[MemberInput], who: &Principal) -> Result<Vec<Result<UpsertOutcome, Invalid>>, AppError> {
+        let now = self.now();
+        let mut results: Vec<Result<UpsertOutcome, Invalid>> = Vec::with_capacity(inputs.len());
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            match input.validate(now) {
+                Ok(d) => match self.check_channel(d.registration_channel.as_deref(), "registration_channel").await {
+                    Ok(()) => {
+                        batch.push(self.upsert_record(&d, now));
+                        slots.push(i);
+                        results.push(Ok(UpsertOutcome::Unchanged(0)));
+                    }
+                    Err(e) => results.push(Err(e)),
+                },
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let outcomes = self.store.upsert_members(&batch, &Actor { id: who.key_id.clone(), at: now }).await?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = Ok(outcome);
+        }
+        Ok(results)
+    }
+
+    /// A member as the caller may see them. Clear personal data is audited.
+    pub async fn member_view(&self, id: MemberId, who: &Principal) -> Result<Option<MemberView>, AppError> {
+        let Some(rec) = self.store.member(id).await? else { return Ok(None) };
+        let disclosure = who.role.disclosure(true);
+        let view = self.view(rec, disclosure)?;
+        if disclosure == Disclosure::Clear {
+            self.store
+                .append_audit(&[AuditEntry::new(who, self.now(), "member.read_personal", Some(id), serde_json::json!({}))])
+                .await?;
+        }
+        Ok(Some(view))
+    }
+
+    /// A page of members; personal data is never in clear in a list.
+    pub async fn list_members(&self, filter: &MemberFilter, after: Option<MemberId>, limit: i64, who: &Principal) -> Result<Vec<MemberView>, AppError> {
+        let recs = self.store.members(filter, after, limit).await?;
+        let disclosure = who.role.disclosure(false);
+        recs.into_iter().map(|r| self.view(r, disclosure)).collect()
+    }
+
+    fn view(&self, rec: MemberRecord, disclosure: Disclosure) -> Result<MemberView, AppError> {
+        let name = match (&rec.name_sealed, disclosure) {
+            (_, Disclosure::Omitted) | (None, _) => None,
+            (Some(s), Disclosure::Clear) => Some(self.vault.open("member.name", s)?),
+            (Some(s), Disclosure::Masked) => Some(crate::members::identity::mask_name(&self.vault.open("member.name", s)?)),
+        };
+        let identities = rec
+            .identities
+            .iter()
+            .map(|i| {
+                let kind: IdentityKind = i.kind.parse().map_err(|_| StoreError::Corrupt(format!("identity kind {}", i.kind)))?;
+                let plain = match &i.sealed {
+                    Some(s) => self.vault.open(&format!("identity.{}", i.kind), s)?,
+                    None => i.key.clone(),
+                };
+                let value = match disclosure {
+                    Disclosure::Clear => Some(plain),
+                    Disclosure::Masked => Some(kind.mask(&plain)),
+                    Disclosure::Omitted => None,
+                };
+                Ok(IdentityView { kind, value, linked_at: i.linked_at })
+            })
+            .collect::<Result<Vec<_>, AppError>>()?;
+        Ok(MemberView {
+            id: rec.id,
+            status: rec.status,
+            name,
+            gender: rec.gender,
+            birthday: rec.birthday.filter(|_| disclosure != Disclosure::Omitted),
+            city: rec.city,
+            country: rec.country,
+            registered_at: rec.registered_at,
+            registration_channel: rec.registration_channel,
+            consent: rec.consent,
+            identities,
+            merged_into: rec.merged_into,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            personal_data: disclosure,
+        })
+    }
+
+    /// The member who holds an identity.
+    pub async fn find_member(&self, identity: &IdentityInput) -> Result<Result<Option<MemberId>, Invalid>, AppError> {
+        let ident = match identity.normalize() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        let rec = self.identity_record(&ident, self.now());
+        Ok(Ok(self.store.member_by_identity(&rec.kind, &rec.key).await?))
+    }
+
+    pub async fn link_identity(&self, member: MemberId, identity: &IdentityInput, who: &Principal) -> Result<Result<LinkOutcome, Invalid>, AppError> {
+        let ident = match identity.normalize() {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(e)),
+        };
+        let now = self.now();
+        let rec = self.identity_record(&ident, now);
+        Ok(Ok(self.store.link_identity(member, &rec, &Actor { id: who.key_id.clone(), at: now }).await?))
+    }
+
+    pub async fn merge_members(&self, into: MemberId, from: MemberId, who: &Principal) -> Result<MergeOutcome, AppError> {
+        Ok(self.store.merge_members(into, from, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+    }
+
+    // ---- channels
+
+    async fn check_channel(&self, code: Option<&str>, field: &str) -> Result<(), Invalid> {
+        let Some(code) = code else { return Ok(()) };
+        if self.channels.read().await.contains_key(code) {
+            return Ok(());
+        }
+        // Channels change rarely; reload on a miss so one added through another process is seen.
+        if let Ok(all) = self.store.channels().await {
+            let mut cache = self.channels.write().await;
+            *cache = all.into_iter().map(|c| (c.code.clone(), c)).collect();
+            if cache.contains_key(code) {
+                return Ok(());
+            }
+        }
+        Err(Invalid::new("unknown_channel", field, format!("unknown channel `{code}`; add it under /v1/channels first")))
+    }
+
+    /// Forget cached channels after a change.
+    pub async fn channels_changed(&self) {
+        self.channels.write().await.clear();
+    }
+
+    // ---- orders, refunds, events
+
+    /// Validate and store orders. Each is idempotent on `(channel, order_no)`.
+    pub async fn record_orders(&self, inputs: &[OrderInput], who: &Principal) -> Result<Vec<WriteOutcome>, AppError> {
+        let now = self.now();
+        let mut results: Vec<WriteOutcome> = Vec::with_capacity(inputs.len());
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let draft = match input.validate(&self.config.currency, now) {
+                Ok(d) => d,
+                Err(e) => {
+                    results.push(WriteOutcome::Rejected(e));
+                    continue;
+                }
+            };
+            if let Err(e) = self.check_channel(Some(&draft.channel), "channel").await {
+                results.push(WriteOutcome::Rejected(e));
+                continue;
+            }
+            let buyer = match &draft.buyer {
+                crate::commerce::order::Buyer::Member(id) => BuyerKey::Member(*id),
+                crate::commerce::order::Buyer::Identity(ident) => BuyerKey::Identity(self.identity_record(ident, draft.placed_at)),
+                crate::commerce::order::Buyer::Guest => BuyerKey::Guest,
+            };
+            let digest = content_digest(&draft);
+            batch.push(OrderWrite { draft, buyer, digest });
+            slots.push(i);
+            results.push(WriteOutcome::Duplicate(0));
+        }
+        if !batch.is_empty() {
+            let outcomes = self.store.insert_orders(&batch, &Actor { id: who.key_id.clone(), at: now }).await?;
+            for (slot, o) in slots.into_iter().zip(outcomes) {
+                results[slot] = o;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Store a refund against an order, idempotent on `(channel, refund_no)`.
+    pub async fn record_refund(&self, input: &RefundInput, who: &Principal) -> Result<WriteOutcome, AppError> {
+        if let Err(e) = input.validate_header() {
+            return Ok(WriteOutcome::Rejected(e));
+        }
+        let digest = content_digest(input);
+        Ok(self.store.insert_refund(input, &digest, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+    }
+
+    /// Store refunds planned by an importer (history whose lines may predate the data).
+    pub async fn import_refunds(&self, drafts: &[RefundDraft]) -> Result<Vec<WriteOutcome>, AppError> {
+        let batch: Vec<(RefundDraft, Vec<u8>)> = drafts.iter().map(|d| (d.clone(), content_digest(d))).collect();
+        Ok(self.store.import_refunds(&batch).await?)
+    }
+
+    /// Validate and store a batch of events: valid ones are stored, each rejected one says why.
+    pub async fn record_events(&self, inputs: &[EventInput]) -> Result<Vec<EventOutcome>, AppError> {
+        let now = self.now();
+        let mut results: Vec<EventOutcome> = Vec::with_capacity(inputs.len());
+        let mut batch = Vec::new();
+        let mut slots = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let draft = match input.validate(now) {
+                Ok(d) => d,
+                Err(e) => {
+                    results.push(EventOutcome::Rejected(e));
+                    continue;
+                }
+            };
+            if let Err(e) = self.check_channel(Some(&draft.channel), "channel").await {
+                results.push(EventOutcome::Rejected(e));
+                continue;
+            }
+            let actor = match &draft.actor {
+                EventActor::Member(id) => BuyerKey::Member(*id),
+                EventActor::Identity(ident) => BuyerKey::Identity(self.identity_record(ident, draft.occurred_at)),
+                EventActor::Anonymous => BuyerKey::Guest,
+            };
+            batch.push(EventWrite { draft, actor });
+            slots.push(i);
+            results.push(EventOutcome::Stored);
+        }
+        if !batch.is_empty() {
+            let outcomes = self.store.insert_events(&batch).await?;
+            for (slot, o) in slots.into_iter().zip(outcomes) {
+                results[slot] = o;
+            }
+        }
+        Ok(results)
+    }
+}

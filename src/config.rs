@@ -1,0 +1,80 @@
+//! Configuration: defaults, then a TOML file (`huiyuan.toml` or `--config`), then `HUIYUAN_*` environment
+//! variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything a running Huiyuan needs to know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// The master key for personal-data encryption, as 64 hex characters. If absent, `key_file` is used.
+    pub secret_key: Option<String>,
+    /// Where the master key lives; created with a fresh key on first start if missing.
+    pub key_file: PathBuf,
+    /// Address to listen on.
+    pub bind: String,
+    pub port: u16,
+    /// The shop's currency when an order does not say (ISO 4217).
+    pub currency: String,
+    /// The business time zone for reports (IANA name); storage is always UTC.
+    pub timezone: String,
+    /// If set at start, this admin key is ensured to exist (its digest is stored, never the key).
+    pub admin_key: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://huiyuan.db".into(),
+            secret_key: None,
+            key_file: PathBuf::from("huiyuan.key"),
+            bind: "127.0.0.1".into(),
+            port: 8080,
+            currency: "CNY".into(),
+            timezone: "Asia/Shanghai".into(),
+            admin_key: None,
+        }
+    }
+}
+
+impl Config {
+    /// Load from defaults, the TOML file (if it exists) and `HUIYUAN_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("huiyuan.toml"));
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("HUIYUAN_"))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(cfg)
+    }
+
+    /// The key file that belongs next to a SQLite database (`shop.db` → `shop.key`), so each demo or
+    /// embedded shop carries its own key.
+    pub fn key_file_for_sqlite(url: &str) -> Option<PathBuf> {
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next()?;
+        if path.is_empty() || path.contains(":memory:") {
+            return None;
+        }
+        Some(Path::new(path).with_extension("key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_databases_carry_their_own_key_file() {
+        assert_eq!(Config::key_file_for_sqlite("sqlite://shop.db"), Some(PathBuf::from("shop.key")));
+        assert_eq!(Config::key_file_for_sqlite("sqlite:///tmp/a/b.db?mode=rwc"), Some(PathBuf::from("/tmp/a/b.key")));
+        assert_eq!(Config::key_file_for_sqlite("postgres://x"), None);
+    }
+}
