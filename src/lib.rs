@@ -12,3 +12,5 @@ pub mod security;
 pub mod store;
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod import;
