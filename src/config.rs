@@ -47,11 +47,19 @@ impl Config {
     /// Load from defaults, the TOML file (if it exists) and `HUIYUAN_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
         let file = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("huiyuan.toml"));
-        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+        let mut cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file(file))
-            .merge(Env::prefixed("HUIYUAN_"))
+            .merge(Env::prefixed("HUIYUAN_").ignore(&["SECRET_KEY", "ADMIN_KEY"]))
             .extract()
             .map_err(Box::new)?;
+        // Secrets are read verbatim: figment would turn an all-digit hex key into a number.
+        for (var, slot) in [("HUIYUAN_SECRET_KEY", &mut cfg.secret_key), ("HUIYUAN_ADMIN_KEY", &mut cfg.admin_key)] {
+            if let Ok(v) = std::env::var(var) {
+                if !v.trim().is_empty() {
+                    *slot = Some(v.trim().to_string());
+                }
+            }
+        }
         Ok(cfg)
     }
 

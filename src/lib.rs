@@ -14,3 +14,5 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod import;
+pub mod http;
+pub mod cli;

@@ -345,7 +345,7 @@ macro_rules! shared_store {
 
         const ORDER_SELECT: &str = "SELECT o.order_id, o.member_id, o.channel, o.order_no, o.store, o.status, o.placed_at, o.paid_at, \
              o.currency, o.subtotal, o.discount_total, o.shipping_fee, o.total, o.coupon_code, o.created_at, \
-             COALESCE((SELECT SUM(r.amount) FROM refunds r WHERE r.order_id = o.order_id), 0) AS refunded_amount FROM orders o";
+             CAST(COALESCE((SELECT SUM(r.amount) FROM refunds r WHERE r.order_id = o.order_id), 0) AS BIGINT) AS refunded_amount FROM orders o";
 
         async fn order_lines(conn: &mut Conn, order_ids: &[i64]) -> StoreResult<HashMap<i64, Vec<OrderLine>>> {
             let mut out: HashMap<i64, Vec<OrderLine>> = HashMap::new();
@@ -1055,7 +1055,7 @@ macro_rules! shared_store {
                 }
                 let mut state = RefundState::default();
                 let per_line: Vec<(Option<i32>, i64, i64)> = sqlx::query_as(
-                    "SELECT line_no, SUM(quantity), SUM(amount) FROM refund_lines WHERE order_id = $1 GROUP BY line_no",
+                    "SELECT line_no, CAST(SUM(quantity) AS BIGINT), CAST(SUM(amount) AS BIGINT) FROM refund_lines WHERE order_id = $1 GROUP BY line_no",
                 )
                 .bind(order_id)
                 .fetch_all(&mut *tx)
@@ -1065,7 +1065,7 @@ macro_rules! shared_store {
                         state.lines.insert(line, (q, a));
                     }
                 }
-                state.shipping = sqlx::query_scalar("SELECT COALESCE(SUM(shipping_refund), 0) FROM refunds WHERE order_id = $1")
+                state.shipping = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(shipping_refund), 0) AS BIGINT) FROM refunds WHERE order_id = $1")
                     .bind(order_id)
                     .fetch_one(&mut *tx)
                     .await?;
@@ -1197,6 +1197,17 @@ macro_rules! shared_store {
                                     let actor = Actor { id: "system".into(), at: now.0 };
                                     audit(&mut tx, &actor, "identity.link", Some(m), json!({ "kind": "anonymous_id", "events_moved": moved })).await?;
                                 }
+                                // Earlier events of this batch from the same visitor are not stored yet: they go to the member too.
+                                for (j, owner) in pending.iter_mut() {
+                                    if *owner == 0 && batch[*j].draft.anonymous_id.as_deref() == Some(anon.as_str()) {
+                                        keys_in_batch.remove(&(0, batch[*j].draft.key.as_str()));
+                                        *owner = m;
+                                        if !keys_in_batch.insert((m, batch[*j].draft.key.as_str())) {
+                                            out[*j] = EventOutcome::Duplicate;
+                                        }
+                                    }
+                                }
+                                pending.retain(|(j, _)| out[*j] == EventOutcome::Stored);
                                 owners.insert(k, Some(m));
                             }
                             (_, Some(_)) => {}

@@ -162,7 +162,7 @@ pub enum EventOutcome {
 }
 
 /// Filters for listing members.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberFilter {
     /// Registration channel code.
     pub channel: Option<String>,

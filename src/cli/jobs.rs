@@ -1,0 +1,88 @@
+//! The long-running subcommands: building the demo shop and importing files.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{EntityArg, FormatArg, is_terminal, load_config, remove_sqlite, start};
+use crate::app::App;
+use crate::demo::{DemoOptions, generate};
+use crate::import::{self, Entity, Format, ImportOptions};
+use crate::security::Role;
+
+/// `huiyuan demo`: a fresh SQLite shop, an admin key, then serve it.
+pub async fn demo(config: &Option<PathBuf>, db: PathBuf, members: usize, seed: u64, port: u16, no_serve: bool) -> anyhow::Result<()> {
+    remove_sqlite(&db)?;
+    let url = format!("sqlite://{}", db.display());
+    let mut cfg = load_config(config, Some(&url))?;
+    // The demo keeps its own key next to its database, whatever the configuration says.
+    cfg.secret_key = None;
+    cfg.key_file = db.with_extension("key");
+    let _ = std::fs::remove_file(&cfg.key_file);
+    cfg.port = port;
+    let addr = format!("{}:{}", cfg.bind, cfg.port);
+    let app: Arc<App> = start(cfg).await?;
+    let opts = DemoOptions { members, seed, end: chrono::Utc::now().date_naive(), progress: is_terminal() };
+    eprintln!("Building the demo shop in {} ({} members, seed {seed})…", db.display(), members);
+    let s = generate(&app, &opts).await.context("building the demo shop")?;
+    eprintln!(
+        "Demo shop ready in {:.1} s: {} members, {} orders (+{} guest), {} refunds, {} events, {} SKUs",
+        s.elapsed.as_secs_f64(),
+        s.members,
+        s.orders,
+        s.guest_orders,
+        s.refunds,
+        s.events,
+        s.skus
+    );
+    let (key, _) = app.create_key(Role::Admin, "demo-admin").await?;
+    if no_serve {
+        println!("admin key: {key}");
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!();
+    println!("  Huiyuan demo shop:  {base}");
+    println!("  API docs:           {base}/docs");
+    println!("  Admin API key:      {key}");
+    println!();
+    println!("  Try:  curl -H 'Authorization: Bearer {key}' {base}/v1/stats");
+    println!();
+    crate::http::serve(app, listener).await?;
+    Ok(())
+}
+
+/// `huiyuan import`: read a file, write it through the use cases, report.
+pub async fn import(app: &App, entity: EntityArg, file: PathBuf, format: Option<FormatArg>, mapping: Option<String>, rejects: Option<PathBuf>) -> anyhow::Result<()> {
+    let opts = ImportOptions {
+        entity: match entity {
+            EntityArg::Members => Entity::Members,
+            EntityArg::Orders => Entity::Orders,
+            EntityArg::Events => Entity::Events,
+        },
+        path: file.clone(),
+        format: format.map(|f| match f {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Jsonl => Format::Jsonl,
+        }),
+        mapping,
+        reject_path: rejects,
+        progress: is_terminal(),
+    };
+    let s = import::run(app, &opts).await.with_context(|| format!("importing {}", file.display()))?;
+    println!("read        {:>10}", s.read);
+    println!("imported    {:>10}", s.imported);
+    println!("duplicates  {:>10}  (already stored; skipped)", s.duplicates);
+    println!("skipped     {:>10}", s.skipped);
+    println!("rejected    {:>10}", s.rejected);
+    println!("time        {:>10.2} s  ({:.0} rows/s)", s.elapsed.as_secs_f64(), s.rows_per_sec());
+    for n in &s.notes {
+        println!("note: {n}");
+    }
+    if let Some(r) = &s.reject_file {
+        println!("rejected rows with line numbers and reasons: {}", r.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The `huiyuan` command line: serve the API, build a demo shop, import files, migrate, manage keys and
+//! print stats. Each subcommand is a thin layer over `App`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::security::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "huiyuan", version, about = "Huiyuan (会员): membership, loyalty and customer-behaviour system")]
+pub struct Cli {
+    /// Configuration file (TOML); `huiyuan.toml` in the working directory is read if present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the data lives.
+#[derive(Debug, Args, Clone)]
+pub struct DbArg {
+    /// `sqlite://PATH` or `postgres://…` (env HUIYUAN_DATABASE_URL; default sqlite://huiyuan.db).
+    #[arg(long = "db")]
+    pub db: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        port: Option<u16>,
+        /// Address to bind (default 127.0.0.1).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Build a fresh demo shop in a SQLite file and serve it.
+    Demo {
+        /// The SQLite file to (re)create.
+        #[arg(long = "db", default_value = "huiyuan-demo.db")]
+        db: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        members: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Build the shop and exit without serving.
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Bulk import members, orders or events from CSV or JSON Lines (`.gz` read directly).
+    Import {
+        #[arg(value_enum)]
+        entity: EntityArg,
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// A built-in mapping: online-retail, generic (orders), rees46 (events).
+        #[arg(long)]
+        mapping: Option<String>,
+        /// Where rejected rows go (default: FILE.rejects.csv).
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Apply database migrations.
+    Migrate {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Counts of members, member orders, guest orders, refunds and events.
+    Stats {
+        #[command(flatten)]
+        db: DbArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print it once.
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EntityArg {
+    Members,
+    Orders,
+    Events,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+fn load_config(cli_config: &Option<PathBuf>, db: Option<&str>) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(cli_config.as_deref()).context("reading configuration")?;
+    if let Some(db) = db {
+        cfg.database_url = db.to_string();
+    }
+    Ok(cfg)
+}
+
+async fn start(cfg: Config) -> anyhow::Result<Arc<App>> {
+    let url = cfg.database_url.clone();
+    Ok(Arc::new(App::start(cfg).await.with_context(|| format!("opening {url}"))?))
+}
+
+/// Run the command line; returns the process exit code on success paths.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { db, port, bind } => {
+            let mut cfg = load_config(&cli.config, db.db.as_deref())?;
+            if let Some(p) = port {
+                cfg.port = p;
+            }
+            if let Some(b) = bind {
+                cfg.bind = b;
+            }
+            let addr = format!("{}:{}", cfg.bind, cfg.port);
+            let app = start(cfg).await?;
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+            println!("Huiyuan listening on http://{}  (API docs: /docs)", listener.local_addr()?);
+            crate::http::serve(app, listener).await?;
+        }
+        Command::Demo { db, members, seed, port, no_serve } => {
+            let _ = (db, members, seed, port, no_serve); anyhow::bail!("pending");
+        }
+        Command::Import { entity, file, format, mapping, rejects, db } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let _ = (cfg, entity, file, format, mapping, rejects); anyhow::bail!("pending");
+        }
+        Command::Migrate { db } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let url = cfg.database_url.clone();
+            start(cfg).await?;
+            println!("{url}: schema is up to date");
+        }
+        Command::Keys { action: KeysAction::Create { role, name, db } } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            let (key, rec) = app.create_key(role, &name).await?;
+            eprintln!("Created {} key {} ({}). It is shown only this once:", rec.role, rec.id, rec.name);
+            println!("{key}");
+        }
+        Command::Stats { db, json } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            let s = app.store.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("members          {:>10}", s.members);
+                println!("merged members   {:>10}", s.merged_members);
+                println!("member orders    {:>10}", s.member_orders);
+                println!("guest orders     {:>10}", s.guest_orders);
+                println!("member refunds   {:>10}", s.refunds);
+                println!("guest refunds    {:>10}", s.guest_refunds);
+                println!("events           {:>10}", s.events);
+                println!("  not yet linked {:>10}", s.unlinked_events);
+                println!("skus             {:>10}", s.skus);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove a SQLite database and its WAL companions, so the demo starts fresh.
+fn remove_sqlite(path: &std::path::Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!("cannot remove {}: {e}", p.display()),
+        }
+    }
+    Ok(())
+}
+
+fn is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
