@@ -1,5 +1,7 @@
 //! One integration-test binary: every test drives the real store (SQLite and PostgreSQL) or the real
 //! HTTP router bound to a port.
 
+mod api;
+mod conformance;
 #[allow(dead_code)]
 mod support;

@@ -62,3 +62,62 @@ pub fn config_for(db: &TestDb) -> Config {
 pub async fn app_for(db: &TestDb) -> Arc<App> {
     Arc::new(App::start(config_for(db)).await.expect("app starts"))
 }
+
+/// The real router served on an ephemeral port, with a key for every role.
+pub struct TestServer {
+    pub base: String,
+    pub app: Arc<App>,
+    pub client: reqwest::Client,
+    pub keys: std::collections::HashMap<huiyuan::security::Role, String>,
+    pub db: TestDb,
+}
+
+impl TestServer {
+    pub async fn spawn(db: TestDb) -> TestServer {
+        let app = app_for(&db).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let router = huiyuan::http::router(app.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut keys = std::collections::HashMap::new();
+        for role in huiyuan::security::Role::ALL {
+            let (key, _) = app.create_key(role, "test").await.expect("key");
+            keys.insert(role, key);
+        }
+        TestServer { base, app, client: reqwest::Client::new(), keys, db }
+    }
+
+    pub fn key(&self, role: huiyuan::security::Role) -> &str {
+        &self.keys[&role]
+    }
+
+    pub fn admin(&self) -> &str {
+        self.key(huiyuan::security::Role::Admin)
+    }
+
+    /// A request with the given role's key.
+    pub fn req(&self, role: huiyuan::security::Role, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base)).bearer_auth(self.key(role))
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.req(huiyuan::security::Role::Admin, reqwest::Method::POST, path).json(&body).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.req(huiyuan::security::Role::Admin, reqwest::Method::GET, path).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A server on each test database.
+pub async fn servers() -> Vec<TestServer> {
+    let mut v = Vec::new();
+    for db in test_dbs().await {
+        v.push(TestServer::spawn(db).await);
+    }
+    v
+}
