@@ -17,8 +17,8 @@ use crate::members::{
 };
 use crate::security::{AuditEntry, Principal, Role, Vault, VaultError, auth, content_digest};
 use crate::store::{
-    self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord, MemberUpsert,
-    MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
+    self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
+    MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
 
 /// Why a use case failed, for the edges to render.
@@ -134,7 +134,11 @@ impl App {
 
     /// Create-or-update members by identity. Invalid inputs are reported per item; valid ones are written in
     /// one transaction.
-    pub async fn upsert_members(&self, inputs: &[MemberInput], who: &Principal) -> Result<Vec<Result<UpsertOutcome, Invalid>>, AppError> {
+    pub async fn upsert_members(
+        &self,
+        inputs: &[MemberInput],
+        who: &Principal,
+    ) -> Result<Vec<Result<UpsertOutcome, Invalid>>, AppError> {
         let now = self.now();
         let mut results: Vec<Result<UpsertOutcome, Invalid>> = Vec::with_capacity(inputs.len());
         let mut batch = Vec::new();
@@ -166,14 +170,26 @@ impl App {
         let view = self.view(rec, disclosure)?;
         if disclosure == Disclosure::Clear {
             self.store
-                .append_audit(&[AuditEntry::new(who, self.now(), "member.read_personal", Some(id), serde_json::json!({}))])
+                .append_audit(&[AuditEntry::new(
+                    who,
+                    self.now(),
+                    "member.read_personal",
+                    Some(id),
+                    serde_json::json!({}),
+                )])
                 .await?;
         }
         Ok(Some(view))
     }
 
     /// A page of members; personal data is never in clear in a list.
-    pub async fn list_members(&self, filter: &MemberFilter, after: Option<MemberId>, limit: i64, who: &Principal) -> Result<Vec<MemberView>, AppError> {
+    pub async fn list_members(
+        &self,
+        filter: &MemberFilter,
+        after: Option<MemberId>,
+        limit: i64,
+        who: &Principal,
+    ) -> Result<Vec<MemberView>, AppError> {
         let recs = self.store.members(filter, after, limit).await?;
         let disclosure = who.role.disclosure(false);
         recs.into_iter().map(|r| self.view(r, disclosure)).collect()
@@ -183,13 +199,16 @@ impl App {
         let name = match (&rec.name_sealed, disclosure) {
             (_, Disclosure::Omitted) | (None, _) => None,
             (Some(s), Disclosure::Clear) => Some(self.vault.open("member.name", s)?),
-            (Some(s), Disclosure::Masked) => Some(crate::members::identity::mask_name(&self.vault.open("member.name", s)?)),
+            (Some(s), Disclosure::Masked) => {
+                Some(crate::members::identity::mask_name(&self.vault.open("member.name", s)?))
+            }
         };
         let identities = rec
             .identities
             .iter()
             .map(|i| {
-                let kind: IdentityKind = i.kind.parse().map_err(|_| StoreError::Corrupt(format!("identity kind {}", i.kind)))?;
+                let kind: IdentityKind =
+                    i.kind.parse().map_err(|_| StoreError::Corrupt(format!("identity kind {}", i.kind)))?;
                 let plain = match &i.sealed {
                     Some(s) => self.vault.open(&format!("identity.{}", i.kind), s)?,
                     None => i.key.clone(),
@@ -231,7 +250,12 @@ impl App {
         Ok(Ok(self.store.member_by_identity(&rec.kind, &rec.key).await?))
     }
 
-    pub async fn link_identity(&self, member: MemberId, identity: &IdentityInput, who: &Principal) -> Result<Result<LinkOutcome, Invalid>, AppError> {
+    pub async fn link_identity(
+        &self,
+        member: MemberId,
+        identity: &IdentityInput,
+        who: &Principal,
+    ) -> Result<Result<LinkOutcome, Invalid>, AppError> {
         let ident = match identity.normalize() {
             Ok(i) => i,
             Err(e) => return Ok(Err(e)),
@@ -241,7 +265,12 @@ impl App {
         Ok(Ok(self.store.link_identity(member, &rec, &Actor { id: who.key_id.clone(), at: now }).await?))
     }
 
-    pub async fn merge_members(&self, into: MemberId, from: MemberId, who: &Principal) -> Result<MergeOutcome, AppError> {
+    pub async fn merge_members(
+        &self,
+        into: MemberId,
+        from: MemberId,
+        who: &Principal,
+    ) -> Result<MergeOutcome, AppError> {
         Ok(self.store.merge_members(into, from, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
     }
 
@@ -260,7 +289,11 @@ impl App {
                 return Ok(());
             }
         }
-        Err(Invalid::new("unknown_channel", field, format!("unknown channel `{code}`; add it under /v1/channels first")))
+        Err(Invalid::new(
+            "unknown_channel",
+            field,
+            format!("unknown channel `{code}`; add it under /v1/channels first"),
+        ))
     }
 
     /// Forget cached channels after a change.
@@ -290,7 +323,9 @@ impl App {
             }
             let buyer = match &draft.buyer {
                 crate::commerce::order::Buyer::Member(id) => BuyerKey::Member(*id),
-                crate::commerce::order::Buyer::Identity(ident) => BuyerKey::Identity(self.identity_record(ident, draft.placed_at)),
+                crate::commerce::order::Buyer::Identity(ident) => {
+                    BuyerKey::Identity(self.identity_record(ident, draft.placed_at))
+                }
                 crate::commerce::order::Buyer::Guest => BuyerKey::Guest,
             };
             let digest = content_digest(&draft);

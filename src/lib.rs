@@ -4,15 +4,15 @@
 //! or PostgreSQL; `app` holds the use cases; `http`, `cli`, `import` and `demo` are the edges.
 //! See ARCHITECTURE.md for the map.
 
+pub mod app;
+pub mod cli;
 pub mod commerce;
+pub mod config;
+pub mod demo;
 pub mod error;
 pub mod events;
+pub mod http;
+pub mod import;
 pub mod members;
 pub mod security;
 pub mod store;
-pub mod app;
-pub mod config;
-pub mod demo;
-pub mod import;
-pub mod http;
-pub mod cli;

@@ -153,11 +153,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::http::serve(app, listener).await?;
         }
         Command::Demo { db, members, seed, port, no_serve } => {
-            let _ = (db, members, seed, port, no_serve); anyhow::bail!("pending");
+            let _ = (db, members, seed, port, no_serve);
+            anyhow::bail!("pending");
         }
         Command::Import { entity, file, format, mapping, rejects, db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
-            let _ = (cfg, entity, file, format, mapping, rejects); anyhow::bail!("pending");
+            let _ = (cfg, entity, file, format, mapping, rejects);
+            anyhow::bail!("pending");
         }
         Command::Migrate { db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

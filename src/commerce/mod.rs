@@ -68,7 +68,11 @@ pub struct Channel {
 impl Channel {
     pub fn validate(&self) -> Checked<()> {
         if !is_code(&self.code) {
-            return Err(Invalid::new("invalid_code", "code", "a channel code is lower-case letters, digits and underscores"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "code",
+                "a channel code is lower-case letters, digits and underscores",
+            ));
         }
         optional_text(Some(&self.name), "name", 64)?.ok_or_else(|| Invalid::missing("name"))?;
         Ok(())
@@ -102,7 +106,11 @@ pub struct StoreLocation {
 impl StoreLocation {
     pub fn validate(&self) -> Checked<()> {
         if !is_code(&self.code) {
-            return Err(Invalid::new("invalid_code", "code", "a store code is lower-case letters, digits and underscores"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "code",
+                "a store code is lower-case letters, digits and underscores",
+            ));
         }
         if !is_code(&self.channel) {
             return Err(Invalid::new("invalid_code", "channel", "unknown channel code"));
@@ -153,7 +161,11 @@ pub fn validate_sku_code(sku: &str, field: &str) -> Checked<()> {
 /// Reference numbers (order_no, refund_no) from the channel: printable, at most 64 characters.
 pub fn validate_reference(v: &str, field: &str) -> Checked<()> {
     if v.trim().is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
-        return Err(Invalid::new("invalid_reference", field, format!("`{field}` must be 1 to 64 printable characters")));
+        return Err(Invalid::new(
+            "invalid_reference",
+            field,
+            format!("`{field}` must be 1 to 64 printable characters"),
+        ));
     }
     Ok(())
 }
@@ -161,7 +173,11 @@ pub fn validate_reference(v: &str, field: &str) -> Checked<()> {
 /// ISO 4217 code, upper-case letters.
 pub fn validate_currency(c: &str) -> Checked<()> {
     if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(Invalid::new("invalid_currency", "currency", "currency is a three-letter ISO 4217 code such as CNY"));
+        return Err(Invalid::new(
+            "invalid_currency",
+            "currency",
+            "currency is a three-letter ISO 4217 code such as CNY",
+        ));
     }
     Ok(())
 }

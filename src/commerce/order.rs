@@ -166,7 +166,11 @@ pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
 
 fn amount(v: i64, field: &str) -> Checked<i64> {
     if !(0..=MAX_AMOUNT).contains(&v) {
-        return Err(Invalid::new("out_of_range", field, format!("`{field}` must be between 0 and {MAX_AMOUNT} (minor units)")));
+        return Err(Invalid::new(
+            "out_of_range",
+            field,
+            format!("`{field}` must be between 0 and {MAX_AMOUNT} (minor units)"),
+        ));
     }
     Ok(v)
 }
@@ -175,19 +179,29 @@ impl OrderInput {
     /// Validate and compute amounts. Nothing half-valid gets through: any bad line rejects the whole order.
     pub fn validate(&self, default_currency: &str, now: DateTime<Utc>) -> Checked<OrderDraft> {
         if !is_code(&self.channel) {
-            return Err(Invalid::new("invalid_code", "channel", "a channel code is lower-case letters, digits and underscores"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "channel",
+                "a channel code is lower-case letters, digits and underscores",
+            ));
         }
         validate_reference(&self.order_no, "order_no")?;
         if let Some(s) = &self.store {
             if !is_code(s) {
-                return Err(Invalid::new("invalid_code", "store", "a store code is lower-case letters, digits and underscores"));
+                return Err(Invalid::new(
+                    "invalid_code",
+                    "store",
+                    "a store code is lower-case letters, digits and underscores",
+                ));
             }
         }
         let buyer = match (&self.member_id, &self.identity) {
             (Some(_), Some(_)) => {
                 return Err(Invalid::new("ambiguous_buyer", "identity", "give member_id or identity, not both"));
             }
-            (Some(id), None) if *id <= 0 => return Err(Invalid::new("out_of_range", "member_id", "member_id must be positive")),
+            (Some(id), None) if *id <= 0 => {
+                return Err(Invalid::new("out_of_range", "member_id", "member_id must be positive"));
+            }
             (Some(id), None) => Buyer::Member(*id),
             (None, Some(i)) => Buyer::Identity(i.normalize().map_err(|e| e.within("identity"))?),
             (None, None) => Buyer::Guest,
@@ -206,7 +220,11 @@ impl OrderInput {
             return Err(Invalid::new("too_many", "lines", format!("an order has at most {MAX_LINES} lines")));
         }
         if self.lines.is_empty() && self.total.is_none() {
-            return Err(Invalid::new("missing_field", "lines", "an order needs lines, or a total when lines are unknown"));
+            return Err(Invalid::new(
+                "missing_field",
+                "lines",
+                "an order needs lines, or a total when lines are unknown",
+            ));
         }
         let mut lines = Vec::with_capacity(self.lines.len());
         let mut sku_hints = Vec::new();
@@ -215,13 +233,16 @@ impl OrderInput {
             let line = l.validate().map_err(|e| e.within(&format!("lines[{i}]")))?;
             subtotal += line.quantity * line.unit_price;
             line_discounts += line.discount;
-            if let Some(name) = optional_text(l.name.as_deref(), "name", 200).map_err(|e| e.within(&format!("lines[{i}]")))? {
+            if let Some(name) =
+                optional_text(l.name.as_deref(), "name", 200).map_err(|e| e.within(&format!("lines[{i}]")))?
+            {
                 sku_hints.push(Sku {
                     sku: line.sku.clone(),
                     name,
                     category_path: optional_text(l.category_path.as_deref(), "category_path", 200)
                         .map_err(|e| e.within(&format!("lines[{i}]")))?,
-                    brand: optional_text(l.brand.as_deref(), "brand", 100).map_err(|e| e.within(&format!("lines[{i}]")))?,
+                    brand: optional_text(l.brand.as_deref(), "brand", 100)
+                        .map_err(|e| e.within(&format!("lines[{i}]")))?,
                     list_price: line.unit_price,
                     available: true,
                 });
@@ -323,7 +344,16 @@ mod tests {
     use super::*;
 
     fn line(sku: &str, q: i64, p: i64) -> LineInput {
-        LineInput { sku: sku.into(), quantity: q, unit_price: p, discount: 0, kind: LineKind::Product, name: None, category_path: None, brand: None }
+        LineInput {
+            sku: sku.into(),
+            quantity: q,
+            unit_price: p,
+            discount: 0,
+            kind: LineKind::Product,
+            name: None,
+            category_path: None,
+            brand: None,
+        }
     }
 
     fn order(lines: Vec<LineInput>) -> OrderInput {
@@ -348,7 +378,9 @@ mod tests {
     #[test]
     fn totals_are_computed_in_minor_units() {
         let now = "2026-02-01T00:00:00Z".parse().unwrap();
-        let d = order(vec![line("A", 2, 1999), LineInput { discount: 500, ..line("B", 1, 5000) }]).validate("CNY", now).unwrap();
+        let d = order(vec![line("A", 2, 1999), LineInput { discount: 500, ..line("B", 1, 5000) }])
+            .validate("CNY", now)
+            .unwrap();
         assert_eq!(d.subtotal, 2 * 1999 + 5000);
         assert_eq!(d.discount_total, 1500);
         assert_eq!(d.total, 2 * 1999 + 5000 - 1500 + 800);

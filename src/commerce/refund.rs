@@ -73,7 +73,11 @@ impl RefundInput {
     /// Check the header fields that need no order.
     pub fn validate_header(&self) -> Checked<()> {
         if !is_code(&self.channel) {
-            return Err(Invalid::new("invalid_code", "channel", "a channel code is lower-case letters, digits and underscores"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "channel",
+                "a channel code is lower-case letters, digits and underscores",
+            ));
         }
         validate_reference(&self.refund_no, "refund_no")?;
         if self.order_id.is_none() && self.order_no.is_none() {
@@ -108,7 +112,11 @@ impl RefundInput {
                 .iter()
                 .filter_map(|l| {
                     let (q, _) = already.get(&l.line_no).copied().unwrap_or((0, 0));
-                    (l.quantity > q).then(|| RefundLineInput { line_no: l.line_no, quantity: l.quantity - q, amount: None })
+                    (l.quantity > q).then(|| RefundLineInput {
+                        line_no: l.line_no,
+                        quantity: l.quantity - q,
+                        amount: None,
+                    })
                 })
                 .collect()
         } else {
@@ -121,10 +129,9 @@ impl RefundInput {
             if !seen.insert(r.line_no) {
                 return Err(at(Invalid::new("duplicate_line", "line_no", "a line may appear once per refund")));
             }
-            let line = lines
-                .iter()
-                .find(|l| l.line_no == r.line_no)
-                .ok_or_else(|| at(Invalid::new("unknown_line", "line_no", format!("the order has no line {}", r.line_no))))?;
+            let line = lines.iter().find(|l| l.line_no == r.line_no).ok_or_else(|| {
+                at(Invalid::new("unknown_line", "line_no", format!("the order has no line {}", r.line_no)))
+            })?;
             let (q_done, a_done) = already.get(&r.line_no).copied().unwrap_or((0, 0));
             if r.quantity < 1 || r.quantity > line.quantity - q_done {
                 return Err(at(Invalid::new(
@@ -156,7 +163,11 @@ impl RefundInput {
             });
         }
         if !(0..=MAX_AMOUNT).contains(&self.shipping_refund) || self.shipping_refund > shipping_fee - shipping_already {
-            return Err(Invalid::new("out_of_range", "shipping_refund", "shipping_refund exceeds the shipping fee left to refund"));
+            return Err(Invalid::new(
+                "out_of_range",
+                "shipping_refund",
+                "shipping_refund exceeds the shipping fee left to refund",
+            ));
         }
         if out.is_empty() && self.shipping_refund == 0 {
             return Err(Invalid::new("nothing_to_refund", "lines", "the order has nothing left to refund"));
@@ -199,8 +210,24 @@ mod tests {
 
     fn lines() -> Vec<OrderLine> {
         vec![
-            OrderLine { line_no: 1, sku: "A".into(), kind: LineKind::Product, quantity: 3, unit_price: 1000, discount: 1, amount: 2999 },
-            OrderLine { line_no: 2, sku: "B".into(), kind: LineKind::Product, quantity: 1, unit_price: 500, discount: 0, amount: 500 },
+            OrderLine {
+                line_no: 1,
+                sku: "A".into(),
+                kind: LineKind::Product,
+                quantity: 3,
+                unit_price: 1000,
+                discount: 1,
+                amount: 2999,
+            },
+            OrderLine {
+                line_no: 2,
+                sku: "B".into(),
+                kind: LineKind::Product,
+                quantity: 1,
+                unit_price: 500,
+                discount: 0,
+                amount: 500,
+            },
         ]
     }
 

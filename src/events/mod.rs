@@ -69,16 +69,31 @@ impl EventType {
 
     /// The schema of a known type: which fields it must carry.
     fn check(&self, sku: Option<&str>, props: &serde_json::Map<String, serde_json::Value>) -> Checked<()> {
-        let need_sku = || sku.map(|_| ()).ok_or_else(|| Invalid::new("missing_field", "sku", format!("a {} event needs `sku`", self.name())));
+        let need_sku = || {
+            sku.map(|_| ())
+                .ok_or_else(|| Invalid::new("missing_field", "sku", format!("a {} event needs `sku`", self.name())))
+        };
         let need_str = |key: &str| match props.get(key) {
             Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(()),
-            Some(_) => Err(Invalid::new("invalid_type", format!("properties.{key}"), format!("`properties.{key}` must be a non-empty string"))),
-            None => Err(Invalid::new("missing_field", format!("properties.{key}"), format!("a {} event needs `properties.{key}`", self.name()))),
+            Some(_) => Err(Invalid::new(
+                "invalid_type",
+                format!("properties.{key}"),
+                format!("`properties.{key}` must be a non-empty string"),
+            )),
+            None => Err(Invalid::new(
+                "missing_field",
+                format!("properties.{key}"),
+                format!("a {} event needs `properties.{key}`", self.name()),
+            )),
         };
         let opt_positive_int = |key: &str| match props.get(key) {
             None => Ok(()),
             Some(v) if v.as_i64().is_some_and(|n| n > 0) => Ok(()),
-            Some(_) => Err(Invalid::new("invalid_type", format!("properties.{key}"), format!("`properties.{key}` must be a positive integer"))),
+            Some(_) => Err(Invalid::new(
+                "invalid_type",
+                format!("properties.{key}"),
+                format!("`properties.{key}` must be a positive integer"),
+            )),
         };
         match self {
             EventType::PageView => need_str("url"),
@@ -90,7 +105,11 @@ impl EventType {
             }
             EventType::Purchase => {
                 if sku.is_none() && !props.contains_key("order_no") {
-                    return Err(Invalid::new("missing_field", "properties.order_no", "a purchase event needs `properties.order_no` or `sku`"));
+                    return Err(Invalid::new(
+                        "missing_field",
+                        "properties.order_no",
+                        "a purchase event needs `properties.order_no` or `sku`",
+                    ));
                 }
                 Ok(())
             }
@@ -156,18 +175,30 @@ impl EventInput {
             None => None,
         };
         let actor = match (&self.member_id, &self.identity) {
-            (Some(_), Some(_)) => return Err(Invalid::new("ambiguous_actor", "identity", "give member_id or identity, not both")),
-            (Some(id), None) if *id <= 0 => return Err(Invalid::new("out_of_range", "member_id", "member_id must be positive")),
+            (Some(_), Some(_)) => {
+                return Err(Invalid::new("ambiguous_actor", "identity", "give member_id or identity, not both"));
+            }
+            (Some(id), None) if *id <= 0 => {
+                return Err(Invalid::new("out_of_range", "member_id", "member_id must be positive"));
+            }
             (Some(id), None) => Actor::Member(*id),
             (None, Some(i)) => Actor::Identity(i.normalize().map_err(|e| e.within("identity"))?),
             (None, None) if anonymous_id.is_some() => Actor::Anonymous,
             (None, None) => {
-                return Err(Invalid::new("missing_field", "member_id", "an event needs member_id, identity or anonymous_id"));
+                return Err(Invalid::new(
+                    "missing_field",
+                    "member_id",
+                    "an event needs member_id, identity or anonymous_id",
+                ));
             }
         };
         let channel = self.channel.clone().unwrap_or_else(|| "web".to_string());
         if !is_code(&channel) {
-            return Err(Invalid::new("invalid_code", "channel", "a channel code is lower-case letters, digits and underscores"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "channel",
+                "a channel code is lower-case letters, digits and underscores",
+            ));
         }
         if let Some(s) = &self.sku {
             crate::commerce::validate_sku_code(s, "sku")?;

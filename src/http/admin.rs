@@ -15,7 +15,11 @@ use crate::security::{AuditEntry, Permission, Role};
 use crate::store::{Backend, Stats};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(stats)).routes(routes!(create_key)).routes(routes!(audit_log))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(stats))
+        .routes(routes!(create_key))
+        .routes(routes!(audit_log))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,10 +34,16 @@ pub struct Health {
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn health(State(s): State<AppState>) -> Response {
     match s.app.store.setting("vault.key_check").await {
-        Ok(_) => axum::Json(Health { status: "ok".into(), backend: s.app.store.backend(), version: env!("CARGO_PKG_VERSION").into() }).into_response(),
+        Ok(_) => axum::Json(Health {
+            status: "ok".into(),
+            backend: s.app.store.backend(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database does not answer").into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database does not answer")
+                .into_response()
         }
     }
 }
@@ -64,9 +74,14 @@ pub struct KeyResponse {
 /// Create an API key (admins only). The key is returned once and stored only as a digest.
 #[utoipa::path(post, path = "/v1/keys", tag = "admin", request_body = KeyRequest,
     responses((status = 201, body = KeyResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_key(State(s): State<AppState>, caller: Caller, ApiJson(req): ApiJson<KeyRequest>) -> Result<Response, ApiError> {
+async fn create_key(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<KeyRequest>,
+) -> Result<Response, ApiError> {
     caller.require(Permission::KeysManage)?;
-    let name = crate::members::optional_text(Some(&req.name), "name", 64)?.ok_or_else(|| crate::error::Invalid::missing("name"))?;
+    let name = crate::members::optional_text(Some(&req.name), "name", 64)?
+        .ok_or_else(|| crate::error::Invalid::missing("name"))?;
     let (key, rec) = s.app.create_key(req.role, &name).await?;
     Ok((StatusCode::CREATED, axum::Json(KeyResponse { key, key_id: rec.id, role: rec.role })).into_response())
 }
@@ -80,7 +95,11 @@ struct AuditParams {
 /// The audit log, newest first (admins only).
 #[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditParams),
     responses((status = 200, body = Vec<AuditEntry>), (status = 403, body = ErrorBody)))]
-async fn audit_log(State(s): State<AppState>, caller: Caller, Query(p): Query<AuditParams>) -> Result<axum::Json<Vec<AuditEntry>>, ApiError> {
+async fn audit_log(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(p): Query<AuditParams>,
+) -> Result<axum::Json<Vec<AuditEntry>>, ApiError> {
     caller.require(Permission::AuditRead)?;
     Ok(axum::Json(s.app.store.audit_log(p.member_id, page_limit(p.limit)?).await?))
 }

@@ -38,7 +38,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 409, description = "Same (channel, order_no), different content", body = ErrorBody),
         (status = 422, description = "Invalid; nothing stored", body = ErrorBody),
     ))]
-async fn create_order(State(s): State<AppState>, caller: Caller, ApiJson(input): ApiJson<OrderInput>) -> Result<Response, ApiError> {
+async fn create_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<OrderInput>,
+) -> Result<Response, ApiError> {
     let who = caller.require(Permission::OrdersWrite)?;
     let outcome = s.app.record_orders(std::slice::from_ref(&input), who).await?.pop();
     let (status, id) = match outcome {
@@ -47,7 +51,10 @@ async fn create_order(State(s): State<AppState>, caller: Caller, ApiJson(input):
         Some(WriteOutcome::Conflict(id)) => {
             return Err(ApiError::conflict(
                 "order_conflict",
-                format!("order {} in channel {} was recorded (id {id}) with different content", input.order_no, input.channel),
+                format!(
+                    "order {} in channel {} was recorded (id {id}) with different content",
+                    input.order_no, input.channel
+                ),
             )
             .with_field("order_no"));
         }
@@ -60,7 +67,11 @@ async fn create_order(State(s): State<AppState>, caller: Caller, ApiJson(input):
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "commerce", params(("id" = i64, Path)),
     responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
-async fn get_order(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> Result<axum::Json<OrderView>, ApiError> {
+async fn get_order(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<OrderView>, ApiError> {
     caller.require(Permission::OrdersRead)?;
     Ok(axum::Json(s.app.store.order(id).await?.ok_or_else(|| ApiError::not_found("order"))?))
 }
@@ -76,7 +87,12 @@ struct OrdersParams {
 /// A member's orders, newest first.
 #[utoipa::path(get, path = "/v1/members/{id}/orders", tag = "commerce", params(("id" = i64, Path), OrdersParams),
     responses((status = 200, body = Page<OrderView>)))]
-async fn member_orders(State(s): State<AppState>, caller: Caller, Path(id): Path<MemberId>, Query(p): Query<OrdersParams>) -> Result<axum::Json<Page<OrderView>>, ApiError> {
+async fn member_orders(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MemberId>,
+    Query(p): Query<OrdersParams>,
+) -> Result<axum::Json<Page<OrderView>>, ApiError> {
     caller.require(Permission::OrdersRead)?;
     let limit = page_limit(p.limit)?;
     let items = s.app.store.member_orders(id, p.before, limit).await?;
@@ -92,15 +108,23 @@ async fn member_orders(State(s): State<AppState>, caller: Caller, Path(id): Path
         (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
-async fn create_refund(State(s): State<AppState>, caller: Caller, headers: HeaderMap, ApiJson(input): ApiJson<RefundInput>) -> Result<Response, ApiError> {
+async fn create_refund(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<RefundInput>,
+) -> Result<Response, ApiError> {
     let who = caller.require(Permission::OrdersWrite)?;
     idempotent(&s, who, "refunds.create", &headers, &input, async {
         let (status, id) = match s.app.record_refund(&input, who).await? {
             WriteOutcome::Created(id) => (StatusCode::CREATED, id),
             WriteOutcome::Duplicate(id) => (StatusCode::OK, id),
             WriteOutcome::Conflict(id) => {
-                return Err(ApiError::conflict("refund_conflict", format!("refund {} was recorded (id {id}) with different content", input.refund_no))
-                    .with_field("refund_no"));
+                return Err(ApiError::conflict(
+                    "refund_conflict",
+                    format!("refund {} was recorded (id {id}) with different content", input.refund_no),
+                )
+                .with_field("refund_no"));
             }
             WriteOutcome::Rejected(e) => return Err(e.into()),
         };
@@ -111,7 +135,11 @@ async fn create_refund(State(s): State<AppState>, caller: Caller, headers: Heade
 
 #[utoipa::path(get, path = "/v1/refunds/{id}", tag = "commerce", params(("id" = i64, Path)),
     responses((status = 200, body = RefundView), (status = 404, body = ErrorBody)))]
-async fn get_refund(State(s): State<AppState>, caller: Caller, Path(id): Path<i64>) -> Result<axum::Json<RefundView>, ApiError> {
+async fn get_refund(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<RefundView>, ApiError> {
     caller.require(Permission::OrdersRead)?;
     Ok(axum::Json(s.app.store.refund(id).await?.ok_or_else(|| ApiError::not_found("refund"))?))
 }
@@ -132,10 +160,15 @@ pub struct SkuWriteResponse {
 /// Insert or replace catalog entries (up to 10,000 a request). Any invalid entry rejects the batch.
 #[utoipa::path(post, path = "/v1/skus", tag = "commerce", request_body = SkuBatch,
     responses((status = 200, body = SkuWriteResponse), (status = 422, body = ErrorBody)))]
-async fn upsert_skus(State(s): State<AppState>, caller: Caller, ApiJson(batch): ApiJson<SkuBatch>) -> Result<axum::Json<SkuWriteResponse>, ApiError> {
+async fn upsert_skus(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(batch): ApiJson<SkuBatch>,
+) -> Result<axum::Json<SkuWriteResponse>, ApiError> {
     caller.require(Permission::CatalogWrite)?;
     if batch.skus.len() > 10_000 {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", "at most 10000 skus a request").with_field("skus"));
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", "at most 10000 skus a request")
+            .with_field("skus"));
     }
     for (i, sku) in batch.skus.iter().enumerate() {
         sku.validate().map_err(|e| ApiError::from(e.within(&format!("skus[{i}]"))))?;
@@ -152,14 +185,22 @@ struct SkuParams {
 }
 
 #[utoipa::path(get, path = "/v1/skus", tag = "commerce", params(SkuParams), responses((status = 200, body = Vec<Sku>)))]
-async fn list_skus(State(s): State<AppState>, caller: Caller, Query(p): Query<SkuParams>) -> Result<axum::Json<Vec<Sku>>, ApiError> {
+async fn list_skus(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(p): Query<SkuParams>,
+) -> Result<axum::Json<Vec<Sku>>, ApiError> {
     caller.require(Permission::CatalogRead)?;
     Ok(axum::Json(s.app.store.skus(p.after.as_deref(), page_limit(p.limit)?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/skus/{sku}", tag = "commerce", params(("sku" = String, Path)),
     responses((status = 200, body = Sku), (status = 404, body = ErrorBody)))]
-async fn get_sku(State(s): State<AppState>, caller: Caller, Path(sku): Path<String>) -> Result<axum::Json<Sku>, ApiError> {
+async fn get_sku(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(sku): Path<String>,
+) -> Result<axum::Json<Sku>, ApiError> {
     caller.require(Permission::CatalogRead)?;
     Ok(axum::Json(s.app.store.sku(&sku).await?.ok_or_else(|| ApiError::not_found("sku"))?))
 }
@@ -167,7 +208,11 @@ async fn get_sku(State(s): State<AppState>, caller: Caller, Path(sku): Path<Stri
 /// Add or rename a sales channel.
 #[utoipa::path(post, path = "/v1/channels", tag = "commerce", request_body = Channel,
     responses((status = 200, body = Channel), (status = 422, body = ErrorBody)))]
-async fn upsert_channel(State(s): State<AppState>, caller: Caller, ApiJson(c): ApiJson<Channel>) -> Result<axum::Json<Channel>, ApiError> {
+async fn upsert_channel(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(c): ApiJson<Channel>,
+) -> Result<axum::Json<Channel>, ApiError> {
     let who = caller.require(Permission::ChannelsWrite)?;
     c.validate()?;
     s.app.store.upsert_channel(&c, &Actor { id: who.key_id.clone(), at: s.app.now() }).await?;
@@ -184,11 +229,19 @@ async fn list_channels(State(s): State<AppState>, caller: Caller) -> Result<axum
 /// Add or change a physical store.
 #[utoipa::path(post, path = "/v1/stores", tag = "commerce", request_body = StoreLocation,
     responses((status = 200, body = StoreLocation), (status = 422, body = ErrorBody)))]
-async fn upsert_store(State(s): State<AppState>, caller: Caller, ApiJson(st): ApiJson<StoreLocation>) -> Result<axum::Json<StoreLocation>, ApiError> {
+async fn upsert_store(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(st): ApiJson<StoreLocation>,
+) -> Result<axum::Json<StoreLocation>, ApiError> {
     let who = caller.require(Permission::ChannelsWrite)?;
     st.validate()?;
     if !s.app.store.channels().await?.iter().any(|c| c.code == st.channel) {
-        return Err(ApiError::from(crate::error::Invalid::new("unknown_channel", "channel", format!("unknown channel `{}`", st.channel))));
+        return Err(ApiError::from(crate::error::Invalid::new(
+            "unknown_channel",
+            "channel",
+            format!("unknown channel `{}`", st.channel),
+        )));
     }
     s.app.store.upsert_store(&st, &Actor { id: who.key_id.clone(), at: s.app.now() }).await?;
     Ok(axum::Json(st))

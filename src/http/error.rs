@@ -106,9 +106,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 "send the body as application/json",
             ));
         }
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text())
-        })?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text()))?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -120,7 +120,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {inner}"));
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            );
         }
         let msg = inner.to_string();
         // serde reports a missing field at its parent; name the field itself.
@@ -159,7 +163,10 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = parse_json::<Order>(br#"{"order_no": "A", "lines": [{"sku": "x", "quantity": "two"}]}"#).unwrap_err();
-        assert_eq!((e.status, e.code.as_str(), e.field.as_deref()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("lines[0].quantity")));
+        assert_eq!(
+            (e.status, e.code.as_str(), e.field.as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some("lines[0].quantity"))
+        );
         let e = parse_json::<Order>(br#"{"lines": []}"#).unwrap_err();
         assert_eq!((e.code.as_str(), e.field.as_deref()), ("missing_field", Some("order_no")));
         let e = parse_json::<Order>(br#"{"order_no": "A", "lines": [{"sku": "x"}]}"#).unwrap_err();

@@ -53,7 +53,12 @@ pub struct BatchResponse {
         (status = 413, description = "More than 10,000 events", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ))]
-async fn ingest_events(State(s): State<AppState>, caller: Caller, headers: HeaderMap, ApiJson(batch): ApiJson<EventBatch>) -> Result<Response, ApiError> {
+async fn ingest_events(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(batch): ApiJson<EventBatch>,
+) -> Result<Response, ApiError> {
     caller.require(Permission::EventsWrite)?;
     let who = &caller.0;
     if batch.events.len() > MAX_BATCH {

@@ -52,7 +52,8 @@ impl Metrics {
 /// Middleware: count and time every request under its route template (never the raw path, which would
 /// put member ids into label values).
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let started = Instant::now();
     let response = next.run(req).await;
@@ -66,7 +67,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+            .into_response(),
         Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }

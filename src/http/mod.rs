@@ -123,7 +123,8 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unauthorized("send `Authorization: Bearer <key>`"))?;
-        let key = header.strip_prefix("Bearer ").ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
+        let key =
+            header.strip_prefix("Bearer ").ok_or_else(|| unauthorized("the Authorization scheme must be Bearer"))?;
         match state.app.authenticate(key.trim()).await? {
             Some(p) => Ok(Caller(p)),
             None => Err(unauthorized("unknown or revoked API key")),
@@ -133,7 +134,14 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Run a write at most once per `Idempotency-Key` (when the caller sends one): a retry with the same body
 /// gets the stored response; the same key with another body is a 409.
-pub async fn idempotent<T, F>(state: &AppState, who: &Principal, scope: &str, headers: &HeaderMap, body: &T, run: F) -> Result<Response, ApiError>
+pub async fn idempotent<T, F>(
+    state: &AppState,
+    who: &Principal,
+    scope: &str,
+    headers: &HeaderMap,
+    body: &T,
+    run: F,
+) -> Result<Response, ApiError>
 where
     T: Serialize,
     F: std::future::Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
@@ -143,8 +151,12 @@ where
         return Ok((status, axum::Json(json)).into_response());
     };
     if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
-            .with_field("Idempotency-Key"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 characters",
+        )
+        .with_field("Idempotency-Key"));
     }
     let scope = format!("{}:{scope}", who.key_id);
     let store = &state.app.store;
@@ -153,10 +165,9 @@ where
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
-        IdempotencyBegin::Mismatch => Err(ApiError::conflict(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
-        )),
+        IdempotencyBegin::Mismatch => {
+            Err(ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request"))
+        }
         IdempotencyBegin::InProgress => Err(ApiError::conflict(
             "idempotency_key_in_progress",
             "a request with this Idempotency-Key is still running; retry shortly",
@@ -170,7 +181,8 @@ where
             Err(e) => {
                 // Client errors are answers too: replay them. Server errors free the key for a retry.
                 if e.status.is_client_error() {
-                    let text = serde_json::json!({"error": {"code": e.code, "message": e.message, "field": e.field}}).to_string();
+                    let text = serde_json::json!({"error": {"code": e.code, "message": e.message, "field": e.field}})
+                        .to_string();
                     store.idempotency_finish(&scope, key, e.status.as_u16(), &text).await?;
                 } else {
                     store.idempotency_abandon(&scope, key).await?;
@@ -194,11 +206,18 @@ fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(50),
         Some(l) if (1..=1000).contains(&l) => Ok(l),
-        Some(_) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "out_of_range", "limit must be between 1 and 1000").with_field("limit")),
+        Some(_) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "out_of_range", "limit must be between 1 and 1000")
+                .with_field("limit"))
+        }
     }
 }
 
 /// The status for a JSON answer.
 fn json(status: StatusCode, value: impl Serialize) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    Ok((status, serde_json::to_value(value).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?))
+    Ok((
+        status,
+        serde_json::to_value(value)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
+    ))
 }

@@ -173,11 +173,8 @@ pub fn normalize_phone(raw: &str) -> Checked<String> {
     }
     let international = trimmed.starts_with('+') || digits.starts_with("00");
     let digits = digits.strip_prefix("00").map(str::to_string).unwrap_or(digits);
-    let full = if !international && digits.len() == 11 && digits.starts_with('1') {
-        format!("86{digits}")
-    } else {
-        digits
-    };
+    let full =
+        if !international && digits.len() == 11 && digits.starts_with('1') { format!("86{digits}") } else { digits };
     if !(8..=15).contains(&full.len()) {
         return Err(Invalid::new(
             "invalid_phone",
@@ -215,11 +212,7 @@ pub fn normalize_token(raw: &str) -> Checked<String> {
         return Err(Invalid::new("empty_value", "", "identity value is empty"));
     }
     if t.len() > 128 || t.chars().any(char::is_control) {
-        return Err(Invalid::new(
-            "invalid_identity",
-            "",
-            "identity value must be at most 128 printable characters",
-        ));
+        return Err(Invalid::new("invalid_identity", "", "identity value must be at most 128 printable characters"));
     }
     Ok(t.to_string())
 }
@@ -255,10 +248,7 @@ pub fn mask_email(normalized: &str) -> String {
 pub fn mask_name(name: &str) -> String {
     let name = name.trim();
     if name.is_ascii() {
-        name.split_whitespace()
-            .map(|w| format!("{}***", w.chars().next().unwrap_or('*')))
-            .collect::<Vec<_>>()
-            .join(" ")
+        name.split_whitespace().map(|w| format!("{}***", w.chars().next().unwrap_or('*'))).collect::<Vec<_>>().join(" ")
     } else {
         let mut chars = name.chars();
         match chars.next() {
@@ -301,7 +291,16 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_text() {
-        for k in ["phone", "email", "wechat_openid", "wechat_unionid", "buyer_id.tmall", "store_card", "customer_no", "anonymous_id"] {
+        for k in [
+            "phone",
+            "email",
+            "wechat_openid",
+            "wechat_unionid",
+            "buyer_id.tmall",
+            "store_card",
+            "customer_no",
+            "anonymous_id",
+        ] {
             assert_eq!(k.parse::<IdentityKind>().unwrap().to_string(), k);
         }
         assert!("buyer_id.".parse::<IdentityKind>().is_err());

@@ -270,7 +270,10 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let m = MemberInput {
-            identities: vec![IdentityInput::new(IdentityKind::Phone, "1"), IdentityInput::new(IdentityKind::Email, "x")],
+            identities: vec![
+                IdentityInput::new(IdentityKind::Phone, "1"),
+                IdentityInput::new(IdentityKind::Email, "x"),
+            ],
             ..Default::default()
         };
         let e = m.validate(now()).unwrap_err();

@@ -23,7 +23,13 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    pub fn new(who: &Principal, at: DateTime<Utc>, action: &str, member_id: Option<MemberId>, detail: serde_json::Value) -> Self {
+    pub fn new(
+        who: &Principal,
+        at: DateTime<Utc>,
+        action: &str,
+        member_id: Option<MemberId>,
+        detail: serde_json::Value,
+    ) -> Self {
         Self { at, actor: who.key_id.clone(), action: action.to_string(), member_id, detail }
     }
 }

@@ -54,7 +54,8 @@ impl Vault {
     /// Parse a master key written as hex.
     pub fn from_hex(hex_key: &str) -> Result<Self, VaultError> {
         let bytes = Zeroizing::new(hex::decode(hex_key.trim()).map_err(|e| VaultError::BadKey(e.to_string()))?);
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| VaultError::BadKey(format!("got {} bytes", bytes.len())))?;
+        let key: [u8; 32] =
+            bytes.as_slice().try_into().map_err(|_| VaultError::BadKey(format!("got {} bytes", bytes.len())))?;
         Ok(Self::new(&key))
     }
 

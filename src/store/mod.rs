@@ -188,7 +188,9 @@ pub struct MergeRecord {
 /// What linking an identity did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOutcome {
-    Linked { events_moved: u64 },
+    Linked {
+        events_moved: u64,
+    },
     AlreadyLinked,
     /// The identity belongs to another member; nothing changed.
     OwnedBy(MemberId),
@@ -272,9 +274,19 @@ pub trait Store: Send + Sync + 'static {
     async fn member(&self, id: MemberId) -> StoreResult<Option<MemberRecord>>;
     async fn member_by_identity(&self, kind: &str, key: &str) -> StoreResult<Option<MemberId>>;
     /// Members in id order after the cursor.
-    async fn members(&self, filter: &MemberFilter, after: Option<MemberId>, limit: i64) -> StoreResult<Vec<MemberRecord>>;
+    async fn members(
+        &self,
+        filter: &MemberFilter,
+        after: Option<MemberId>,
+        limit: i64,
+    ) -> StoreResult<Vec<MemberRecord>>;
     /// Link an identity to a member; an anonymous id also brings its unlinked events along.
-    async fn link_identity(&self, member: MemberId, identity: &IdentityRecord, actor: &Actor) -> StoreResult<LinkOutcome>;
+    async fn link_identity(
+        &self,
+        member: MemberId,
+        identity: &IdentityRecord,
+        actor: &Actor,
+    ) -> StoreResult<LinkOutcome>;
     async fn merge_members(&self, into: MemberId, from: MemberId, actor: &Actor) -> StoreResult<MergeOutcome>;
 
     // --- orders and refunds
@@ -293,7 +305,13 @@ pub trait Store: Send + Sync + 'static {
     async fn member_events(&self, member: MemberId, limit: i64) -> StoreResult<Vec<EventView>>;
 
     // --- idempotency keys for writes without a natural key
-    async fn idempotency_begin(&self, scope: &str, key: &str, request_digest: &[u8], now: DateTime<Utc>) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        request_digest: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyBegin>;
     async fn idempotency_finish(&self, scope: &str, key: &str, status: u16, body: &str) -> StoreResult<()>;
     /// Forget a key whose request failed before writing anything, so it can be retried.
     async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;

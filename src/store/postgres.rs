@@ -19,7 +19,8 @@ impl PgStore {
     const BACKEND: Backend = Backend::Postgres;
 
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
+        let pool =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
         Ok(Self { pool })
     }
 

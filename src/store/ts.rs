@@ -36,7 +36,9 @@ impl Encode<'_, Sqlite> for Ts {
 impl<'r> Decode<'r, Sqlite> for Ts {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let micros = <i64 as Decode<Sqlite>>::decode(value)?;
-        DateTime::from_timestamp_micros(micros).map(Ts).ok_or_else(|| format!("timestamp out of range: {micros}").into())
+        DateTime::from_timestamp_micros(micros)
+            .map(Ts)
+            .ok_or_else(|| format!("timestamp out of range: {micros}").into())
     }
 }
 

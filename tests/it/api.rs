@@ -36,25 +36,62 @@ async fn every_endpoint_answers_each_role_as_the_permission_table_says() {
         // (method, path, body, roles allowed)
         use Role::*;
         let cases: Vec<(Method, String, Option<Value>, Vec<Role>)> = vec![
-            (Method::POST, "/v1/members".into(), Some(json!({"identities": [{"kind": "customer_no", "value": "C1"}]})), vec![Admin, Operator, Integration]),
+            (
+                Method::POST,
+                "/v1/members".into(),
+                Some(json!({"identities": [{"kind": "customer_no", "value": "C1"}]})),
+                vec![Admin, Operator, Integration],
+            ),
             (Method::GET, "/v1/members".into(), None, vec![Admin, Operator, Analyst]),
             (Method::GET, format!("/v1/members/{m}"), None, vec![Admin, Operator, Analyst, Integration]),
-            (Method::GET, "/v1/members/lookup?kind=phone&value=13900000001".into(), None, vec![Admin, Operator, Analyst, Integration]),
-            (Method::POST, format!("/v1/members/{m}/identities"), Some(json!({"kind": "anonymous_id", "value": "v-role"})), vec![Admin, Operator, Integration]),
-            (Method::POST, format!("/v1/members/{m}/merge"), Some(json!({"from_member_id": 987654})), vec![Admin, Operator]),
+            (
+                Method::GET,
+                "/v1/members/lookup?kind=phone&value=13900000001".into(),
+                None,
+                vec![Admin, Operator, Analyst, Integration],
+            ),
+            (
+                Method::POST,
+                format!("/v1/members/{m}/identities"),
+                Some(json!({"kind": "anonymous_id", "value": "v-role"})),
+                vec![Admin, Operator, Integration],
+            ),
+            (
+                Method::POST,
+                format!("/v1/members/{m}/merge"),
+                Some(json!({"from_member_id": 987654})),
+                vec![Admin, Operator],
+            ),
             (Method::GET, format!("/v1/members/{m}/orders"), None, vec![Admin, Operator, Analyst, Integration]),
             (Method::GET, format!("/v1/members/{m}/events"), None, vec![Admin, Operator, Analyst, Integration]),
             (Method::POST, "/v1/orders".into(), Some(order_body("RM-0")), vec![Admin, Operator, Integration]),
             (Method::GET, format!("/v1/orders/{order_id}"), None, vec![Admin, Operator, Analyst, Integration]),
-            (Method::POST, "/v1/refunds".into(), Some(json!({"channel": "web", "refund_no": "RR", "order_id": 424242, "refunded_at": "2026-05-21T00:00:00Z"})), vec![Admin, Operator, Integration]),
+            (
+                Method::POST,
+                "/v1/refunds".into(),
+                Some(
+                    json!({"channel": "web", "refund_no": "RR", "order_id": 424242, "refunded_at": "2026-05-21T00:00:00Z"}),
+                ),
+                vec![Admin, Operator, Integration],
+            ),
             (Method::POST, "/v1/events".into(), Some(json!({"events": []})), vec![Admin, Integration]),
             (Method::POST, "/v1/skus".into(), Some(json!({"skus": []})), vec![Admin, Operator, Integration]),
             (Method::GET, "/v1/skus".into(), None, vec![Admin, Operator, Analyst, Integration]),
             (Method::GET, "/v1/skus/LIP-01".into(), None, vec![Admin, Operator, Analyst, Integration]),
             (Method::GET, "/v1/channels".into(), None, vec![Admin, Operator, Analyst, Integration]),
-            (Method::POST, "/v1/channels".into(), Some(json!({"code": "xhs", "name": "小红书", "kind": "social_commerce"})), vec![Admin, Operator]),
+            (
+                Method::POST,
+                "/v1/channels".into(),
+                Some(json!({"code": "xhs", "name": "小红书", "kind": "social_commerce"})),
+                vec![Admin, Operator],
+            ),
             (Method::GET, "/v1/stores".into(), None, vec![Admin, Operator, Analyst, Integration]),
-            (Method::POST, "/v1/stores".into(), Some(json!({"code": "sh01", "channel": "store", "name": "上海南京路店", "city": "上海"})), vec![Admin, Operator]),
+            (
+                Method::POST,
+                "/v1/stores".into(),
+                Some(json!({"code": "sh01", "channel": "store", "name": "上海南京路店", "city": "上海"})),
+                vec![Admin, Operator],
+            ),
             (Method::GET, "/v1/stats".into(), None, vec![Admin, Operator, Analyst]),
             (Method::POST, "/v1/keys".into(), Some(json!({"role": "analyst", "name": "jane"})), vec![Admin]),
             (Method::GET, "/v1/audit".into(), None, vec![Admin]),
@@ -67,7 +104,10 @@ async fn every_endpoint_answers_each_role_as_the_permission_table_says() {
                 }
                 let status = r.send().await.unwrap().status().as_u16();
                 if allowed.contains(&role) {
-                    assert!(status != 403 && status != 401, "{b}: {role} {method} {path} should be allowed, got {status}");
+                    assert!(
+                        status != 403 && status != 401,
+                        "{b}: {role} {method} {path} should be allowed, got {status}"
+                    );
                     assert!(status < 500, "{b}: {role} {method} {path} gave {status}");
                 } else {
                     assert_eq!(status, 403, "{b}: {role} {method} {path} should be forbidden");
@@ -139,7 +179,9 @@ async fn fifty_concurrent_posts_of_one_order_make_one_order() {
 async fn idempotency_key_replays_member_creation_and_refuses_a_different_body() {
     for s in servers().await {
         let b = s.db.backend;
-        let send = |body: Value| s.req(Role::Integration, Method::POST, "/v1/members").header("Idempotency-Key", "k-1").json(&body).send();
+        let send = |body: Value| {
+            s.req(Role::Integration, Method::POST, "/v1/members").header("Idempotency-Key", "k-1").json(&body).send()
+        };
         let body = json!({"identities": [{"kind": "customer_no", "value": "C-77"}]});
         let first = send(body.clone()).await.unwrap();
         assert_eq!(first.status().as_u16(), 201, "{b}");
@@ -178,19 +220,50 @@ async fn bad_input_is_refused_with_a_named_field_and_nothing_is_stored() {
         let b = s.db.backend;
         seed_member(&s).await;
         expect_error(&s, "/v1/orders", "{\"channel\": ", 400, "malformed_json", None).await;
-        expect_error(&s, "/v1/orders", r#"{"channel": "web", "order_no": 5}"#, 422, "invalid_field", Some("order_no")).await;
-        expect_error(&s, "/v1/orders", r#"{"channel": "web", "order_no": "X", "lines": []}"#, 422, "missing_field", Some("placed_at")).await;
+        expect_error(&s, "/v1/orders", r#"{"channel": "web", "order_no": 5}"#, 422, "invalid_field", Some("order_no"))
+            .await;
+        expect_error(
+            &s,
+            "/v1/orders",
+            r#"{"channel": "web", "order_no": "X", "lines": []}"#,
+            422,
+            "missing_field",
+            Some("placed_at"),
+        )
+        .await;
         let mut bad_line = order_body("BAD-1");
-        bad_line["lines"] = json!([{"sku": "A", "quantity": 1, "unit_price": 100}, {"sku": "B", "quantity": -2, "unit_price": 100}]);
+        bad_line["lines"] =
+            json!([{"sku": "A", "quantity": 1, "unit_price": 100}, {"sku": "B", "quantity": -2, "unit_price": 100}]);
         expect_error(&s, "/v1/orders", &bad_line.to_string(), 422, "out_of_range", Some("lines[1].quantity")).await;
         let mut wrong_type = order_body("BAD-2");
         wrong_type["lines"][0]["unit_price"] = json!("15.90");
-        expect_error(&s, "/v1/orders", &wrong_type.to_string(), 422, "invalid_field", Some("lines[0].unit_price")).await;
-        expect_error(&s, "/v1/members", r#"{"identities": [{"kind": "phone", "value": "12"}]}"#, 422, "invalid_phone", Some("identities[0].value")).await;
-        expect_error(&s, "/v1/members", r#"{"identities": [{"kind": "fax", "value": "12"}]}"#, 422, "invalid_field", Some("identities[0].kind")).await;
+        expect_error(&s, "/v1/orders", &wrong_type.to_string(), 422, "invalid_field", Some("lines[0].unit_price"))
+            .await;
+        expect_error(
+            &s,
+            "/v1/members",
+            r#"{"identities": [{"kind": "phone", "value": "12"}]}"#,
+            422,
+            "invalid_phone",
+            Some("identities[0].value"),
+        )
+        .await;
+        expect_error(
+            &s,
+            "/v1/members",
+            r#"{"identities": [{"kind": "fax", "value": "12"}]}"#,
+            422,
+            "invalid_field",
+            Some("identities[0].kind"),
+        )
+        .await;
         expect_error(&s, "/v1/members", r#"{"identities": [], "nickname": "x"}"#, 422, "unknown_field", None).await;
         let (_, stats) = s.get("/v1/stats").await;
-        assert_eq!((stats["member_orders"].as_i64(), stats["members"].as_i64()), (Some(0), Some(1)), "{b}: nothing half-written");
+        assert_eq!(
+            (stats["member_orders"].as_i64(), stats["members"].as_i64()),
+            (Some(0), Some(1)),
+            "{b}: nothing half-written"
+        );
         let r = s.req(Role::Admin, Method::POST, "/v1/orders").body("{}").send().await.unwrap();
         assert_eq!(r.status().as_u16(), 415, "{b}: JSON bodies must say so");
 
@@ -205,14 +278,20 @@ async fn bad_input_is_refused_with_a_named_field_and_nothing_is_stored() {
         let (status, v) = s.post("/v1/events", batch).await;
         assert_eq!(status, 200, "{b}: {v}");
         assert_eq!(v["stored"], 2, "{b}: {v}");
-        let rejected: Vec<(i64, String)> =
-            v["rejected"].as_array().unwrap().iter().map(|r| (r["index"].as_i64().unwrap(), r["code"].as_str().unwrap().to_string())).collect();
+        let rejected: Vec<(i64, String)> = v["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["index"].as_i64().unwrap(), r["code"].as_str().unwrap().to_string()))
+            .collect();
         assert_eq!(
             rejected,
             vec![(1, "unknown_event_type".into()), (2, "missing_field".into()), (3, "invalid_field".into())],
             "{b}: {v}"
         );
-        let too_many: Vec<Value> = (0..10_001).map(|_| json!({"type": "check_in", "occurred_at": "2026-05-20T10:00:00Z", "member_id": 1})).collect();
+        let too_many: Vec<Value> = (0..10_001)
+            .map(|_| json!({"type": "check_in", "occurred_at": "2026-05-20T10:00:00Z", "member_id": 1}))
+            .collect();
         let (status, v) = s.post("/v1/events", json!({"events": too_many})).await;
         assert_eq!((status, v["error"]["code"].as_str()), (413, Some("batch_too_large")), "{b}");
     }
@@ -255,7 +334,16 @@ async fn spec_and_docs_are_served_offline() {
     let s = TestServer::spawn(crate::support::sqlite_db().await).await;
     let spec: Value = s.client.get(format!("{}/openapi.json", s.base)).send().await.unwrap().json().await.unwrap();
     let paths = spec["paths"].as_object().unwrap();
-    for p in ["/v1/members", "/v1/members/{id}", "/v1/members/{id}/merge", "/v1/orders", "/v1/refunds", "/v1/events", "/v1/stats", "/health"] {
+    for p in [
+        "/v1/members",
+        "/v1/members/{id}",
+        "/v1/members/{id}/merge",
+        "/v1/orders",
+        "/v1/refunds",
+        "/v1/events",
+        "/v1/stats",
+        "/health",
+    ] {
         assert!(paths.contains_key(p), "spec lacks {p}");
     }
     let docs = s.client.get(format!("{}/docs/", s.base)).send().await.unwrap();

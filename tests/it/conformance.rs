@@ -11,7 +11,11 @@ use huiyuan::store::{EventOutcome, IdempotencyBegin, LinkOutcome, MergeOutcome, 
 use crate::support::{app_for, config_for, test_dbs};
 
 fn member(phone: &str, name: &str) -> MemberInput {
-    MemberInput { identities: vec![IdentityInput::new(IdentityKind::Phone, phone)], name: Some(name.into()), ..Default::default() }
+    MemberInput {
+        identities: vec![IdentityInput::new(IdentityKind::Phone, phone)],
+        name: Some(name.into()),
+        ..Default::default()
+    }
 }
 
 fn order(no: &str, member_id: Option<i64>, qty: i64) -> OrderInput {
@@ -26,8 +30,26 @@ fn order(no: &str, member_id: Option<i64>, qty: i64) -> OrderInput {
         paid_at: None,
         currency: None,
         lines: vec![
-            LineInput { sku: "SKU-1".into(), quantity: qty, unit_price: 1000, discount: 0, kind: LineKind::Product, name: Some("面霜".into()), category_path: None, brand: None },
-            LineInput { sku: "SKU-2".into(), quantity: 1, unit_price: 500, discount: 100, kind: LineKind::Product, name: None, category_path: None, brand: None },
+            LineInput {
+                sku: "SKU-1".into(),
+                quantity: qty,
+                unit_price: 1000,
+                discount: 0,
+                kind: LineKind::Product,
+                name: Some("面霜".into()),
+                category_path: None,
+                brand: None,
+            },
+            LineInput {
+                sku: "SKU-2".into(),
+                quantity: 1,
+                unit_price: 500,
+                discount: 100,
+                kind: LineKind::Product,
+                name: None,
+                category_path: None,
+                brand: None,
+            },
         ],
         shipping_fee: 800,
         order_discount: 0,
@@ -81,12 +103,16 @@ async fn members_upsert_by_identity() {
         let mut expected = vec![id, other];
         expected.sort();
         assert_eq!(upsert(&app, both).await, UpsertOutcome::Conflict(expected), "{b}");
-        let found = app.find_member(&IdentityInput::new(IdentityKind::Email, "lilei@example.com")).await.unwrap().unwrap();
+        let found =
+            app.find_member(&IdentityInput::new(IdentityKind::Email, "lilei@example.com")).await.unwrap().unwrap();
         assert_eq!(found, Some(id), "{b}: email lookup goes through the blind index");
         let rec = app.store.member(id).await.unwrap().unwrap();
         assert_eq!(rec.identities.len(), 2, "{b}");
         assert!(rec.identities.iter().all(|i| i.kind == "phone" || i.kind == "email"));
-        assert!(rec.identities.iter().all(|i| i.key.starts_with("bi1:") && i.sealed.is_some()), "{b}: personal identities are sealed");
+        assert!(
+            rec.identities.iter().all(|i| i.key.starts_with("bi1:") && i.sealed.is_some()),
+            "{b}: personal identities are sealed"
+        );
     }
 }
 
@@ -114,7 +140,11 @@ async fn orders_are_idempotent_and_refunds_bounded() {
         let stored = app.store.order(id).await.unwrap().unwrap();
         assert_eq!(stored.total, 3 * 1000 + 500 - 100 + 800, "{b}");
         assert_eq!(stored.lines.len(), 2);
-        assert_eq!(app.store.sku("SKU-1").await.unwrap().map(|s| s.name), Some("面霜".to_string()), "{b}: line hints fill the catalog");
+        assert_eq!(
+            app.store.sku("SKU-1").await.unwrap().map(|s| s.name),
+            Some("面霜".to_string()),
+            "{b}: line hints fill the catalog"
+        );
 
         let refund = |no: &str, qty: i64| RefundInput {
             channel: "web".into(),
@@ -153,7 +183,12 @@ async fn identities_from_orders_enrol_and_guests_stay_guests() {
         assert!(out.iter().all(|o| matches!(o, WriteOutcome::Created(_))), "{b}: {out:?}");
         let s = app.store.stats().await.unwrap();
         assert_eq!((s.members, s.member_orders, s.guest_orders), (1, 1, 1), "{b}");
-        let m = app.find_member(&IdentityInput::new(IdentityKind::BuyerId("tmall".into()), "tb_buyer_1")).await.unwrap().unwrap().unwrap();
+        let m = app
+            .find_member(&IdentityInput::new(IdentityKind::BuyerId("tmall".into()), "tb_buyer_1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let rec = app.store.member(m).await.unwrap().unwrap();
         assert_eq!(rec.registration_channel.as_deref(), Some("tmall"), "{b}");
         let mut bad = order("X-1", None, 1);
@@ -171,7 +206,10 @@ async fn anonymous_visitors_are_linked_on_login_and_events_deduplicated() {
         let app = app_for(&db).await;
         let b = db.backend;
         let m = upsert(&app, member("13800000021", "赵敏")).await.member_id().unwrap();
-        let out = app.record_events(&[event("product_view", None, Some("visitor-1")), event("teleport", Some(m), None)]).await.unwrap();
+        let out = app
+            .record_events(&[event("product_view", None, Some("visitor-1")), event("teleport", Some(m), None)])
+            .await
+            .unwrap();
         assert_eq!(out[0], EventOutcome::Stored, "{b}");
         assert!(matches!(&out[1], EventOutcome::Rejected(e) if e.code == "unknown_event_type"), "{b}");
         assert_eq!(app.store.stats().await.unwrap().unlinked_events, 1, "{b}");
@@ -181,10 +219,18 @@ async fn anonymous_visitors_are_linked_on_login_and_events_deduplicated() {
         assert_eq!(app.store.stats().await.unwrap().unlinked_events, 0, "{b}: history moved to the member");
         assert_eq!(app.store.member_events(m, 10).await.unwrap().len(), 2, "{b}");
         // Retried anonymous event lands on the member now and is recognised as a duplicate.
-        assert_eq!(app.record_events(&[event("product_view", None, Some("visitor-1"))]).await.unwrap(), vec![EventOutcome::Duplicate], "{b}");
+        assert_eq!(
+            app.record_events(&[event("product_view", None, Some("visitor-1"))]).await.unwrap(),
+            vec![EventOutcome::Duplicate],
+            "{b}"
+        );
         assert_eq!(app.record_events(&[login]).await.unwrap(), vec![EventOutcome::Duplicate], "{b}");
         assert_eq!(app.store.stats().await.unwrap().events, 2, "{b}");
-        let linked = app.link_identity(m, &IdentityInput::new(IdentityKind::AnonymousId, "visitor-1"), &Principal::cli()).await.unwrap().unwrap();
+        let linked = app
+            .link_identity(m, &IdentityInput::new(IdentityKind::AnonymousId, "visitor-1"), &Principal::cli())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(linked, LinkOutcome::AlreadyLinked, "{b}");
     }
 }
@@ -220,9 +266,16 @@ async fn merges_move_everything_and_are_recorded() {
         assert_eq!(app.store.member_events(a, 10).await.unwrap().len(), 2, "{b}");
         let merged = app.store.member(bid).await.unwrap().unwrap();
         assert_eq!(merged.merged_into, Some(a), "{b}");
-        assert_eq!(app.find_member(&IdentityInput::new(IdentityKind::Phone, "13800000032")).await.unwrap().unwrap(), Some(a), "{b}");
+        assert_eq!(
+            app.find_member(&IdentityInput::new(IdentityKind::Phone, "13800000032")).await.unwrap().unwrap(),
+            Some(a),
+            "{b}"
+        );
         // Orders for the merged member's id land on the survivor.
-        assert!(matches!(app.record_orders(&[order("M-2", Some(bid), 1)], &who).await.unwrap()[0], WriteOutcome::Created(_)));
+        assert!(matches!(
+            app.record_orders(&[order("M-2", Some(bid), 1)], &who).await.unwrap()[0],
+            WriteOutcome::Created(_)
+        ));
         assert_eq!(app.store.member_orders(a, None, 10).await.unwrap().len(), 2, "{b}");
         assert!(matches!(app.merge_members(a, bid, &who).await.unwrap(), MergeOutcome::NotActive(_)), "{b}");
         assert!(matches!(app.merge_members(a, a, &who).await.unwrap(), MergeOutcome::Same), "{b}");
@@ -261,5 +314,19 @@ async fn a_wrong_key_is_refused_before_anything_is_written() {
         cfg.secret_key = Some("ff".repeat(32));
         let err = App::start(cfg).await.err().expect("must refuse");
         assert!(err.to_string().contains("does not match"), "{}: {err}", db.backend);
+    }
+}
+
+/// CI checks that this test ran and passed: it proves the PostgreSQL half of every test above ran.
+#[tokio::test]
+async fn postgres_half_of_the_suite_runs() {
+    let dbs = test_dbs().await;
+    let backends: Vec<&str> = dbs.iter().map(|d| d.backend).collect();
+    if crate::support::postgres_required() {
+        assert_eq!(backends, vec!["sqlite", "postgres"]);
+        let app = app_for(&dbs[1]).await;
+        assert_eq!(app.store.backend(), huiyuan::store::Backend::Postgres);
+    } else {
+        assert_eq!(backends[0], "sqlite");
     }
 }

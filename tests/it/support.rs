@@ -21,6 +21,11 @@ pub fn postgres_base() -> Option<String> {
     std::env::var("HUIYUAN_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
 }
 
+/// CI sets `HUIYUAN_REQUIRE_POSTGRES=1` so a missing PostgreSQL fails the run instead of skipping.
+pub fn postgres_required() -> bool {
+    std::env::var("HUIYUAN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
 pub async fn sqlite_db() -> TestDb {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
@@ -33,8 +38,12 @@ pub async fn postgres_db() -> Option<TestDb> {
     use sqlx::Connection;
     let base = postgres_base()?.trim_end_matches('/').to_string();
     let name = format!("hy_test_{}", uuid_like());
-    let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to HUIYUAN_TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create database");
+    let mut conn =
+        sqlx::PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to HUIYUAN_TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     Some(TestDb { url: format!("{base}/{name}"), backend: "postgres", _dir: None })
 }
 
@@ -50,6 +59,7 @@ pub async fn test_dbs() -> Vec<TestDb> {
     let mut v = vec![sqlite_db().await];
     match postgres_db().await {
         Some(pg) => v.push(pg),
+        None if postgres_required() => panic!("HUIYUAN_REQUIRE_POSTGRES is set but HUIYUAN_TEST_POSTGRES_URL is not"),
         None => eprintln!("note: HUIYUAN_TEST_POSTGRES_URL is not set; PostgreSQL half skipped"),
     }
     v
@@ -101,7 +111,12 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.req(huiyuan::security::Role::Admin, reqwest::Method::POST, path).json(&body).send().await.expect("send");
+        let r = self
+            .req(huiyuan::security::Role::Admin, reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(serde_json::Value::Null))
     }
