@@ -54,10 +54,10 @@ impl Config {
             .map_err(Box::new)?;
         // Secrets are read verbatim: figment would turn an all-digit hex key into a number.
         for (var, slot) in [("HUIYUAN_SECRET_KEY", &mut cfg.secret_key), ("HUIYUAN_ADMIN_KEY", &mut cfg.admin_key)] {
-            if let Ok(v) = std::env::var(var) {
-                if !v.trim().is_empty() {
-                    *slot = Some(v.trim().to_string());
-                }
+            if let Ok(v) = std::env::var(var)
+                && !v.trim().is_empty()
+            {
+                *slot = Some(v.trim().to_string());
             }
         }
         Ok(cfg)

@@ -186,14 +186,14 @@ impl OrderInput {
             ));
         }
         validate_reference(&self.order_no, "order_no")?;
-        if let Some(s) = &self.store {
-            if !is_code(s) {
-                return Err(Invalid::new(
-                    "invalid_code",
-                    "store",
-                    "a store code is lower-case letters, digits and underscores",
-                ));
-            }
+        if let Some(s) = &self.store
+            && !is_code(s)
+        {
+            return Err(Invalid::new(
+                "invalid_code",
+                "store",
+                "a store code is lower-case letters, digits and underscores",
+            ));
         }
         let buyer = match (&self.member_id, &self.identity) {
             (Some(_), Some(_)) => {
@@ -209,10 +209,10 @@ impl OrderInput {
         if self.placed_at > now + chrono::Duration::hours(1) {
             return Err(Invalid::new("out_of_range", "placed_at", "placed_at is in the future"));
         }
-        if let Some(p) = self.paid_at {
-            if p < self.placed_at - chrono::Duration::minutes(5) {
-                return Err(Invalid::new("out_of_range", "paid_at", "paid_at is before placed_at"));
-            }
+        if let Some(p) = self.paid_at
+            && p < self.placed_at - chrono::Duration::minutes(5)
+        {
+            return Err(Invalid::new("out_of_range", "paid_at", "paid_at is before placed_at"));
         }
         let currency = self.currency.clone().unwrap_or_else(|| default_currency.to_string());
         validate_currency(&currency)?;

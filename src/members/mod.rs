@@ -158,19 +158,19 @@ impl MemberInput {
                 return Err(Invalid::new("out_of_range", "birthday", "birthday must be between 1900-01-01 and today"));
             }
         }
-        if let Some(r) = self.registered_at {
-            if r > now + chrono::Duration::minutes(5) {
-                return Err(Invalid::new("out_of_range", "registered_at", "registered_at is in the future"));
-            }
+        if let Some(r) = self.registered_at
+            && r > now + chrono::Duration::minutes(5)
+        {
+            return Err(Invalid::new("out_of_range", "registered_at", "registered_at is in the future"));
         }
-        if let Some(c) = &self.registration_channel {
-            if !identity::is_code(c) {
-                return Err(Invalid::new(
-                    "invalid_code",
-                    "registration_channel",
-                    "a channel code is lower-case letters, digits and underscores",
-                ));
-            }
+        if let Some(c) = &self.registration_channel
+            && !identity::is_code(c)
+        {
+            return Err(Invalid::new(
+                "invalid_code",
+                "registration_channel",
+                "a channel code is lower-case letters, digits and underscores",
+            ));
         }
         Ok(MemberDraft {
             identities,
