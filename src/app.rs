@@ -41,6 +41,8 @@ pub struct App {
     vault: Arc<Vault>,
     pub config: Config,
     channels: RwLock<HashMap<String, Channel>>,
+    /// Store code → its channel.
+    stores: RwLock<HashMap<String, String>>,
 }
 
 impl App {
@@ -77,7 +79,13 @@ impl App {
                 store.upsert_channel(&c, &system).await?;
             }
         }
-        let app = App { store, vault: Arc::new(vault), config, channels: RwLock::new(HashMap::new()) };
+        let app = App {
+            store,
+            vault: Arc::new(vault),
+            config,
+            channels: RwLock::new(HashMap::new()),
+            stores: RwLock::new(HashMap::new()),
+        };
         if let Some(k) = app.config.admin_key.clone() {
             app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;
         }
@@ -296,9 +304,38 @@ impl App {
         ))
     }
 
-    /// Forget cached channels after a change.
+    /// A store code must name a known store of the order's channel.
+    async fn check_store(&self, code: Option<&str>, channel: &str) -> Result<(), Invalid> {
+        let Some(code) = code else { return Ok(()) };
+        let cached = self.stores.read().await.get(code).cloned();
+        let found = match cached {
+            Some(c) => Some(c),
+            None => match self.store.stores().await {
+                Ok(all) => {
+                    let mut cache = self.stores.write().await;
+                    *cache = all.into_iter().map(|s| (s.code, s.channel)).collect();
+                    cache.get(code).cloned()
+                }
+                Err(_) => None,
+            },
+        };
+        match found {
+            Some(c) if c == channel => Ok(()),
+            Some(c) => {
+                Err(Invalid::new("store_channel_mismatch", "store", format!("store `{code}` belongs to channel `{c}`")))
+            }
+            None => Err(Invalid::new(
+                "unknown_store",
+                "store",
+                format!("unknown store `{code}`; add it under /v1/stores first"),
+            )),
+        }
+    }
+
+    /// Forget cached channels and stores after a change.
     pub async fn channels_changed(&self) {
         self.channels.write().await.clear();
+        self.stores.write().await.clear();
     }
 
     // ---- orders, refunds, events
@@ -318,6 +355,10 @@ impl App {
                 }
             };
             if let Err(e) = self.check_channel(Some(&draft.channel), "channel").await {
+                results.push(WriteOutcome::Rejected(e));
+                continue;
+            }
+            if let Err(e) = self.check_store(draft.store.as_deref(), &draft.channel).await {
                 results.push(WriteOutcome::Rejected(e));
                 continue;
             }

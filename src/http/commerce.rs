@@ -244,6 +244,7 @@ async fn upsert_store(
         )));
     }
     s.app.store.upsert_store(&st, &Actor { id: who.key_id.clone(), at: s.app.now() }).await?;
+    s.app.channels_changed().await;
     Ok(axum::Json(st))
 }
 

@@ -191,6 +191,12 @@ async fn identities_from_orders_enrol_and_guests_stay_guests() {
             .unwrap();
         let rec = app.store.member(m).await.unwrap().unwrap();
         assert_eq!(rec.registration_channel.as_deref(), Some("tmall"), "{b}");
+        let mut no_store = order("X-0", None, 1);
+        no_store.store = Some("sh_nanjing".into());
+        match &app.record_orders(&[no_store], &who).await.unwrap()[0] {
+            WriteOutcome::Rejected(e) => assert_eq!((e.code, e.field.as_str()), ("unknown_store", "store"), "{b}"),
+            other => panic!("{b}: {other:?}"),
+        }
         let mut bad = order("X-1", None, 1);
         bad.channel = "nowhere".into();
         match &app.record_orders(&[bad], &who).await.unwrap()[0] {
