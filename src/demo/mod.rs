@@ -12,13 +12,15 @@ pub mod calendar;
 pub mod catalog;
 pub mod people;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::app::{App, AppError};
-use crate::commerce::{OrderInput, RefundInput};
+use crate::commerce::refund::Refunded;
+use crate::commerce::{OrderInput, RefundDraft, RefundInput};
 use crate::events::EventInput;
 use crate::members::MemberId;
 use crate::security::Principal;
@@ -208,32 +210,85 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
         stages.add("generate", t);
 
         let t = Instant::now();
-        for chunk in orders.chunks(ORDER_BATCH) {
-            for (o, input) in app.record_orders(chunk, &who).await?.into_iter().zip(chunk) {
-                match o {
-                    WriteOutcome::Created(_) if input.member_id.is_some() => summary.orders += 1,
-                    WriteOutcome::Created(_) => summary.guest_orders += 1,
-                    WriteOutcome::Duplicate(_) => {}
-                    WriteOutcome::Conflict(id) => {
-                        note_rejection(&mut summary, "order", &format!("conflicts with order {id}"))
+        // Stored order id per (channel, order_no) index into `orders`, for the refunds.
+        let mut stored: HashMap<(&str, &str), (usize, i64)> = HashMap::with_capacity(orders.len());
+        for (c, chunk) in orders.chunks(ORDER_BATCH).enumerate() {
+            for (k, (o, input)) in app
+                .record_orders(chunk, &who)
+                .await?
+                .into_iter()
+                .zip(chunk)
+                .enumerate()
+            {
+                let id = match o {
+                    WriteOutcome::Created(id) => {
+                        if input.member_id.is_some() {
+                            summary.orders += 1;
+                        } else {
+                            summary.guest_orders += 1;
+                        }
+                        id
                     }
-                    WriteOutcome::Rejected(e) => note_rejection(&mut summary, "order", &e),
-                }
+                    WriteOutcome::Duplicate(id) => id,
+                    WriteOutcome::Conflict(id) => {
+                        note_rejection(
+                            &mut summary,
+                            "order",
+                            &format!("conflicts with order {id}"),
+                        );
+                        continue;
+                    }
+                    WriteOutcome::Rejected(e) => {
+                        note_rejection(&mut summary, "order", &e);
+                        continue;
+                    }
+                };
+                stored.insert((&input.channel, &input.order_no), (c * ORDER_BATCH + k, id));
             }
         }
         stages.add("orders", t);
 
+        // Refunds are planned by the same pure rules the store applies (each order has at most one, so
+        // nothing is refunded before it) and written in batches.
         let t = Instant::now();
+        let now = app.now();
+        let mut drafts: Vec<RefundDraft> = Vec::with_capacity(refunds.len());
         for r in &refunds {
-            match app.record_refund(r, &who).await? {
-                WriteOutcome::Created(_) => summary.refunds += 1,
-                WriteOutcome::Duplicate(_) => {}
-                WriteOutcome::Conflict(id) => note_rejection(
-                    &mut summary,
-                    "refund",
-                    &format!("conflicts with refund {id}"),
-                ),
-                WriteOutcome::Rejected(e) => note_rejection(&mut summary, "refund", &e),
+            let Some(&(i, order_id)) = stored.get(&(
+                r.channel.as_str(),
+                r.order_no.as_deref().unwrap_or_default(),
+            )) else {
+                continue;
+            };
+            let order = &orders[i];
+            let planned = order.validate(&app.config.currency, now).and_then(|d| {
+                r.plan(
+                    order.member_id,
+                    order_id,
+                    d.placed_at,
+                    &d.lines,
+                    d.shipping_fee,
+                    &Refunded::default(),
+                    0,
+                )
+            });
+            match planned {
+                Ok(d) => drafts.push(d),
+                Err(e) => note_rejection(&mut summary, "refund", &e),
+            }
+        }
+        for chunk in drafts.chunks(ORDER_BATCH) {
+            for o in app.import_refunds(chunk).await? {
+                match o {
+                    WriteOutcome::Created(_) => summary.refunds += 1,
+                    WriteOutcome::Duplicate(_) => {}
+                    WriteOutcome::Conflict(id) => note_rejection(
+                        &mut summary,
+                        "refund",
+                        &format!("conflicts with refund {id}"),
+                    ),
+                    WriteOutcome::Rejected(e) => note_rejection(&mut summary, "refund", &e),
+                }
             }
         }
         stages.add("refunds", t);
@@ -273,8 +328,6 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use chrono::Datelike;
 
     use super::*;

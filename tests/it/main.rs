@@ -1,5 +1,6 @@
 //! One integration-test binary: every test drives the real store (SQLite and PostgreSQL) or the real
 //! HTTP router bound to a port.
 
+mod demo;
 #[allow(dead_code)]
 mod support;
