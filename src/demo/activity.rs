@@ -28,15 +28,7 @@ pub struct Activity {
     pub events: Vec<EventInput>,
 }
 
-const REFUND_REASONS: [&str; 7] = [
-    "七天无理由退货",
-    "尺码不合适",
-    "不喜欢",
-    "质量问题",
-    "发错货",
-    "过敏",
-    "物流太慢",
-];
+const REFUND_REASONS: [&str; 7] = ["七天无理由退货", "尺码不合适", "不喜欢", "质量问题", "发错货", "过敏", "物流太慢"];
 const EXTRA_QUERIES: [&str; 10] = [
     "敏感肌 面霜",
     "618 优惠",
@@ -55,9 +47,7 @@ fn poisson(rng: &mut impl Rng, mean: f64) -> usize {
     if mean <= 0.0 {
         return 0;
     }
-    Poisson::new(mean)
-        .map(|p| p.sample(rng) as usize)
-        .unwrap_or(0)
+    Poisson::new(mean).map(|p| p.sample(rng) as usize).unwrap_or(0)
 }
 
 fn order_prefix(channel: &str) -> &'static str {
@@ -89,14 +79,7 @@ struct Events {
 
 impl Events {
     fn new(prefix: String, member: Option<MemberId>, anonymous_id: Option<String>) -> Self {
-        Events {
-            prefix,
-            member,
-            anonymous_id,
-            next: 0,
-            sessions: 0,
-            out: Vec::new(),
-        }
+        Events { prefix, member, anonymous_id, next: 0, sessions: 0, out: Vec::new() }
     }
 
     fn session(&mut self) -> String {
@@ -161,21 +144,14 @@ fn search_query(rng: &mut impl Rng, leaf: usize, brand: Option<usize>) -> String
 }
 
 /// Pick an item in `leaf`, preferring the member's brands and price tier.
-fn pick_item(
-    shop: &Shop,
-    rng: &mut impl Rng,
-    leaf: usize,
-    brands: &[usize],
-    tier: Option<u8>,
-) -> Option<usize> {
+fn pick_item(shop: &Shop, rng: &mut impl Rng, leaf: usize, brands: &[usize], tier: Option<u8>) -> Option<usize> {
     let items = &shop.catalog.by_leaf[leaf];
     let mut best: Option<(u32, usize)> = None;
     for _ in 0..4 {
         let i = *items.choose(rng)?;
         let it = &shop.catalog.items[i];
-        let score = 2 * u32::from(brands.contains(&it.brand))
-            + u32::from(Some(it.tier) == tier)
-            + rng.random_range(0..2);
+        let score =
+            2 * u32::from(brands.contains(&it.brand)) + u32::from(Some(it.tier) == tier) + rng.random_range(0..2);
         if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, i));
         }
@@ -251,11 +227,8 @@ fn plan_order(
             (false, true) => (0.35, 0.05, 0.15),
             (false, false) => (0.12, 0.05, 0.1),
         };
-        let discount = if rng.random::<f64>() < p {
-            ((gross as f64 * rng.random_range(lo..hi)) as i64 / 100) * 100
-        } else {
-            0
-        };
+        let discount =
+            if rng.random::<f64>() < p { ((gross as f64 * rng.random_range(lo..hi)) as i64 / 100) * 100 } else { 0 };
         lines.push(LineInput {
             sku: item.sku.clone(),
             quantity,
@@ -270,10 +243,7 @@ fn plan_order(
     if lines.is_empty() {
         return None;
     }
-    let net: i64 = lines
-        .iter()
-        .map(|l| l.quantity * l.unit_price - l.discount)
-        .sum();
+    let net: i64 = lines.iter().map(|l| l.quantity * l.unit_price - l.discount).sum();
     let coupon_p = match (sale, taste.deal_seeker) {
         (true, true) => 0.75,
         (true, false) => 0.3,
@@ -340,25 +310,11 @@ fn plan_refund(shop: &Shop, rng: &mut impl Rng, o: &Planned, chance: f64) -> Opt
     let whole = rng.random::<f64>() < 0.5
         || o.input.lines.len() == 1 && o.input.lines[0].quantity == 1 && rng.random::<f64>() < 0.5;
     let (lines, shipping_refund) = if whole {
-        (
-            Vec::new(),
-            if rng.random::<f64>() < 0.5 {
-                o.input.shipping_fee
-            } else {
-                0
-            },
-        )
+        (Vec::new(), if rng.random::<f64>() < 0.5 { o.input.shipping_fee } else { 0 })
     } else {
         let i = rng.random_range(0..o.input.lines.len());
         let q = o.input.lines[i].quantity;
-        (
-            vec![RefundLineInput {
-                line_no: i as i32 + 1,
-                quantity: rng.random_range(1..=q),
-                amount: None,
-            }],
-            0,
-        )
+        (vec![RefundLineInput { line_no: i as i32 + 1, quantity: rng.random_range(1..=q), amount: None }], 0)
     };
     Some(RefundInput {
         channel: o.input.channel.clone(),
@@ -386,69 +342,35 @@ fn session(
     order: Option<&Planned>,
 ) {
     let sid = ev.session();
-    let leaf = order
-        .map(|o| o.leaf)
-        .or_else(|| taste.leaves.choose(r).copied())
-        .unwrap_or(0);
+    let leaf = order.map(|o| o.leaf).or_else(|| taste.leaves.choose(r).copied()).unwrap_or(0);
     // At most a dozen steps of up to two minutes each, so the session ends before `end`.
     let mut t = end - Duration::seconds(r.random_range(1500..3600));
     let step = |r: &mut ChaCha8Rng, t: &mut DateTime<Utc>| {
         *t += Duration::seconds(r.random_range(5..120));
     };
-    ev.push(
-        "page_view",
-        t,
-        Some(&sid),
-        channel,
-        None,
-        json!({ "url": landing_url(shop, day, leaf) }),
-    );
-    step(r, &mut t);
-    if r.random::<f64>() < 0.55 {
-        let brand = taste.brands.first().copied();
-        ev.push(
-            "search",
-            t,
-            Some(&sid),
-            channel,
-            None,
-            json!({ "query": search_query(r, leaf, brand) }),
-        );
+    // A third of purchases come straight from the cart or favourites: no landing page, no search.
+    let direct = order.is_some() && r.random::<f64>() < 0.35;
+    if !direct {
+        ev.push("page_view", t, Some(&sid), channel, None, json!({ "url": landing_url(shop, day, leaf) }));
         step(r, &mut t);
+        if r.random::<f64>() < 0.55 {
+            let brand = taste.brands.first().copied();
+            ev.push("search", t, Some(&sid), channel, None, json!({ "query": search_query(r, leaf, brand) }));
+            step(r, &mut t);
+        }
     }
     match order {
         Some(o) => {
             for _ in 0..r.random_range(0..2) {
                 if let Some(i) = pick_item(shop, r, leaf, taste.brands, taste.tier) {
-                    ev.push(
-                        "product_view",
-                        t,
-                        Some(&sid),
-                        channel,
-                        Some(&shop.catalog.items[i].sku),
-                        json!({}),
-                    );
+                    ev.push("product_view", t, Some(&sid), channel, Some(&shop.catalog.items[i].sku), json!({}));
                     step(r, &mut t);
                 }
             }
             for l in &o.input.lines {
-                ev.push(
-                    "product_view",
-                    t,
-                    Some(&sid),
-                    channel,
-                    Some(&l.sku),
-                    json!({}),
-                );
+                ev.push("product_view", t, Some(&sid), channel, Some(&l.sku), json!({}));
                 step(r, &mut t);
-                ev.push(
-                    "add_to_cart",
-                    t,
-                    Some(&sid),
-                    channel,
-                    Some(&l.sku),
-                    json!({ "quantity": l.quantity }),
-                );
+                ev.push("add_to_cart", t, Some(&sid), channel, Some(&l.sku), json!({ "quantity": l.quantity }));
                 step(r, &mut t);
             }
             let at = o.input.placed_at;
@@ -482,51 +404,23 @@ fn session(
         }
         None => {
             let mut viewed = Vec::new();
-            for _ in 0..r.random_range(1..=4) {
+            for _ in 0..r.random_range(1..=3) {
                 if let Some(i) = pick_item(shop, r, leaf, taste.brands, taste.tier) {
                     let sku = shop.catalog.items[i].sku.clone();
-                    ev.push(
-                        "product_view",
-                        t,
-                        Some(&sid),
-                        channel,
-                        Some(&sku),
-                        json!({}),
-                    );
+                    ev.push("product_view", t, Some(&sid), channel, Some(&sku), json!({}));
                     step(r, &mut t);
                     viewed.push(sku);
                 }
             }
             if let Some(sku) = viewed.last().filter(|_| r.random::<f64>() < 0.3) {
-                ev.push(
-                    "add_to_cart",
-                    t,
-                    Some(&sid),
-                    channel,
-                    Some(sku),
-                    json!({ "quantity": 1 }),
-                );
+                ev.push("add_to_cart", t, Some(&sid), channel, Some(sku), json!({ "quantity": 1 }));
                 step(r, &mut t);
                 if r.random::<f64>() < 0.35 {
-                    ev.push(
-                        "checkout",
-                        t,
-                        Some(&sid),
-                        channel,
-                        None,
-                        json!({ "items": 1 }),
-                    );
+                    ev.push("checkout", t, Some(&sid), channel, None, json!({ "items": 1 }));
                 }
             }
             if let Some(sku) = viewed.first().filter(|_| r.random::<f64>() < 0.04) {
-                ev.push(
-                    "share",
-                    t,
-                    Some(&sid),
-                    channel,
-                    Some(sku),
-                    json!({ "to": "wechat_moments" }),
-                );
+                ev.push("share", t, Some(&sid), channel, Some(sku), json!({ "to": "wechat_moments" }));
             }
         }
     }
@@ -549,10 +443,7 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
     let mut rng = ChaCha8Rng::seed_from_u64(stream(shop.seed, plan.index as u64, 0xAC71));
     let cal = &shop.calendar;
     let persona = plan.persona;
-    let registered_at = plan
-        .input
-        .registered_at
-        .unwrap_or_else(|| cal.at(plan.signup_day, 0));
+    let registered_at = plan.input.registered_at.unwrap_or_else(|| cal.at(plan.signup_day, 0));
     let taste = Taste {
         leaves: &plan.leaves,
         brands: &plan.brands,
@@ -568,15 +459,11 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
         Persona::OneTime => cal.everyday(&mut rng, from, until).into_iter().collect(),
         Persona::Bargain => {
             let n = poisson(&mut rng, plan.order_rate * (until - from) as f64).max(1);
-            (0..n)
-                .filter_map(|_| cal.deal_day(&mut rng, from, until))
-                .collect()
+            (0..n).filter_map(|_| cal.deal_day(&mut rng, from, until)).collect()
         }
         _ => {
             let n = poisson(&mut rng, plan.order_rate * cal.mass(from, until));
-            let mut d: Vec<usize> = (0..n)
-                .filter_map(|_| cal.everyday(&mut rng, from, until))
-                .collect();
+            let mut d: Vec<usize> = (0..n).filter_map(|_| cal.everyday(&mut rng, from, until)).collect();
             // Most people who buy at all buy soon after signing up.
             if persona != Persona::Newcomer || rng.random::<f64>() < 0.8 {
                 d.extend(cal.everyday(&mut rng, from, (from + 10).min(until)));
@@ -597,13 +484,9 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
         let channel = match rng.random::<f64>() {
             x if x < 0.8 => plan.channel,
             x if x < 0.9 && persona == Persona::Bargain => "pdd",
-            _ => ["mini_program", "tmall", "jd", "app", "web", "douyin"]
-                .choose(&mut rng)
-                .copied()
-                .unwrap_or("web"),
+            _ => ["mini_program", "tmall", "jd", "app", "web", "douyin"].choose(&mut rng).copied().unwrap_or("web"),
         };
-        let store = (channel == "store")
-            .then(|| shop.catalog.store_for(plan.city, plan.index).code.clone());
+        let store = (channel == "store").then(|| shop.catalog.store_for(plan.city, plan.index).code.clone());
         let mut placed_at = cal.moment(&mut rng, *day);
         if placed_at <= registered_at {
             placed_at = registered_at + Duration::minutes(rng.random_range(5..90));
@@ -611,38 +494,14 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
         if placed_at >= cal.horizon() {
             continue;
         }
-        let order_no = format!(
-            "{}{}{:07}{:03}",
-            order_prefix(channel),
-            cal.date(*day).format("%Y%m%d"),
-            plan.index,
-            k
-        );
-        let Some(o) = plan_order(
-            shop,
-            &mut rng,
-            &taste,
-            Some(member),
-            channel,
-            store,
-            *day,
-            placed_at,
-            order_no,
-            k == 0,
-        ) else {
+        let order_no = format!("{}{}{:07}{:03}", order_prefix(channel), cal.date(*day).format("%Y%m%d"), plan.index, k);
+        let Some(o) =
+            plan_order(shop, &mut rng, &taste, Some(member), channel, store, *day, placed_at, order_no, k == 0)
+        else {
             continue;
         };
         if is_online(channel) {
-            session(
-                shop,
-                &mut rng,
-                &mut ev,
-                &taste,
-                channel,
-                *day,
-                placed_at,
-                Some(&o),
-            );
+            session(shop, &mut rng, &mut ev, &taste, channel, *day, placed_at, Some(&o));
         } else {
             ev.push(
                 "purchase",
@@ -653,37 +512,23 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
                 json!({ "order_no": o.input.order_no, "amount": o.total }),
             );
         }
-        out.refunds
-            .extend(plan_refund(shop, &mut rng, &o, refund_chance));
+        out.refunds.extend(plan_refund(shop, &mut rng, &o, refund_chance));
         out.orders.push(o.input);
     }
 
     // Anonymous browsing before sign-up, linked by the first identified event.
-    let online = if is_online(plan.channel) {
-        plan.channel
-    } else {
-        "mini_program"
-    };
+    let online = if is_online(plan.channel) { plan.channel } else { "mini_program" };
     if plan.anonymous_before {
         let anon = format!("anon-{:016x}", stream(shop.seed, plan.index as u64, 0xA707));
         let mut visitor = Events::new(format!("demo-{}-a", plan.index), None, Some(anon.clone()));
         for _ in 0..rng.random_range(1..=3) {
             let day = plan.signup_day.saturating_sub(rng.random_range(0..8));
-            let end = cal
-                .moment(&mut rng, day)
-                .min(registered_at - Duration::minutes(5));
+            let end = cal.moment(&mut rng, day).min(registered_at - Duration::minutes(5));
             session(shop, &mut rng, &mut visitor, &taste, online, day, end, None);
         }
         out.anonymous_events = visitor.out;
         ev.anonymous_id = Some(anon);
-        ev.push(
-            "page_view",
-            registered_at,
-            None,
-            online,
-            None,
-            json!({ "url": "/member/register" }),
-        );
+        ev.push("page_view", registered_at, None, online, None, json!({ "url": "/member/register" }));
         ev.anonymous_id = None;
     }
 
@@ -693,17 +538,12 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
         Persona::OneTime => (from + 60).min(DAYS),
         _ => DAYS,
     };
-    let n = poisson(
-        &mut rng,
-        browse_rate(persona) * (engaged_until - from) as f64,
-    );
+    let n = poisson(&mut rng, browse_rate(persona) * (engaged_until - from) as f64);
     for _ in 0..n {
         let Some(day) = cal.everyday(&mut rng, from, engaged_until) else {
             continue;
         };
-        let end = cal
-            .moment(&mut rng, day)
-            .max(registered_at + Duration::minutes(1));
+        let end = cal.moment(&mut rng, day).max(registered_at + Duration::minutes(1));
         if end < cal.horizon() {
             session(shop, &mut rng, &mut ev, &taste, online, day, end, None);
         }
@@ -711,29 +551,19 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
 
     // Check-in streaks (签到) in the app or mini-program.
     let streaks = match persona {
-        Persona::Loyal => 5.0,
-        Persona::Newcomer | Persona::Browser => 2.5,
+        Persona::Loyal => 3.5,
+        Persona::Newcomer | Persona::Browser => 2.0,
         Persona::Bargain | Persona::Lapsing => 1.5,
         Persona::OneTime => 0.3,
-    } * if matches!(plan.channel, "app" | "mini_program") {
-        1.0
-    } else {
-        0.3
-    };
-    let check_in_channel = if plan.channel == "app" {
-        "app"
-    } else {
-        "mini_program"
-    };
+    } * if matches!(plan.channel, "app" | "mini_program") { 1.0 } else { 0.3 };
+    let check_in_channel = if plan.channel == "app" { "app" } else { "mini_program" };
     for _ in 0..poisson(&mut rng, streaks) {
         if engaged_until <= from {
             break;
         }
         let start = rng.random_range(from..engaged_until);
         for d in start..(start + rng.random_range(1..=7)).min(engaged_until) {
-            let at = cal
-                .at(d, rng.random_range(7 * 3600..23 * 3600))
-                .max(registered_at + Duration::minutes(1));
+            let at = cal.at(d, rng.random_range(7 * 3600..23 * 3600)).max(registered_at + Duration::minutes(1));
             if at < cal.horizon() {
                 ev.push("check_in", at, None, check_in_channel, None, json!({}));
             }
@@ -754,11 +584,11 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
     if !media.is_empty() {
         for c in cal.campaigns.iter().filter(|c| c.day > from) {
             let open = match persona {
-                Persona::Loyal => 0.4,
-                Persona::Bargain => 0.5,
-                Persona::Newcomer => 0.35,
-                Persona::Browser => 0.25,
-                Persona::Lapsing if c.day < until + 60 => 0.25,
+                Persona::Loyal => 0.3,
+                Persona::Bargain => 0.4,
+                Persona::Newcomer => 0.3,
+                Persona::Browser => 0.2,
+                Persona::Lapsing if c.day < until + 60 => 0.2,
                 Persona::Lapsing | Persona::OneTime => 0.04,
             };
             if rng.random::<f64>() >= open {
@@ -766,19 +596,8 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
             }
             let medium = media.choose(&mut rng).copied().unwrap_or("sms");
             let at = cal.at(c.day, rng.random_range(10 * 3600..22 * 3600));
-            ev.push(
-                "campaign_open",
-                at,
-                None,
-                online,
-                None,
-                json!({ "campaign_id": c.id, "medium": medium }),
-            );
-            let click = if persona == Persona::Bargain {
-                0.55
-            } else {
-                0.3
-            };
+            ev.push("campaign_open", at, None, online, None, json!({ "campaign_id": c.id, "medium": medium }));
+            let click = if persona == Persona::Bargain { 0.55 } else { 0.3 };
             if rng.random::<f64>() < click {
                 let url = format!("/campaign/{}", c.id);
                 ev.push(
@@ -802,13 +621,7 @@ pub fn guest_activity(shop: &Shop, index: usize) -> Activity {
     let cal = &shop.calendar;
     let mut out = Activity::default();
     let all_leaves: Vec<usize> = (0..shop.catalog.by_leaf.len()).collect();
-    let taste = Taste {
-        leaves: &all_leaves,
-        brands: &[],
-        tier: None,
-        big_baskets: false,
-        deal_seeker: false,
-    };
+    let taste = Taste { leaves: &all_leaves, brands: &[], tier: None, big_baskets: false, deal_seeker: false };
     for k in 0..poisson(&mut rng, 0.55) {
         let Some(day) = cal.everyday(&mut rng, 0, DAYS) else {
             continue;
@@ -821,22 +634,11 @@ pub fn guest_activity(shop: &Shop, index: usize) -> Activity {
             80..95 => "store",
             _ => "web",
         };
-        let store = (channel == "store").then(|| {
-            shop.catalog.stores[rng.random_range(0..shop.catalog.stores.len())]
-                .code
-                .clone()
-        });
+        let store = (channel == "store")
+            .then(|| shop.catalog.stores[rng.random_range(0..shop.catalog.stores.len())].code.clone());
         let placed_at = cal.moment(&mut rng, day);
-        let order_no = format!(
-            "{}{}G{:07}{:02}",
-            order_prefix(channel),
-            cal.date(day).format("%Y%m%d"),
-            index,
-            k
-        );
-        if let Some(o) = plan_order(
-            shop, &mut rng, &taste, None, channel, store, day, placed_at, order_no, false,
-        ) {
+        let order_no = format!("{}{}G{:07}{:02}", order_prefix(channel), cal.date(day).format("%Y%m%d"), index, k);
+        if let Some(o) = plan_order(shop, &mut rng, &taste, None, channel, store, day, placed_at, order_no, false) {
             out.refunds.extend(plan_refund(shop, &mut rng, &o, 0.05));
             out.orders.push(o.input);
         }

@@ -14,8 +14,8 @@ const SHANGHAI_OFFSET_HOURS: i64 = 8;
 
 /// Relative activity by hour of day (Shanghai): a lunch bump and the evening peak.
 const HOURS: [f64; 24] = [
-    0.6, 0.3, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.9, 1.1, 1.3, 1.3, 1.2, 1.1, 1.1, 1.1, 1.1, 1.0,
-    1.0, 1.2, 1.6, 1.9, 1.8, 1.2,
+    0.6, 0.3, 0.15, 0.1, 0.1, 0.15, 0.3, 0.6, 0.9, 1.1, 1.3, 1.3, 1.2, 1.1, 1.1, 1.1, 1.1, 1.0, 1.0, 1.2, 1.6, 1.9,
+    1.8, 1.2,
 ];
 
 /// Spring Festival (春节) dates; lunar, so they are listed rather than computed.
@@ -59,10 +59,7 @@ pub struct Calendar {
 }
 
 fn spring_festival(year: i32) -> Option<NaiveDate> {
-    SPRING_FESTIVAL
-        .iter()
-        .find(|(y, _, _)| *y == year)
-        .and_then(|(y, m, d)| NaiveDate::from_ymd_opt(*y, *m, *d))
+    SPRING_FESTIVAL.iter().find(|(y, _, _)| *y == year).and_then(|(y, m, d)| NaiveDate::from_ymd_opt(*y, *m, *d))
 }
 
 /// The festival multiplier of a day.
@@ -106,9 +103,7 @@ fn weekday_factor(d: NaiveDate) -> f64 {
 }
 
 fn month_factor(d: NaiveDate) -> f64 {
-    [
-        1.0, 0.9, 1.0, 0.95, 1.0, 1.05, 0.95, 0.95, 0.92, 1.0, 1.1, 1.1,
-    ][d.month0() as usize]
+    [1.0, 0.9, 1.0, 0.95, 1.0, 1.05, 0.95, 0.95, 0.92, 1.0, 1.1, 1.1][d.month0() as usize]
 }
 
 fn cumulative(weights: impl Iterator<Item = f64>) -> Vec<f64> {
@@ -125,20 +120,11 @@ impl Calendar {
     /// The 730 days before `end` (Shanghai dates), so nothing generated lies in the future when `end` is today.
     pub fn new(end: NaiveDate) -> Calendar {
         let start = end - Duration::days(DAYS as i64);
-        let days: Vec<NaiveDate> = (0..DAYS)
-            .map(|i| start + Duration::days(i as i64))
-            .collect();
+        let days: Vec<NaiveDate> = (0..DAYS).map(|i| start + Duration::days(i as i64)).collect();
         let promo: Vec<f64> = days.iter().map(|d| festival(*d)).collect();
-        let base: Vec<f64> = days
-            .iter()
-            .map(|d| weekday_factor(*d) * month_factor(*d))
-            .collect();
+        let base: Vec<f64> = days.iter().map(|d| weekday_factor(*d) * month_factor(*d)).collect();
         let general = cumulative(base.iter().zip(&promo).map(|(b, p)| b * p));
-        let deals = cumulative(
-            base.iter()
-                .zip(&promo)
-                .map(|(b, p)| if *p >= 1.4 { b * p * p } else { b * 0.12 }),
-        );
+        let deals = cumulative(base.iter().zip(&promo).map(|(b, p)| if *p >= 1.4 { b * p * p } else { b * 0.12 }));
         let growth = cumulative(base.iter().zip(&promo).enumerate().map(|(i, (b, p))| {
             let trend = 0.5 + 1.5 * i as f64 / DAYS as f64;
             b * p.sqrt() * trend
@@ -159,23 +145,11 @@ impl Calendar {
             if let Some(id) = id {
                 campaigns.push(Campaign { id, day: i });
             }
-            if spring_festival(d.year() + i32::from(d.month() > 6))
-                .is_some_and(|sf| (sf - *d).num_days() == 20)
-            {
-                campaigns.push(Campaign {
-                    id: format!("cmp-{}-cny", d.year()),
-                    day: i,
-                });
+            if spring_festival(d.year() + i32::from(d.month() > 6)).is_some_and(|sf| (sf - *d).num_days() == 20) {
+                campaigns.push(Campaign { id: format!("cmp-{}-cny", d.year()), day: i });
             }
         }
-        Calendar {
-            start,
-            promo,
-            general,
-            deals,
-            growth,
-            campaigns,
-        }
+        Calendar { start, promo, general, deals, growth, campaigns }
     }
 
     pub fn date(&self, day: usize) -> NaiveDate {
@@ -205,11 +179,7 @@ impl Calendar {
     /// Expected everyday weight mass of `[from, to)`, in ordinary-day units.
     pub fn mass(&self, from: usize, to: usize) -> f64 {
         let (from, to) = (from.min(DAYS), to.min(DAYS));
-        if to <= from {
-            0.0
-        } else {
-            self.general[to] - self.general[from]
-        }
+        if to <= from { 0.0 } else { self.general[to] - self.general[from] }
     }
 
     /// A moment on `day` at a time of day drawn from the hourly curve, in UTC.
@@ -230,8 +200,7 @@ impl Calendar {
 
     /// `day` at `secs` seconds after local midnight, in UTC.
     pub fn at(&self, day: usize, secs: u32) -> DateTime<Utc> {
-        let t =
-            NaiveTime::from_num_seconds_from_midnight_opt(secs.min(86_399), 0).unwrap_or_default();
+        let t = NaiveTime::from_num_seconds_from_midnight_opt(secs.min(86_399), 0).unwrap_or_default();
         (self.date(day).and_time(t) - Duration::hours(SHANGHAI_OFFSET_HOURS)).and_utc()
     }
 
@@ -277,20 +246,8 @@ mod tests {
             assert!((10..DAYS).contains(&day));
             by_month[cal.date(day).month0() as usize] += 1;
         }
-        assert!(
-            by_month[10] > by_month[8],
-            "November {} vs September {}",
-            by_month[10],
-            by_month[8]
-        );
+        assert!(by_month[10] > by_month[8], "November {} vs September {}", by_month[10], by_month[8]);
         assert_eq!(cal.everyday(&mut rng, 5, 5), None);
-        assert!(
-            cal.horizon()
-                < NaiveDate::from_ymd_opt(2026, 11, 23)
-                    .unwrap()
-                    .and_hms_opt(0, 0, 0)
-                    .unwrap()
-                    .and_utc()
-        );
+        assert!(cal.horizon() < NaiveDate::from_ymd_opt(2026, 11, 23).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc());
     }
 }

@@ -178,9 +178,7 @@ pub fn brand_name(brand: usize) -> &'static str {
 
 /// Brand indexes of a department.
 pub fn brands_of(department: usize) -> Vec<usize> {
-    (0..BRANDS.len())
-        .filter(|b| BRANDS[*b].0 == department)
-        .collect()
+    (0..BRANDS.len()).filter(|b| BRANDS[*b].0 == department).collect()
 }
 
 pub fn brand_tier(brand: usize) -> u8 {
@@ -190,11 +188,7 @@ pub fn brand_tier(brand: usize) -> u8 {
 /// A believable shelf price in fen: x9 or x9.9 yuan endings.
 fn shelf_price(yuan: f64) -> i64 {
     let y = yuan.max(5.0);
-    if y < 100.0 {
-        (y.floor() as i64) * 100 + 90
-    } else {
-        ((y / 10.0).floor() as i64 * 10 + 9) * 100
-    }
+    if y < 100.0 { (y.floor() as i64) * 100 + 90 } else { ((y / 10.0).floor() as i64 * 10 + 9) * 100 }
 }
 
 impl Catalog {
@@ -216,21 +210,9 @@ impl Catalog {
                 let list_price = shelf_price(f64::from(*base) * factor);
                 let sku = format!("HY{leaf:02}{n:04}");
                 let adjective = ADJECTIVES.choose(&mut rng).unwrap_or(&"经典");
-                let name = format!(
-                    "{} {}{} {}号",
-                    BRANDS[brand].1,
-                    adjective,
-                    leaf_name(leaf),
-                    n % 9 + 1
-                );
+                let name = format!("{} {}{} {}号", BRANDS[brand].1, adjective, leaf_name(leaf), n % 9 + 1);
                 by_leaf[leaf].push(items.len());
-                items.push(Item {
-                    sku: sku.clone(),
-                    leaf,
-                    brand,
-                    tier,
-                    list_price,
-                });
+                items.push(Item { sku: sku.clone(), leaf, brand, tier, list_price });
                 skus.push(Sku {
                     sku,
                     name,
@@ -251,27 +233,13 @@ impl Catalog {
                 city: Some((*city).to_string()),
             })
             .collect();
-        Catalog {
-            skus,
-            items,
-            by_leaf,
-            leaves_of,
-            stores,
-        }
+        Catalog { skus, items, by_leaf, leaves_of, stores }
     }
 
     /// The store a member in `city` shops at, if the city has one; otherwise a flagship.
     pub fn store_for(&self, city: &str, pick: usize) -> &StoreLocation {
-        let local: Vec<&StoreLocation> = self
-            .stores
-            .iter()
-            .filter(|s| s.city.as_deref() == Some(city))
-            .collect();
-        if local.is_empty() {
-            &self.stores[pick % self.stores.len()]
-        } else {
-            local[pick % local.len()]
-        }
+        let local: Vec<&StoreLocation> = self.stores.iter().filter(|s| s.city.as_deref() == Some(city)).collect();
+        if local.is_empty() { &self.stores[pick % self.stores.len()] } else { local[pick % local.len()] }
     }
 }
 
@@ -292,8 +260,7 @@ mod tests {
         for s in &a.stores {
             s.validate().unwrap();
         }
-        let brands: std::collections::HashSet<_> =
-            a.skus.iter().filter_map(|s| s.brand.clone()).collect();
+        let brands: std::collections::HashSet<_> = a.skus.iter().filter_map(|s| s.brand.clone()).collect();
         assert!(brands.len() >= 38);
     }
 }

@@ -53,12 +53,7 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions {
-            members: 20_000,
-            seed: 42,
-            end: chrono::Utc::now().date_naive(),
-            progress: false,
-        }
+        DemoOptions { members: 20_000, seed: 42, end: chrono::Utc::now().date_naive(), progress: false }
     }
 }
 
@@ -81,8 +76,7 @@ pub struct DemoSummary {
 /// A random stream seed for `(seed, index, salt)`: SplitMix64 over the three, so nearby indexes give
 /// unrelated streams.
 pub fn stream(seed: u64, index: u64, salt: u64) -> u64 {
-    let mut z =
-        seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
     for _ in 0..2 {
         z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -102,11 +96,7 @@ pub struct Shop {
 
 impl Shop {
     pub fn new(seed: u64, end: NaiveDate) -> Shop {
-        Shop {
-            seed,
-            calendar: Calendar::new(end),
-            catalog: Catalog::new(seed, SKUS_PER_LEAF),
-        }
+        Shop { seed, calendar: Calendar::new(end), catalog: Catalog::new(seed, SKUS_PER_LEAF) }
     }
 
     pub fn member(&self, index: usize) -> MemberPlan {
@@ -131,9 +121,9 @@ impl Stages {
 fn bar(opts: &DemoOptions) -> Option<ProgressBar> {
     opts.progress.then(|| {
         let pb = ProgressBar::new(opts.members as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} members · {msg}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} members · {msg}")
+        {
             pb.set_style(style);
         }
         pb
@@ -157,10 +147,7 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
 
     let t = Instant::now();
     let shop = Shop::new(opts.seed, opts.end);
-    let actor = Actor {
-        id: who.key_id.clone(),
-        at: app.now(),
-    };
+    let actor = Actor { id: who.key_id.clone(), at: app.now() };
     for s in &shop.catalog.stores {
         app.store.upsert_store(s, &actor).await?;
     }
@@ -213,13 +200,7 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
         // Stored order id per (channel, order_no) index into `orders`, for the refunds.
         let mut stored: HashMap<(&str, &str), (usize, i64)> = HashMap::with_capacity(orders.len());
         for (c, chunk) in orders.chunks(ORDER_BATCH).enumerate() {
-            for (k, (o, input)) in app
-                .record_orders(chunk, &who)
-                .await?
-                .into_iter()
-                .zip(chunk)
-                .enumerate()
-            {
+            for (k, (o, input)) in app.record_orders(chunk, &who).await?.into_iter().zip(chunk).enumerate() {
                 let id = match o {
                     WriteOutcome::Created(id) => {
                         if input.member_id.is_some() {
@@ -231,11 +212,7 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
                     }
                     WriteOutcome::Duplicate(id) => id,
                     WriteOutcome::Conflict(id) => {
-                        note_rejection(
-                            &mut summary,
-                            "order",
-                            &format!("conflicts with order {id}"),
-                        );
+                        note_rejection(&mut summary, "order", &format!("conflicts with order {id}"));
                         continue;
                     }
                     WriteOutcome::Rejected(e) => {
@@ -254,23 +231,13 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
         let now = app.now();
         let mut drafts: Vec<RefundDraft> = Vec::with_capacity(refunds.len());
         for r in &refunds {
-            let Some(&(i, order_id)) = stored.get(&(
-                r.channel.as_str(),
-                r.order_no.as_deref().unwrap_or_default(),
-            )) else {
+            let Some(&(i, order_id)) = stored.get(&(r.channel.as_str(), r.order_no.as_deref().unwrap_or_default()))
+            else {
                 continue;
             };
             let order = &orders[i];
             let planned = order.validate(&app.config.currency, now).and_then(|d| {
-                r.plan(
-                    order.member_id,
-                    order_id,
-                    d.placed_at,
-                    &d.lines,
-                    d.shipping_fee,
-                    &Refunded::default(),
-                    0,
-                )
+                r.plan(order.member_id, order_id, d.placed_at, &d.lines, d.shipping_fee, &Refunded::default(), 0)
             });
             match planned {
                 Ok(d) => drafts.push(d),
@@ -282,11 +249,9 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
                 match o {
                     WriteOutcome::Created(_) => summary.refunds += 1,
                     WriteOutcome::Duplicate(_) => {}
-                    WriteOutcome::Conflict(id) => note_rejection(
-                        &mut summary,
-                        "refund",
-                        &format!("conflicts with refund {id}"),
-                    ),
+                    WriteOutcome::Conflict(id) => {
+                        note_rejection(&mut summary, "refund", &format!("conflicts with refund {id}"))
+                    }
                     WriteOutcome::Rejected(e) => note_rejection(&mut summary, "refund", &e),
                 }
             }
@@ -295,10 +260,7 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
 
         // Anonymous browsing first, so the identified event that links a visitor adopts it.
         let t = Instant::now();
-        for chunk in anonymous
-            .chunks(EVENT_BATCH)
-            .chain(events.chunks(EVENT_BATCH))
-        {
+        for chunk in anonymous.chunks(EVENT_BATCH).chain(events.chunks(EVENT_BATCH)) {
             for o in app.record_events(chunk).await? {
                 match o {
                     EventOutcome::Stored => summary.events += 1,
@@ -311,11 +273,7 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
 
         if let Some(pb) = &pb {
             pb.set_position(hi as u64);
-            pb.set_message(format!(
-                "{} orders, {} events",
-                summary.orders + summary.guest_orders,
-                summary.events
-            ));
+            pb.set_message(format!("{} orders, {} events", summary.orders + summary.guest_orders, summary.events));
         }
     }
     if let Some(pb) = pb {
@@ -353,14 +311,8 @@ mod tests {
         let a = shop(7, 150);
         assert_eq!(a, shop(7, 150));
         let b = shop(8, 150);
-        assert_ne!(
-            a.iter().map(|x| &x.0.input).collect::<Vec<_>>(),
-            b.iter().map(|x| &x.0.input).collect::<Vec<_>>()
-        );
-        assert_ne!(
-            a.iter().map(|x| &x.1).collect::<Vec<_>>(),
-            b.iter().map(|x| &x.1).collect::<Vec<_>>()
-        );
+        assert_ne!(a.iter().map(|x| &x.0.input).collect::<Vec<_>>(), b.iter().map(|x| &x.0.input).collect::<Vec<_>>());
+        assert_ne!(a.iter().map(|x| &x.1).collect::<Vec<_>>(), b.iter().map(|x| &x.1).collect::<Vec<_>>());
     }
 
     #[test]
@@ -372,11 +324,7 @@ mod tests {
             for act in [&a, &g] {
                 for o in &act.orders {
                     o.validate("CNY", now).unwrap();
-                    assert!(
-                        order_nos.insert((o.channel.clone(), o.order_no.clone())),
-                        "{}",
-                        o.order_no
-                    );
+                    assert!(order_nos.insert((o.channel.clone(), o.order_no.clone())), "{}", o.order_no);
                 }
                 for r in &act.refunds {
                     r.validate_header().unwrap();
@@ -410,58 +358,29 @@ mod tests {
         let recency = |p: Persona| by[&p].4 / by[&p].0 as f64;
         let coupon_share = |p: Persona| by[&p].2 as f64 / by[&p].1.max(1) as f64;
         let aov = |p: Persona| by[&p].5 as f64 / by[&p].1.max(1) as f64;
-        assert!(
-            avg_orders(Persona::Loyal) > 5.0 * avg_orders(Persona::OneTime),
-            "{by:?}"
-        );
+        assert!(avg_orders(Persona::Loyal) > 5.0 * avg_orders(Persona::OneTime), "{by:?}");
         assert!((avg_orders(Persona::OneTime) - 1.0).abs() < 0.05);
         assert_eq!(by[&Persona::Browser].1, 0);
         assert!(by[&Persona::Browser].3 > 0);
-        assert!(
-            recency(Persona::Lapsing) > 180.0 && recency(Persona::Loyal) < 60.0,
-            "{by:?}"
-        );
-        assert!(
-            coupon_share(Persona::Bargain) > 2.0 * coupon_share(Persona::Loyal),
-            "{by:?}"
-        );
+        assert!(recency(Persona::Lapsing) > 180.0 && recency(Persona::Loyal) < 60.0, "{by:?}");
+        assert!(coupon_share(Persona::Bargain) > 2.0 * coupon_share(Persona::Loyal), "{by:?}");
         assert!(aov(Persona::Loyal) > 1.5 * aov(Persona::Bargain), "{by:?}");
-        let events: usize = data
-            .iter()
-            .map(|(_, a, g)| a.events.len() + a.anonymous_events.len() + g.anonymous_events.len())
-            .sum();
+        let events: usize =
+            data.iter().map(|(_, a, g)| a.events.len() + a.anonymous_events.len() + g.anonymous_events.len()).sum();
         let per_member = events as f64 / data.len() as f64;
-        assert!(
-            (35.0..70.0).contains(&per_member),
-            "{per_member} events per member"
-        );
+        assert!((35.0..70.0).contains(&per_member), "{per_member} events per member");
     }
 
     #[test]
     fn refunds_are_about_one_order_in_twenty_and_november_outsells_september() {
         let data = shop(5, 3000);
-        let orders: Vec<&OrderInput> = data
-            .iter()
-            .flat_map(|(_, a, g)| a.orders.iter().chain(&g.orders))
-            .collect();
-        let refunds: usize = data
-            .iter()
-            .map(|(_, a, g)| a.refunds.len() + g.refunds.len())
-            .sum();
+        let orders: Vec<&OrderInput> = data.iter().flat_map(|(_, a, g)| a.orders.iter().chain(&g.orders)).collect();
+        let refunds: usize = data.iter().map(|(_, a, g)| a.refunds.len() + g.refunds.len()).sum();
         let share = refunds as f64 / orders.len() as f64;
         assert!((0.035..0.065).contains(&share), "refund share {share}");
-        let in_month = |m: u32| {
-            orders
-                .iter()
-                .filter(|o| (o.placed_at + chrono::Duration::hours(8)).month() == m)
-                .count()
-        };
-        assert!(
-            in_month(11) as f64 > 1.3 * in_month(9) as f64,
-            "Nov {} Sep {}",
-            in_month(11),
-            in_month(9)
-        );
+        let in_month =
+            |m: u32| orders.iter().filter(|o| (o.placed_at + chrono::Duration::hours(8)).month() == m).count();
+        assert!(in_month(11) as f64 > 1.3 * in_month(9) as f64, "Nov {} Sep {}", in_month(11), in_month(9));
         let guests = data.iter().map(|(_, _, g)| g.orders.len()).sum::<usize>();
         assert!(guests > 0 && guests * 4 < orders.len());
     }

@@ -30,14 +30,8 @@ pub enum Persona {
 }
 
 impl Persona {
-    pub const ALL: [Persona; 6] = [
-        Persona::Loyal,
-        Persona::Bargain,
-        Persona::OneTime,
-        Persona::Lapsing,
-        Persona::Newcomer,
-        Persona::Browser,
-    ];
+    pub const ALL: [Persona; 6] =
+        [Persona::Loyal, Persona::Bargain, Persona::OneTime, Persona::Lapsing, Persona::Newcomer, Persona::Browser];
 
     /// Share of the member base.
     fn share(self) -> f64 {
@@ -97,12 +91,12 @@ const SURNAMES: [(&str, u32); 30] = [
 ];
 
 const FEMALE_CHARS: [&str; 24] = [
-    "芳", "娜", "敏", "静", "丽", "婷", "雪", "琳", "欣", "怡", "佳", "雨", "萱", "思", "梦", "悦",
-    "晨", "诗", "颖", "瑶", "璐", "倩", "蕾", "妍",
+    "芳", "娜", "敏", "静", "丽", "婷", "雪", "琳", "欣", "怡", "佳", "雨", "萱", "思", "梦", "悦", "晨", "诗", "颖",
+    "瑶", "璐", "倩", "蕾", "妍",
 ];
 const MALE_CHARS: [&str; 24] = [
-    "伟", "强", "磊", "军", "洋", "勇", "杰", "涛", "明", "超", "浩", "宇", "鹏", "辉", "俊", "博",
-    "轩", "晨", "航", "凯", "文", "斌", "睿", "峰",
+    "伟", "强", "磊", "军", "洋", "勇", "杰", "涛", "明", "超", "浩", "宇", "鹏", "辉", "俊", "博", "轩", "晨", "航",
+    "凯", "文", "斌", "睿", "峰",
 ];
 
 /// Cities weighted roughly by online shoppers.
@@ -134,20 +128,11 @@ pub const CITIES: [(&str, u32); 24] = [
 ];
 
 /// Registration channels and their shares.
-const SIGNUP_CHANNELS: [(&str, u32); 7] = [
-    ("mini_program", 30),
-    ("tmall", 20),
-    ("jd", 10),
-    ("douyin", 10),
-    ("app", 10),
-    ("web", 8),
-    ("store", 12),
-];
+const SIGNUP_CHANNELS: [(&str, u32); 7] =
+    [("mini_program", 30), ("tmall", 20), ("jd", 10), ("douyin", 10), ("app", 10), ("web", 8), ("store", 12)];
 
 const MAIL_DOMAINS: [&str; 5] = ["qq.com", "163.com", "126.com", "gmail.com", "outlook.com"];
-const PHONE_PREFIXES: [u32; 16] = [
-    130, 131, 132, 135, 136, 137, 138, 139, 150, 151, 152, 158, 159, 186, 187, 188,
-];
+const PHONE_PREFIXES: [u32; 16] = [130, 131, 132, 135, 136, 137, 138, 139, 150, 151, 152, 158, 159, 186, 187, 188];
 
 /// One member as planned by the generator: the input for `upsert_members` plus behaviour.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,11 +184,7 @@ fn persona_for(rng: &mut impl Rng) -> Persona {
 
 /// An identifier unique per member index and seed, so identities never collide across members.
 fn token(seed: u64, index: usize, salt: u64) -> String {
-    format!(
-        "{:012x}{:06x}",
-        stream(seed, index as u64, salt) & 0xffff_ffff_ffff,
-        index
-    )
+    format!("{:012x}{:06x}", stream(seed, index as u64, salt) & 0xffff_ffff_ffff, index)
 }
 
 /// Plan member number `index` (0-based) of the shop. Pure and deterministic in `(seed, index)`.
@@ -216,11 +197,7 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
         _ => Gender::Unknown,
     };
     let surname = weighted(&mut rng, &SURNAMES);
-    let chars = if gender == Gender::Male {
-        &MALE_CHARS
-    } else {
-        &FEMALE_CHARS
-    };
+    let chars = if gender == Gender::Male { &MALE_CHARS } else { &FEMALE_CHARS };
     let mut name = surname.to_string();
     for _ in 0..rng.random_range(1..=2) {
         name.push_str(chars.choose(&mut rng).unwrap_or(&"明"));
@@ -246,7 +223,7 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
         _ => DAYS,
     };
     let order_rate = match persona {
-        Persona::Loyal => rng.random_range(1.0 / 45.0..1.0 / 18.0),
+        Persona::Loyal => rng.random_range(1.0 / 50.0..1.0 / 20.0),
         Persona::Bargain => rng.random_range(1.0 / 80.0..1.0 / 40.0),
         Persona::Lapsing => rng.random_range(1.0 / 40.0..1.0 / 20.0),
         Persona::Newcomer => rng.random_range(1.0 / 60.0..1.0 / 25.0),
@@ -255,16 +232,12 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
     let channel = if rng.random::<f64>() < 0.8 {
         signup_channel
     } else {
-        *["mini_program", "tmall", "jd", "app", "douyin", "pdd"]
-            .choose(&mut rng)
-            .unwrap_or(&"web")
+        *["mini_program", "tmall", "jd", "app", "douyin", "pdd"].choose(&mut rng).unwrap_or(&"web")
     };
 
     // Interests: parents lean to 母婴, women to 美妆 and 服饰, men to 个护, 食品 and 服饰.
     let dept_weights: [(usize, u32); 6] = match (gender, age) {
-        (_, 26..=38) if rng.random::<f64>() < 0.35 => {
-            [(0, 15), (1, 10), (2, 50), (3, 10), (4, 10), (5, 5)]
-        }
+        (_, 26..=38) if rng.random::<f64>() < 0.35 => [(0, 15), (1, 10), (2, 50), (3, 10), (4, 10), (5, 5)],
         (Gender::Female, _) => [(0, 45), (1, 12), (2, 5), (3, 13), (4, 18), (5, 7)],
         _ => [(0, 8), (1, 25), (2, 5), (3, 27), (4, 20), (5, 15)],
     };
@@ -272,66 +245,40 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
     let second = *weighted(&mut rng, &dept_weights);
     let mut leaves = Vec::new();
     for dept in [first, first, second] {
-        if let Some(l) = catalog.leaves_of[dept].choose(&mut rng) {
-            if !leaves.contains(l) {
-                leaves.push(*l);
-            }
+        if let Some(l) = catalog.leaves_of[dept].choose(&mut rng)
+            && !leaves.contains(l)
+        {
+            leaves.push(*l);
         }
     }
     let tier = match persona {
-        Persona::Loyal => {
-            if rng.random::<f64>() < 0.7 {
-                2
-            } else {
-                1
-            }
-        }
+        Persona::Loyal => 1 + u8::from(rng.random::<f64>() < 0.7),
         Persona::Bargain => 0,
         _ => rng.random_range(0..=2),
     };
     let mut brands: Vec<usize> = Vec::new();
     for dept in [first, second] {
         let all = catalog::brands_of(dept);
-        let fitting: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|b| catalog::brand_tier(*b) == tier)
-            .collect();
-        if let Some(b) = if fitting.is_empty() {
-            all.choose(&mut rng)
-        } else {
-            fitting.choose(&mut rng)
-        } {
-            if !brands.contains(b) {
-                brands.push(*b);
-            }
+        let fitting: Vec<usize> = all.iter().copied().filter(|b| catalog::brand_tier(*b) == tier).collect();
+        let pool = if fitting.is_empty() { &all } else { &fitting };
+        if let Some(b) = pool.choose(&mut rng)
+            && !brands.contains(b)
+        {
+            brands.push(*b);
         }
     }
 
     // Identities: everyone gives a phone; the rest depends on where they signed up.
     let suffix = (index as u64 * 7919 + stream(seed, 0, 0x9E01) % 100_000_000) % 100_000_000;
-    let phone = format!(
-        "{}{:08}",
-        PHONE_PREFIXES.choose(&mut rng).unwrap_or(&138),
-        suffix
-    );
+    let phone = format!("{}{:08}", PHONE_PREFIXES.choose(&mut rng).unwrap_or(&138), suffix);
     let mut identities = vec![IdentityInput::new(IdentityKind::Phone, phone)];
     if rng.random::<f64>() < 0.25 {
         let domain = MAIL_DOMAINS.choose(&mut rng).unwrap_or(&"qq.com");
-        identities.push(IdentityInput::new(
-            IdentityKind::Email,
-            format!("hy{suffix:08}@{domain}"),
-        ));
+        identities.push(IdentityInput::new(IdentityKind::Email, format!("hy{suffix:08}@{domain}")));
     }
     if signup_channel == "mini_program" || channel == "mini_program" || rng.random::<f64>() < 0.2 {
-        identities.push(IdentityInput::new(
-            IdentityKind::WechatOpenid,
-            format!("oMp{}", token(seed, index, 1)),
-        ));
-        identities.push(IdentityInput::new(
-            IdentityKind::WechatUnionid,
-            format!("oUn{}", token(seed, index, 2)),
-        ));
+        identities.push(IdentityInput::new(IdentityKind::WechatOpenid, format!("oMp{}", token(seed, index, 1))));
+        identities.push(IdentityInput::new(IdentityKind::WechatUnionid, format!("oUn{}", token(seed, index, 2))));
     }
     for platform in ["tmall", "jd", "douyin"] {
         if signup_channel == platform || channel == platform {
@@ -342,26 +289,16 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
         }
     }
     if signup_channel == "store" || channel == "store" {
-        identities.push(IdentityInput::new(
-            IdentityKind::StoreCard,
-            format!("HYC{:010}", index as u64 * 37 + 1_000_000),
-        ));
+        identities
+            .push(IdentityInput::new(IdentityKind::StoreCard, format!("HYC{:010}", index as u64 * 37 + 1_000_000)));
     }
     let consent = ConsentInput {
         sms: Some(rng.random::<f64>() < 0.6),
-        email: Some(
-            identities.iter().any(|i| i.kind == IdentityKind::Email) && rng.random::<f64>() < 0.5,
-        ),
-        wechat: Some(
-            identities
-                .iter()
-                .any(|i| i.kind == IdentityKind::WechatOpenid)
-                && rng.random::<f64>() < 0.8,
-        ),
+        email: Some(identities.iter().any(|i| i.kind == IdentityKind::Email) && rng.random::<f64>() < 0.5),
+        wechat: Some(identities.iter().any(|i| i.kind == IdentityKind::WechatOpenid) && rng.random::<f64>() < 0.8),
         push: Some(rng.random::<f64>() < 0.4),
     };
-    let anonymous_before =
-        matches!(signup_channel, "web" | "app" | "mini_program") && rng.random::<f64>() < 0.5;
+    let anonymous_before = matches!(signup_channel, "web" | "app" | "mini_program") && rng.random::<f64>() < 0.5;
     let registered_at = cal.moment(&mut rng, signup_day);
     let input = MemberInput {
         identities,

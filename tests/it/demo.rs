@@ -10,12 +10,7 @@ use huiyuan::store::Stats;
 use crate::support;
 
 fn options() -> DemoOptions {
-    DemoOptions {
-        members: 300,
-        seed: 11,
-        end: NaiveDate::from_ymd_opt(2025, 6, 30).expect("a date"),
-        progress: false,
-    }
+    DemoOptions { members: 300, seed: 11, end: NaiveDate::from_ymd_opt(2025, 6, 30).expect("a date"), progress: false }
 }
 
 #[tokio::test]
@@ -61,30 +56,17 @@ async fn the_demo_shop_is_the_same_on_every_backend() {
             e.0 += 1;
             e.1 += events.iter().filter(|e| e.event_type == "purchase").count();
             if plan.anonymous_before {
-                adopted +=
-                    usize::from(events.iter().filter(|e| e.anonymous_id.is_some()).count() > 1);
+                adopted += usize::from(events.iter().filter(|e| e.anonymous_id.is_some()).count() > 1);
             }
         }
         let avg = |p: Persona| orders[&p].1 as f64 / orders[&p].0.max(1) as f64;
-        assert!(
-            avg(Persona::Loyal) > 3.0 * avg(Persona::OneTime),
-            "{orders:?}"
-        );
+        assert!(avg(Persona::Loyal) > 3.0 * avg(Persona::OneTime), "{orders:?}");
         assert_eq!(orders[&Persona::Browser].1, 0);
         assert!(adopted > 0, "anonymous browsing is linked at sign-up");
 
         // A second run is recognised as the same data.
         let again = generate(&app, &opts).await.expect("demo runs again");
-        assert_eq!(
-            (
-                again.orders,
-                again.guest_orders,
-                again.refunds,
-                again.events,
-                again.rejected
-            ),
-            (0, 0, 0, 0, 0)
-        );
+        assert_eq!((again.orders, again.guest_orders, again.refunds, again.events, again.rejected), (0, 0, 0, 0, 0));
         assert_eq!(app.store.stats().await.expect("stats"), stats);
         all.push((db.backend, stats));
     }
