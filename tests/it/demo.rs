@@ -76,3 +76,16 @@ async fn the_demo_shop_is_the_same_on_every_backend() {
         }
     }
 }
+
+/// The default shop's build time on a fresh SQLite file (the target is under a minute in a release build):
+/// `cargo test --release --test it default_shop_timing -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "builds the full 20,000-member shop; run in release"]
+async fn default_shop_timing() {
+    let db = support::sqlite_db().await;
+    let app = support::app_for(&db).await;
+    let summary = generate(&app, &DemoOptions::default()).await.expect("demo generates");
+    eprintln!("{summary:#?}");
+    eprintln!("{:?}", app.store.stats().await.expect("stats"));
+    assert_eq!(summary.rejected, 0);
+}
