@@ -152,6 +152,7 @@ impl Calendar {
         Calendar { start, promo, general, deals, growth, campaigns }
     }
 
+    /// The Shanghai date of calendar day `day`.
     pub fn date(&self, day: usize) -> NaiveDate {
         self.start + Duration::days(day as i64)
     }

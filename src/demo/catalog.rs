@@ -160,18 +160,22 @@ pub struct Catalog {
     pub stores: Vec<StoreLocation>,
 }
 
+/// The department a leaf category belongs to.
 pub fn department_of(leaf: usize) -> usize {
     LEAVES[leaf].0
 }
 
+/// What shoppers type when looking for a leaf's products.
 pub fn search_words(leaf: usize) -> &'static str {
     LEAVES[leaf].3
 }
 
+/// The last segment of a leaf's path (`面霜`).
 pub fn leaf_name(leaf: usize) -> &'static str {
     LEAVES[leaf].1.rsplit('/').next().unwrap_or(LEAVES[leaf].1)
 }
 
+/// A brand's display name.
 pub fn brand_name(brand: usize) -> &'static str {
     BRANDS[brand].1
 }
@@ -181,6 +185,7 @@ pub fn brands_of(department: usize) -> Vec<usize> {
     (0..BRANDS.len()).filter(|b| BRANDS[*b].0 == department).collect()
 }
 
+/// A brand's price tier: 0 budget, 1 mid, 2 premium.
 pub fn brand_tier(brand: usize) -> u8 {
     BRANDS[brand].2
 }

@@ -95,10 +95,12 @@ pub struct Shop {
 }
 
 impl Shop {
+    /// The shop for `seed` whose history ends the day before `end`.
     pub fn new(seed: u64, end: NaiveDate) -> Shop {
         Shop { seed, calendar: Calendar::new(end), catalog: Catalog::new(seed, SKUS_PER_LEAF) }
     }
 
+    /// Member number `index` (0-based); the store numbers them as it creates them.
     pub fn member(&self, index: usize) -> MemberPlan {
         plan_member(self.seed, index, &self.calendar, &self.catalog)
     }
