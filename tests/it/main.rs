@@ -3,5 +3,6 @@
 
 mod api;
 mod conformance;
+mod demo;
 #[allow(dead_code)]
 mod support;
