@@ -1,6 +1,8 @@
 //! The `huiyuan` command line: serve the API, build a demo shop, import files, migrate, manage keys and
 //! print stats. Each subcommand is a thin layer over `App`.
 
+mod jobs;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -153,8 +155,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::http::serve(app, listener).await?;
         }
         Command::Demo { db, members, seed, port, no_serve } => {
-            let _ = (db, members, seed, port, no_serve);
-            anyhow::bail!("pending");
+            jobs::demo(&cli.config, db, members, seed, port, no_serve).await?;
         }
         Command::Import { entity, file, format, mapping, rejects, db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
