@@ -90,7 +90,11 @@ pub(crate) fn part_of(stock: &str) -> Part {
 }
 
 /// Parse one CSV record. Quantity 0 and negative prices (other than the skipped bad-debt rows) are refused.
-pub(crate) fn parse_row(rec: &csv::StringRecord, cols: &Cols) -> Result<Row, Invalid> {
+pub(crate) fn parse_row(
+    rec: &csv::StringRecord,
+    cols: &Cols,
+    times: &mut UkTimes,
+) -> Result<Row, Invalid> {
     let invoice = field(rec, Some(cols.invoice)).to_string();
     if invoice.is_empty() {
         return Err(Invalid::missing("InvoiceNo"));
@@ -98,16 +102,7 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, cols: &Cols) -> Result<Row, Inv
     let stock = field(rec, Some(cols.stock)).to_string();
     crate::commerce::validate_sku_code(&stock, "StockCode")?;
     let quantity = parse_int(field(rec, Some(cols.quantity)), "Quantity")?;
-    let date = field(rec, Some(cols.date));
-    let naive = NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S")
-        .or_else(|_| NaiveDateTime::parse_from_str(date, "%m/%d/%Y %H:%M"))
-        .map_err(|_| {
-            Invalid::new(
-                "invalid_time",
-                "InvoiceDate",
-                format!("`{date}` is not a time like 2011-12-09 12:50:00"),
-            )
-        })?;
+    let at = times.get(field(rec, Some(cols.date)))?;
     let (price, price_rounded) = parse_money(field(rec, Some(cols.price)), "UnitPrice")?;
     let customer = field(rec, Some(cols.customer));
     let customer = customer.strip_suffix(".0").unwrap_or(customer);
@@ -117,12 +112,40 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, cols: &Cols) -> Result<Row, Inv
         stock,
         description: field(rec, Some(cols.description)).to_string(),
         quantity,
-        at: reader::local_to_utc(naive, chrono_tz::Europe::London),
+        at,
         price,
         price_rounded,
         customer: (!customer.is_empty()).then(|| customer.to_string()),
         country: field(rec, Some(cols.country)).to_string(),
     })
+}
+
+/// UK shop-local invoice times to UTC, remembered: the file repeats each timestamp on every line of its
+/// invoice, and parsing plus the time-zone rules are most of the cost of a row.
+#[derive(Default)]
+pub(crate) struct UkTimes {
+    seen: HashMap<String, DateTime<Utc>>,
+}
+
+impl UkTimes {
+    /// `YYYY-MM-DD HH:MM:SS` (or the original UCI `MM/DD/YYYY HH:MM`) in Europe/London, as UTC.
+    pub fn get(&mut self, text: &str) -> Result<DateTime<Utc>, Invalid> {
+        if let Some(t) = self.seen.get(text) {
+            return Ok(*t);
+        }
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+            .or_else(|_| NaiveDateTime::parse_from_str(text, "%m/%d/%Y %H:%M"))
+            .map_err(|_| {
+                Invalid::new(
+                    "invalid_time",
+                    "InvoiceDate",
+                    format!("`{text}` is not a time like 2011-12-09 12:50:00"),
+                )
+            })?;
+        let at = reader::local_to_utc(naive, chrono_tz::Europe::London);
+        self.seen.insert(text.to_string(), at);
+        Ok(at)
+    }
 }
 
 /// Decide what to do with a row: skip it, refuse it, or keep it as a part of its invoice.
@@ -180,7 +203,8 @@ pub(crate) struct Invoice {
     pub rows: Vec<(Row, Part)>,
     /// Lines of every row, skipped ones included, for rejecting the invoice whole.
     pub all_lines: Vec<(u64, String)>,
-    pub timestamps: usize,
+    /// The distinct timestamps of its rows (the data has at most two).
+    pub timestamps: Vec<DateTime<Utc>>,
     /// Why the whole invoice is refused, with the line that caused it.
     pub bad: Option<(u64, Invalid)>,
 }
@@ -275,27 +299,27 @@ impl Ledger {
     ) -> Vec<RefundLine> {
         let mut out = Vec::new();
         let mut want = quantity;
-        if let Some(c) = customer {
-            if let Some(open) = self.open.get_mut(&(c.to_string(), sku.to_string())) {
-                for o in open.iter_mut().rev() {
-                    if want == 0 {
-                        break;
-                    }
-                    let take = want.min(o.left);
-                    if take == 0 {
-                        continue;
-                    }
-                    o.left -= take;
-                    want -= take;
-                    self.tied += 1;
-                    out.push(RefundLine {
-                        order_id: Some(o.order_id),
-                        line_no: Some(o.line_no),
-                        sku: Some(sku.to_string()),
-                        quantity: take,
-                        amount: take * price,
-                    });
+        if let Some(c) = customer
+            && let Some(open) = self.open.get_mut(&(c.to_string(), sku.to_string()))
+        {
+            for o in open.iter_mut().rev() {
+                if want == 0 {
+                    break;
                 }
+                let take = want.min(o.left);
+                if take == 0 {
+                    continue;
+                }
+                o.left -= take;
+                want -= take;
+                self.tied += 1;
+                out.push(RefundLine {
+                    order_id: Some(o.order_id),
+                    line_no: Some(o.line_no),
+                    sku: Some(sku.to_string()),
+                    quantity: take,
+                    amount: take * price,
+                });
             }
         }
         if want > 0 {
@@ -365,18 +389,22 @@ impl Gathered {
             Ok(r) => r,
             Err((line, e)) => return Some((line, e, raw)),
         };
-        let i = *index.entry(row.invoice.clone()).or_insert_with(|| {
-            self.invoices.push(Invoice {
-                no: row.invoice.clone(),
-                customer: row.customer.clone(),
-                at: row.at,
-                rows: Vec::new(),
-                all_lines: Vec::new(),
-                timestamps: 0,
-                bad: None,
-            });
-            self.invoices.len() - 1
-        });
+        let i = match index.get(&row.invoice) {
+            Some(&i) => i,
+            None => {
+                index.insert(row.invoice.clone(), self.invoices.len());
+                self.invoices.push(Invoice {
+                    no: row.invoice.clone(),
+                    customer: row.customer.clone(),
+                    at: row.at,
+                    rows: Vec::new(),
+                    all_lines: Vec::new(),
+                    timestamps: Vec::new(),
+                    bad: None,
+                });
+                self.invoices.len() - 1
+            }
+        };
         let inv = &mut self.invoices[i];
         inv.all_lines.push((row.line, raw.clone()));
         if inv.bad.is_some() {
@@ -407,8 +435,8 @@ impl Gathered {
         match class {
             Err(skip) => *self.skipped.entry(skip).or_default() += 1,
             Ok(part) => {
-                if !inv.rows.iter().any(|(r, _)| r.at == row.at) {
-                    inv.timestamps += 1;
+                if !inv.timestamps.contains(&row.at) {
+                    inv.timestamps.push(row.at);
                 }
                 inv.at = inv.at.min(row.at);
                 self.rounded += u64::from(row.price_rounded);
@@ -509,6 +537,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     let mut g = Gathered::default();
     let mut index = HashMap::new();
     let mut seen = HashMap::new();
+    let mut times = UkTimes::default();
     let mut rec = csv::StringRecord::new();
     loop {
         match rdr.read_record(&mut rec) {
@@ -518,7 +547,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
         }
         ctx.row_read();
         let raw = reader::raw(&rec);
-        let row = parse_row(&rec, &cols).map_err(|e| (line_of(&rec), e));
+        let row = parse_row(&rec, &cols, &mut times).map_err(|e| (line_of(&rec), e));
         if let Some((line, e, raw)) = g.add(&mut index, &mut seen, raw, row) {
             ctx.reject(line, &e, &raw)?;
         }
@@ -534,7 +563,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
             g.rounded
         ));
     }
-    let two = g.invoices.iter().filter(|i| i.timestamps > 1).count();
+    let two = g.invoices.iter().filter(|i| i.timestamps.len() > 1).count();
     if two > 0 {
         ctx.note(format!(
             "{two} invoices carry more than one timestamp; each is placed at its earliest"
@@ -560,6 +589,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     invoices.sort_by(|a, b| (a.at, a.is_refund(), &a.no).cmp(&(b.at, b.is_refund(), &b.no)));
 
     ctx.progress.set_message("catalog");
+
     let skus = plan_skus(&invoices);
     let mut added = 0;
     for chunk in skus.chunks(BATCH) {
@@ -573,6 +603,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     ctx.note(format!("catalog: {} stock codes, {added} new", skus.len()));
 
     ctx.progress.set_message("members");
+
     let members = plan_members(&invoices);
     let mut member_ids: HashMap<String, MemberId> = HashMap::new();
     let (mut created, mut unchanged) = (0u64, 0u64);
@@ -605,24 +636,25 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     ));
 
     ctx.progress.set_message("orders");
+
     let mut orders: Vec<(usize, OrderInput)> = Vec::new();
     for (i, inv) in invoices.iter().enumerate() {
         if inv.is_refund() {
             continue;
         }
-        if let Some(c) = &inv.customer {
-            if !member_ids.contains_key(c) {
-                reject_invoice(
-                    ctx,
-                    inv,
-                    &Invalid::new(
-                        "unknown_member",
-                        "CustomerID",
-                        format!("customer {c} could not be stored"),
-                    ),
-                )?;
-                continue;
-            }
+        if let Some(c) = &inv.customer
+            && !member_ids.contains_key(c)
+        {
+            reject_invoice(
+                ctx,
+                inv,
+                &Invalid::new(
+                    "unknown_member",
+                    "CustomerID",
+                    format!("customer {c} could not be stored"),
+                ),
+            )?;
+            continue;
         }
         orders.push((i, plan_order(inv)));
     }
@@ -656,6 +688,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     ));
 
     ctx.progress.set_message("refunds");
+
     let mut ledger = Ledger::default();
     let mut refunds: Vec<(usize, RefundDraft)> = Vec::new();
     for (i, inv) in invoices.iter().enumerate() {
@@ -763,7 +796,7 @@ mod tests {
                 .map(|r| (r.clone(), classify(&r).unwrap().unwrap()))
                 .collect(),
             all_lines: vec![],
-            timestamps: 1,
+            timestamps: vec![at.parse().unwrap()],
             bad: None,
         }
     }
@@ -902,6 +935,6 @@ mod tests {
         assert_eq!(g.skipped[&Skip::Double], 1);
         assert_eq!(g.invoices[0].rows.len(), 2);
         assert_eq!(g.invoices[0].at.to_rfc3339(), "2011-01-01T10:00:00+00:00");
-        assert_eq!(g.invoices[0].timestamps, 2);
+        assert_eq!(g.invoices[0].timestamps.len(), 2);
     }
 }

@@ -98,18 +98,27 @@ pub fn field(rec: &csv::StringRecord, at: Option<usize>) -> &str {
     at.and_then(|i| rec.get(i)).unwrap_or("").trim()
 }
 
-/// The record as one CSV line, for the reject file.
+/// The record as one CSV line, for the reject file (and for spotting rows repeated verbatim).
 pub fn raw(rec: &csv::StringRecord) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    if w.write_record(rec).is_err() {
+    let special = |b: &u8| matches!(b, b',' | b'"' | b'\n' | b'\r');
+    // Most rows need no quoting: one pass over the bytes decides (this runs for every input row).
+    if !rec.as_slice().as_bytes().iter().any(special) {
         return rec.iter().collect::<Vec<_>>().join(",");
     }
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .trim_end_matches('\n')
-        .to_string()
+    let mut out = String::with_capacity(rec.as_slice().len() + rec.len() + 8);
+    for (i, f) in rec.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if f.as_bytes().iter().any(special) {
+            out.push('"');
+            out.push_str(&f.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(f);
+        }
+    }
+    out
 }
 
 /// The 1-based line a record starts on (the header is line 1).
@@ -263,6 +272,12 @@ pub fn jsonl_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_rows_are_csv_again() {
+        let rec = csv::StringRecord::from(vec!["a", "b,c", "say \"hi\"", ""]);
+        assert_eq!(raw(&rec), "a,\"b,c\",\"say \"\"hi\"\"\",");
+    }
 
     #[test]
     fn money_parses_to_minor_units() {
