@@ -19,8 +19,6 @@ use crate::app::{App, AppError};
 use crate::error::Invalid;
 use crate::security::Principal;
 
-pub use reader::Rejects;
-
 /// How many records go into one `App` call (one transaction).
 pub(crate) const BATCH: usize = 1000;
 
@@ -215,7 +213,7 @@ pub(crate) struct Ctx<'a> {
     pub app: &'a App,
     pub opts: &'a ImportOptions,
     pub who: Principal,
-    pub rejects: Rejects,
+    pub rejects: reader::Rejects,
     pub progress: indicatif::ProgressBar,
     pub summary: ImportSummary,
 }
@@ -242,7 +240,7 @@ impl<'a> Ctx<'a> {
             app,
             opts,
             who: Principal::cli(),
-            rejects: Rejects::new(reject_path),
+            rejects: reader::Rejects::new(reject_path),
             progress,
             summary: ImportSummary::default(),
         }

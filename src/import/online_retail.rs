@@ -368,6 +368,13 @@ impl Ledger {
     }
 }
 
+/// A row that could not be parsed: its line, its invoice number as written (maybe empty) and why.
+pub(crate) struct Unparsed {
+    pub line: u64,
+    pub invoice: String,
+    pub error: Invalid,
+}
+
 /// Everything read from the file.
 #[derive(Default)]
 pub(crate) struct Gathered {
@@ -383,11 +390,34 @@ impl Gathered {
         index: &mut HashMap<String, usize>,
         seen: &mut HashMap<usize, HashSet<String>>,
         raw: String,
-        row: Result<Row, (u64, Invalid)>,
+        row: Result<Row, Unparsed>,
     ) -> Option<(u64, Invalid, String)> {
         let row = match row {
             Ok(r) => r,
-            Err((line, e)) => return Some((line, e, raw)),
+            // Without an invoice number the row stands alone; otherwise its invoice is refused whole.
+            Err(u) if u.invoice.is_empty() => return Some((u.line, u.error, raw)),
+            Err(u) => {
+                let i = match index.get(&u.invoice) {
+                    Some(&i) => i,
+                    None => {
+                        index.insert(u.invoice.clone(), self.invoices.len());
+                        self.invoices.push(Invoice {
+                            no: u.invoice.clone(),
+                            customer: None,
+                            at: DateTime::UNIX_EPOCH,
+                            rows: Vec::new(),
+                            all_lines: Vec::new(),
+                            timestamps: Vec::new(),
+                            bad: None,
+                        });
+                        self.invoices.len() - 1
+                    }
+                };
+                let inv = &mut self.invoices[i];
+                inv.all_lines.push((u.line, raw));
+                inv.bad.get_or_insert((u.line, u.error));
+                return None;
+            }
         };
         let i = match index.get(&row.invoice) {
             Some(&i) => i,
@@ -547,7 +577,11 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
         }
         ctx.row_read();
         let raw = reader::raw(&rec);
-        let row = parse_row(&rec, &cols, &mut times).map_err(|e| (line_of(&rec), e));
+        let row = parse_row(&rec, &cols, &mut times).map_err(|error| Unparsed {
+            line: line_of(&rec),
+            invoice: field(&rec, Some(cols.invoice)).to_string(),
+            error,
+        });
         if let Some((line, e, raw)) = g.add(&mut index, &mut seen, raw, row) {
             ctx.reject(line, &e, &raw)?;
         }
@@ -936,5 +970,21 @@ mod tests {
         assert_eq!(g.invoices[0].rows.len(), 2);
         assert_eq!(g.invoices[0].at.to_rfc3339(), "2011-01-01T10:00:00+00:00");
         assert_eq!(g.invoices[0].timestamps.len(), 2);
+        // A row that cannot be read refuses its whole invoice; without an invoice number it stands alone.
+        let bad = |invoice: &str| Unparsed {
+            line: 9,
+            invoice: invoice.into(),
+            error: Invalid::new("invalid_number", "Quantity", "x"),
+        };
+        assert!(
+            g.add(&mut index, &mut seen, "c".into(), Err(bad("1")))
+                .is_none()
+        );
+        assert_eq!(g.invoices[0].bad.as_ref().map(|b| b.0), Some(9));
+        assert_eq!(g.invoices[0].all_lines.len(), 4);
+        assert!(
+            g.add(&mut index, &mut seen, "d".into(), Err(bad("")))
+                .is_some()
+        );
     }
 }

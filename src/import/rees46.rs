@@ -13,7 +13,7 @@
 //!   list price from the first row seen); existing entries are left alone.
 //! - Events are deduplicated by their content key: an identical row is a duplicate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -138,7 +138,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     let mut users: Vec<(String, DateTime<Utc>)> = Vec::new();
     let mut user_index: HashMap<String, usize> = HashMap::new();
     let mut skus: Vec<Sku> = Vec::new();
-    let mut sku_seen: HashMap<String, ()> = HashMap::new();
+    let mut sku_seen: HashSet<String> = HashSet::new();
     let mut rec = csv::StringRecord::new();
     loop {
         match rdr.read_record(&mut rec) {
@@ -157,7 +157,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
                         users.push((p.user, p.at));
                     }
                 }
-                if sku_seen.insert(p.sku.sku.clone(), ()).is_none() {
+                if sku_seen.insert(p.sku.sku.clone()) {
                     skus.push(p.sku);
                 }
                 rows.push((line_of(&rec), raw, p.event));
