@@ -281,3 +281,48 @@ async fn unknown_mapping_and_missing_column_are_errors() {
     .unwrap_err();
     assert!(e.to_string().contains("`order_time`"), "{e}");
 }
+
+#[tokio::test]
+async fn orders_and_events_from_jsonl_import_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let orders = dir.path().join("orders.jsonl");
+    std::fs::write(
+        &orders,
+        "{\"channel\":\"web\",\"order_no\":\"J1\",\"identity\":{\"kind\":\"customer_no\",\"value\":\"C9\"},\
+         \"placed_at\":\"2024-05-01T08:00:00Z\",\"lines\":[{\"sku\":\"A\",\"quantity\":1,\"unit_price\":990}]}\n\
+         {\"channel\":\"web\",\"order_no\":\"J2\",\"placed_at\":\"2024-05-01T08:00:00Z\",\"lines\":[]}\n",
+    )
+    .expect("write");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        "{\"type\":\"product_view\",\"occurred_at\":\"2024-05-01T08:00:00Z\",\
+         \"identity\":{\"kind\":\"customer_no\",\"value\":\"C9\"},\"sku\":\"A\"}\n\
+         {\"type\":\"teleport\",\"occurred_at\":\"2024-05-01T08:00:00Z\",\"anonymous_id\":\"v1\"}\n",
+    )
+    .expect("write");
+    for db in support::test_dbs().await {
+        let app = support::app_for(&db).await;
+        let rejects = dir.path().join(format!("o-{}.csv", db.backend));
+        let s = import::run(&app, &opts(Entity::Orders, &orders, None, &rejects))
+            .await
+            .expect("orders");
+        assert_eq!((s.read, s.imported, s.rejected), (2, 1, 1), "{s:?}");
+        assert_eq!(&reject_rows(&rejects)[0][2], "lines");
+        let rejects = dir.path().join(format!("e-{}.csv", db.backend));
+        let s = import::run(&app, &opts(Entity::Events, &events, None, &rejects))
+            .await
+            .expect("events");
+        assert_eq!((s.read, s.imported, s.rejected), (2, 1, 1), "{s:?}");
+        assert_eq!(&reject_rows(&rejects)[0][1], "unknown_event_type");
+        let again = import::run(&app, &opts(Entity::Events, &events, None, &rejects))
+            .await
+            .expect("events again");
+        assert_eq!((again.imported, again.duplicates), (0, 1));
+        let stats = app.store.stats().await.expect("stats");
+        assert_eq!(
+            (stats.members, stats.member_orders, stats.events),
+            (1, 1, 1)
+        );
+    }
+}
