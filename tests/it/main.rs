@@ -6,3 +6,4 @@ mod conformance;
 mod demo;
 #[allow(dead_code)]
 mod support;
+mod import;
