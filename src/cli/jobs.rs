@@ -5,13 +5,21 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{is_terminal, load_config, remove_sqlite, start};
+use super::{EntityArg, FormatArg, is_terminal, load_config, remove_sqlite, start};
 use crate::app::App;
 use crate::demo::{DemoOptions, generate};
+use crate::import::{self, Entity, Format, ImportOptions};
 use crate::security::Role;
 
 /// `huiyuan demo`: a fresh SQLite shop, an admin key, then serve it.
-pub async fn demo(config: &Option<PathBuf>, db: PathBuf, members: usize, seed: u64, port: u16, no_serve: bool) -> anyhow::Result<()> {
+pub async fn demo(
+    config: &Option<PathBuf>,
+    db: PathBuf,
+    members: usize,
+    seed: u64,
+    port: u16,
+    no_serve: bool,
+) -> anyhow::Result<()> {
     remove_sqlite(&db)?;
     let url = format!("sqlite://{}", db.display());
     let mut cfg = load_config(config, Some(&url))?;
@@ -53,3 +61,42 @@ pub async fn demo(config: &Option<PathBuf>, db: PathBuf, members: usize, seed: u
     Ok(())
 }
 
+/// `huiyuan import`: read a file, write it through the use cases, report.
+pub async fn import(
+    app: &App,
+    entity: EntityArg,
+    file: PathBuf,
+    format: Option<FormatArg>,
+    mapping: Option<String>,
+    rejects: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let opts = ImportOptions {
+        entity: match entity {
+            EntityArg::Members => Entity::Members,
+            EntityArg::Orders => Entity::Orders,
+            EntityArg::Events => Entity::Events,
+        },
+        path: file.clone(),
+        format: format.map(|f| match f {
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Jsonl => Format::Jsonl,
+        }),
+        mapping,
+        reject_path: rejects,
+        progress: is_terminal(),
+    };
+    let s = import::run(app, &opts).await.with_context(|| format!("importing {}", file.display()))?;
+    println!("rows read   {:>10}", s.read);
+    println!("imported    {:>10}", s.imported);
+    println!("duplicates  {:>10}  (already stored; skipped)", s.duplicates);
+    println!("skipped     {:>10}", s.skipped);
+    println!("rejected    {:>10}", s.rejected);
+    println!("time        {:>10.2} s  ({:.0} rows/s)", s.elapsed.as_secs_f64(), s.rows_per_sec());
+    for n in &s.notes {
+        println!("note: {n}");
+    }
+    if let Some(r) = &s.reject_file {
+        println!("rejected rows, with line numbers and reasons: {}", r.display());
+    }
+    Ok(())
+}

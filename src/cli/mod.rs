@@ -159,8 +159,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import { entity, file, format, mapping, rejects, db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
-            let _ = (cfg, entity, file, format, mapping, rejects);
-            anyhow::bail!("pending");
+            let app = start(cfg).await?;
+            jobs::import(&app, entity, file, format, mapping, rejects).await?;
         }
         Command::Migrate { db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

@@ -101,11 +101,7 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, c: &Cols) -> Result<GenericRow,
     };
     let customer = field(rec, Some(c.customer));
     Ok(GenericRow {
-        channel: if channel.is_empty() {
-            "web".into()
-        } else {
-            channel.to_string()
-        },
+        channel: if channel.is_empty() { "web".into() } else { channel.to_string() },
         order_no: order_no.to_string(),
         customer: (!customer.is_empty()).then(|| customer.to_string()),
         at: parse_utc(field(rec, Some(c.time)), "order_time")?,
@@ -121,44 +117,24 @@ pub(crate) fn build_order(rows: &[GenericRow]) -> Result<OrderInput, Invalid> {
     let mut lines = Vec::new();
     for r in rows {
         if r.customer != first.customer {
-            return Err(Invalid::new(
-                "inconsistent",
-                "customer_id",
-                "rows of one order name different customers",
-            ));
+            return Err(Invalid::new("inconsistent", "customer_id", "rows of one order name different customers"));
         }
         if r.at != first.at {
-            return Err(Invalid::new(
-                "inconsistent",
-                "order_time",
-                "rows of one order give different times",
-            ));
+            return Err(Invalid::new("inconsistent", "order_time", "rows of one order give different times"));
         }
         if let Some(a) = r.amount {
             if amount.is_some_and(|b| b != a) {
-                return Err(Invalid::new(
-                    "inconsistent",
-                    "amount",
-                    "rows of one order give different amounts",
-                ));
+                return Err(Invalid::new("inconsistent", "amount", "rows of one order give different amounts"));
             }
             amount = Some(a);
         }
         lines.extend(r.line.clone());
     }
     if !lines.is_empty() && lines.len() != rows.len() {
-        return Err(Invalid::new(
-            "inconsistent",
-            "sku",
-            "an order with line rows has a row without a sku",
-        ));
+        return Err(Invalid::new("inconsistent", "sku", "an order with line rows has a row without a sku"));
     }
     if lines.is_empty() && rows.len() > 1 {
-        return Err(Invalid::new(
-            "duplicate_order",
-            "order_id",
-            "more than one row for an order without lines",
-        ));
+        return Err(Invalid::new("duplicate_order", "order_id", "more than one row for an order without lines"));
     }
     if lines.is_empty() && amount.is_none() {
         return Err(Invalid::missing("amount"));
@@ -168,10 +144,7 @@ pub(crate) fn build_order(rows: &[GenericRow]) -> Result<OrderInput, Invalid> {
         order_no: first.order_no.clone(),
         store: None,
         member_id: None,
-        identity: first
-            .customer
-            .as_ref()
-            .map(|c| IdentityInput::new(IdentityKind::CustomerNo, c.clone())),
+        identity: first.customer.as_ref().map(|c| IdentityInput::new(IdentityKind::CustomerNo, c.clone())),
         status: OrderStatus::Paid,
         placed_at: first.at,
         paid_at: None,
@@ -208,10 +181,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
         ctx.row_read();
         let line = line_of(&rec);
         let raw = reader::raw(&rec);
-        let key = (
-            field(&rec, cols.channel).to_string(),
-            field(&rec, Some(cols.order)).to_string(),
-        );
+        let key = (field(&rec, cols.channel).to_string(), field(&rec, Some(cols.order)).to_string());
         if key.1.is_empty() {
             ctx.reject(line, &Invalid::missing("order_id"), &raw)?;
             continue;
@@ -250,11 +220,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
                     WriteOutcome::Conflict(_) => reject_group(
                         ctx,
                         &groups[gi],
-                        &Invalid::new(
-                            "conflict",
-                            "order_id",
-                            "a different order with this order_id is already stored",
-                        ),
+                        &Invalid::new("conflict", "order_id", "a different order with this order_id is already stored"),
                     )?,
                     WriteOutcome::Rejected(e) => reject_group(ctx, &groups[gi], &e)?,
                 }
@@ -263,10 +229,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
-    ctx.note(format!(
-        "orders: {} new, {} already stored",
-        counts[0], counts[1]
-    ));
+    ctx.note(format!("orders: {} new, {} already stored", counts[0], counts[1]));
     Ok(())
 }
 
@@ -292,10 +255,7 @@ mod tests {
         let names = r.headers().unwrap().clone();
         let h = Header::for_test(names);
         let cols = Cols::find(&h).unwrap();
-        let out = r
-            .records()
-            .map(|rec| parse_row(&rec.unwrap(), &cols))
-            .collect();
+        let out = r.records().map(|rec| parse_row(&rec.unwrap(), &cols)).collect();
         (out, cols)
     }
 
@@ -315,10 +275,7 @@ mod tests {
         assert!(o.validate("CNY", now).is_ok());
         let mut wrong = o.clone();
         wrong.total = Some(701);
-        assert_eq!(
-            wrong.validate("CNY", now).unwrap_err().code,
-            "total_mismatch"
-        );
+        assert_eq!(wrong.validate("CNY", now).unwrap_err().code, "total_mismatch");
     }
 
     #[test]

@@ -68,11 +68,8 @@ pub struct ImportOptions {
 }
 
 /// The named mappings and the entity each one imports.
-pub const MAPPINGS: [(&str, Entity); 3] = [
-    ("online-retail", Entity::Orders),
-    ("generic", Entity::Orders),
-    ("rees46", Entity::Events),
-];
+pub const MAPPINGS: [(&str, Entity); 3] =
+    [("online-retail", Entity::Orders), ("generic", Entity::Orders), ("rees46", Entity::Events)];
 
 /// What an import did. `read`, `rejected` and `skipped` count input rows (so they can be found in the
 /// file); `imported` and `duplicates` count stored records (members, orders, refunds, events), because one
@@ -100,11 +97,7 @@ impl ImportSummary {
     /// Input rows per second over the whole import.
     pub fn rows_per_sec(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.read as f64 / secs
-        } else {
-            0.0
-        }
+        if secs > 0.0 { self.read as f64 / secs } else { 0.0 }
     }
 }
 
@@ -113,50 +106,27 @@ impl ImportSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
     #[error("{path}: the header has no `{column}` column (header: {header})")]
-    MissingColumn {
-        path: PathBuf,
-        column: String,
-        header: String,
-    },
+    MissingColumn { path: PathBuf, column: String, header: String },
     #[error("{path}: unknown column `{column}`; expected {expected}")]
-    UnknownColumn {
-        path: PathBuf,
-        column: String,
-        expected: String,
-    },
+    UnknownColumn { path: PathBuf, column: String, expected: String },
     #[error("unknown mapping `{0}`; valid mappings are {valid}", valid = mapping_names())]
     UnknownMapping(String),
     #[error("mapping `{mapping}` imports {expected:?}, not {given:?}")]
-    WrongEntity {
-        mapping: String,
-        expected: Entity,
-        given: Entity,
-    },
+    WrongEntity { mapping: String, expected: Entity, given: Entity },
     #[error("{path}: cannot tell the format from the file name; give it explicitly (csv or jsonl)")]
     UnknownFormat { path: PathBuf },
     #[error("{entity:?} cannot be imported from {format:?}{hint}")]
-    Unsupported {
-        entity: Entity,
-        format: Format,
-        hint: &'static str,
-    },
+    Unsupported { entity: Entity, format: Format, hint: &'static str },
     #[error(transparent)]
     App(#[from] AppError),
 }
 
 fn mapping_names() -> String {
-    MAPPINGS
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    MAPPINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 /// Import one file. Returns what was done; rows that could not be imported are in the reject file.
@@ -170,11 +140,7 @@ pub async fn run(app: &App, opts: &ImportOptions) -> Result<ImportSummary, Impor
                 .find(|(n, _)| *n == name)
                 .ok_or_else(|| ImportError::UnknownMapping(name.to_string()))?;
             if expected != opts.entity {
-                return Err(ImportError::WrongEntity {
-                    mapping: name.to_string(),
-                    expected,
-                    given: opts.entity,
-                });
+                return Err(ImportError::WrongEntity { mapping: name.to_string(), expected, given: opts.entity });
             }
             match name {
                 "online-retail" => online_retail::import(&mut ctx).await?,
@@ -186,9 +152,7 @@ pub async fn run(app: &App, opts: &ImportOptions) -> Result<ImportSummary, Impor
             let format = opts
                 .format
                 .or_else(|| Format::infer(&opts.path))
-                .ok_or_else(|| ImportError::UnknownFormat {
-                    path: opts.path.clone(),
-                })?;
+                .ok_or_else(|| ImportError::UnknownFormat { path: opts.path.clone() })?;
             match (opts.entity, format) {
                 (Entity::Members, Format::Csv) => plain::members_csv(&mut ctx).await?,
                 (Entity::Members, Format::Jsonl) => plain::members_jsonl(&mut ctx).await?,
@@ -220,15 +184,12 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new(app: &'a App, opts: &'a ImportOptions) -> Self {
-        let reject_path = opts
-            .reject_path
-            .clone()
-            .unwrap_or_else(|| default_reject_path(&opts.path));
+        let reject_path = opts.reject_path.clone().unwrap_or_else(|| default_reject_path(&opts.path));
         let progress = if opts.progress {
             let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{spinner} {pos} rows, {per_sec} [{elapsed_precise}] {msg}",
-            ) {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {pos} rows, {per_sec} [{elapsed_precise}] {msg}")
+            {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -272,10 +233,7 @@ impl<'a> Ctx<'a> {
 
 /// `<FILE>.rejects.csv` next to the input.
 fn default_reject_path(input: &Path) -> PathBuf {
-    let mut name = input
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = input.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".rejects.csv");
     input.with_file_name(name)
 }
@@ -286,19 +244,10 @@ mod tests {
 
     #[test]
     fn formats_are_inferred_through_gz() {
-        assert_eq!(
-            Format::infer(Path::new("a/orders.csv.gz")),
-            Some(Format::Csv)
-        );
-        assert_eq!(
-            Format::infer(Path::new("events.JSONL")),
-            Some(Format::Jsonl)
-        );
+        assert_eq!(Format::infer(Path::new("a/orders.csv.gz")), Some(Format::Csv));
+        assert_eq!(Format::infer(Path::new("events.JSONL")), Some(Format::Jsonl));
         assert_eq!(Format::infer(Path::new("x.txt")), None);
-        assert_eq!(
-            default_reject_path(Path::new("/d/o.csv.gz")),
-            PathBuf::from("/d/o.csv.gz.rejects.csv")
-        );
+        assert_eq!(default_reject_path(Path::new("/d/o.csv.gz")), PathBuf::from("/d/o.csv.gz.rejects.csv"));
     }
 
     #[test]

@@ -67,9 +67,7 @@ impl Skip {
     fn why(self) -> &'static str {
         match self {
             Skip::BadDebt => "`B` \"Adjust bad debt\" rows (accounting entries, not sales)",
-            Skip::WriteOff => {
-                "stock write-offs (negative quantities on a non-cancellation invoice, no customer)"
-            }
+            Skip::WriteOff => "stock write-offs (negative quantities on a non-cancellation invoice, no customer)",
             Skip::Double => {
                 "rows identical in every column to an earlier row of the same invoice (double records, dropped)"
             }
@@ -90,11 +88,7 @@ pub(crate) fn part_of(stock: &str) -> Part {
 }
 
 /// Parse one CSV record. Quantity 0 and negative prices (other than the skipped bad-debt rows) are refused.
-pub(crate) fn parse_row(
-    rec: &csv::StringRecord,
-    cols: &Cols,
-    times: &mut UkTimes,
-) -> Result<Row, Invalid> {
+pub(crate) fn parse_row(rec: &csv::StringRecord, cols: &Cols, times: &mut UkTimes) -> Result<Row, Invalid> {
     let invoice = field(rec, Some(cols.invoice)).to_string();
     if invoice.is_empty() {
         return Err(Invalid::missing("InvoiceNo"));
@@ -136,11 +130,7 @@ impl UkTimes {
         let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
             .or_else(|_| NaiveDateTime::parse_from_str(text, "%m/%d/%Y %H:%M"))
             .map_err(|_| {
-                Invalid::new(
-                    "invalid_time",
-                    "InvoiceDate",
-                    format!("`{text}` is not a time like 2011-12-09 12:50:00"),
-                )
+                Invalid::new("invalid_time", "InvoiceDate", format!("`{text}` is not a time like 2011-12-09 12:50:00"))
             })?;
         let at = reader::local_to_utc(naive, chrono_tz::Europe::London);
         self.seen.insert(text.to_string(), at);
@@ -241,10 +231,7 @@ pub(crate) fn plan_order(inv: &Invoice) -> OrderInput {
         order_no: inv.no.clone(),
         store: None,
         member_id: None,
-        identity: inv
-            .customer
-            .as_ref()
-            .map(|c| IdentityInput::new(IdentityKind::CustomerNo, c.clone())),
+        identity: inv.customer.as_ref().map(|c| IdentityInput::new(IdentityKind::CustomerNo, c.clone())),
         status: OrderStatus::Completed,
         placed_at: inv.at,
         paid_at: None,
@@ -277,26 +264,17 @@ impl Ledger {
     /// Remember a stored customer order's lines.
     pub fn add_order(&mut self, customer: &str, order_id: i64, order: &OrderInput) {
         for (i, l) in order.lines.iter().enumerate() {
-            self.open
-                .entry((customer.to_string(), l.sku.clone()))
-                .or_default()
-                .push(Open {
-                    order_id,
-                    line_no: i as i32 + 1,
-                    left: l.quantity,
-                });
+            self.open.entry((customer.to_string(), l.sku.clone())).or_default().push(Open {
+                order_id,
+                line_no: i as i32 + 1,
+                left: l.quantity,
+            });
         }
     }
 
     /// Tie `quantity` units of `sku` refunded at `price` to the latest open lines, walking back; what is
     /// left becomes one line without an order.
-    pub fn tie(
-        &mut self,
-        customer: Option<&str>,
-        sku: &str,
-        quantity: i64,
-        price: i64,
-    ) -> Vec<RefundLine> {
+    pub fn tie(&mut self, customer: Option<&str>, sku: &str, quantity: i64, price: i64) -> Vec<RefundLine> {
         let mut out = Vec::new();
         let mut want = quantity;
         if let Some(c) = customer
@@ -344,12 +322,7 @@ impl Ledger {
             match part {
                 Part::Shipping => shipping += money,
                 Part::Discount => discount += money,
-                Part::Line(_) => lines.extend(self.tie(
-                    inv.customer.as_deref(),
-                    &r.stock,
-                    r.quantity.abs(),
-                    r.price,
-                )),
+                Part::Line(_) => lines.extend(self.tie(inv.customer.as_deref(), &r.stock, r.quantity.abs(), r.price)),
             }
         }
         let first = lines.first().and_then(|l| l.order_id);
@@ -443,11 +416,7 @@ impl Gathered {
         if inv.customer != row.customer {
             inv.bad = Some((
                 row.line,
-                Invalid::new(
-                    "inconsistent",
-                    "CustomerID",
-                    "rows of one invoice name different customers",
-                ),
+                Invalid::new("inconsistent", "CustomerID", "rows of one invoice name different customers"),
             ));
             return None;
         }
@@ -534,10 +503,7 @@ pub(crate) fn plan_skus(invoices: &[Invoice]) -> Vec<Sku> {
     order
         .into_iter()
         .map(|code| {
-            let name = names[code]
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                .map_or(code, |(n, _)| n);
+            let name = names[code].iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or(code, |(n, _)| n);
             Sku {
                 sku: code.to_string(),
                 name: name.chars().filter(|c| !c.is_control()).take(200).collect(),
@@ -592,16 +558,11 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
         ctx.note(format!("skipped {n} {}", skip.why()));
     }
     if g.rounded > 0 {
-        ctx.note(format!(
-            "{} rows priced in fractions of a penny were rounded to whole pence",
-            g.rounded
-        ));
+        ctx.note(format!("{} rows priced in fractions of a penny were rounded to whole pence", g.rounded));
     }
     let two = g.invoices.iter().filter(|i| i.timestamps.len() > 1).count();
     if two > 0 {
-        ctx.note(format!(
-            "{two} invoices carry more than one timestamp; each is placed at its earliest"
-        ));
+        ctx.note(format!("{two} invoices carry more than one timestamp; each is placed at its earliest"));
     }
     // Invoices refused whole: every row of theirs goes to the reject file.
     let mut invoices = Vec::with_capacity(g.invoices.len());
@@ -610,11 +571,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
             Some((line, e)) => reject_invoice(
                 ctx,
                 &inv,
-                &Invalid::new(
-                    e.code,
-                    e.field.clone(),
-                    format!("line {line}: {}", e.message),
-                ),
+                &Invalid::new(e.code, e.field.clone(), format!("line {line}: {}", e.message)),
             )?,
             None if inv.rows.is_empty() => {}
             None => invoices.push(inv),
@@ -627,12 +584,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     let skus = plan_skus(&invoices);
     let mut added = 0;
     for chunk in skus.chunks(BATCH) {
-        added += ctx
-            .app
-            .store
-            .upsert_skus(chunk, true)
-            .await
-            .map_err(crate::app::AppError::from)?;
+        added += ctx.app.store.upsert_skus(chunk, true).await.map_err(crate::app::AppError::from)?;
     }
     ctx.note(format!("catalog: {} stock codes, {added} new", skus.len()));
 
@@ -655,19 +607,17 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
                     member_ids.extend(o.member_id().map(|id| (customer, id)));
                 }
                 Ok(UpsertOutcome::Conflict(ids)) => {
-                    ctx.note(format!("customer {customer}: identities belong to members {ids:?}; their invoices are rejected"));
+                    ctx.note(format!(
+                        "customer {customer}: identities belong to members {ids:?}; their invoices are rejected"
+                    ));
                 }
-                Err(e) => ctx.note(format!(
-                    "customer {customer}: {e}; their invoices are rejected"
-                )),
+                Err(e) => ctx.note(format!("customer {customer}: {e}; their invoices are rejected")),
             }
         }
     }
     ctx.summary.imported += created;
     ctx.summary.duplicates += unchanged;
-    ctx.note(format!(
-        "members: {created} created or updated, {unchanged} unchanged"
-    ));
+    ctx.note(format!("members: {created} created or updated, {unchanged} unchanged"));
 
     ctx.progress.set_message("orders");
 
@@ -682,11 +632,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
             reject_invoice(
                 ctx,
                 inv,
-                &Invalid::new(
-                    "unknown_member",
-                    "CustomerID",
-                    format!("customer {c} could not be stored"),
-                ),
+                &Invalid::new("unknown_member", "CustomerID", format!("customer {c} could not be stored")),
             )?;
             continue;
         }
@@ -707,19 +653,14 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
                     counts[1] += 1;
                     order_ids.insert(*i, id);
                 }
-                WriteOutcome::Conflict(_) => {
-                    reject_invoice(ctx, &invoices[*i], &conflict("order_no"))?
-                }
+                WriteOutcome::Conflict(_) => reject_invoice(ctx, &invoices[*i], &conflict("order_no"))?,
                 WriteOutcome::Rejected(e) => reject_invoice(ctx, &invoices[*i], &e)?,
             }
         }
     }
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
-    ctx.note(format!(
-        "orders: {} new, {} already stored",
-        counts[0], counts[1]
-    ));
+    ctx.note(format!("orders: {} new, {} already stored", counts[0], counts[1]));
 
     ctx.progress.set_message("refunds");
 
@@ -739,11 +680,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
                 None => reject_invoice(
                     ctx,
                     inv,
-                    &Invalid::new(
-                        "unknown_member",
-                        "CustomerID",
-                        format!("customer {c} could not be stored"),
-                    ),
+                    &Invalid::new("unknown_member", "CustomerID", format!("customer {c} could not be stored")),
                 )?,
             },
         }
@@ -756,9 +693,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
             match outcome {
                 WriteOutcome::Created(_) => counts[0] += 1,
                 WriteOutcome::Duplicate(_) => counts[1] += 1,
-                WriteOutcome::Conflict(_) => {
-                    reject_invoice(ctx, &invoices[*i], &conflict("refund_no"))?
-                }
+                WriteOutcome::Conflict(_) => reject_invoice(ctx, &invoices[*i], &conflict("refund_no"))?,
                 WriteOutcome::Rejected(e) => reject_invoice(ctx, &invoices[*i], &e)?,
             }
         }
@@ -773,11 +708,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
 }
 
 fn conflict(field: &str) -> Invalid {
-    Invalid::new(
-        "conflict",
-        field,
-        format!("a different record with this {field} is already stored"),
-    )
+    Invalid::new("conflict", field, format!("a different record with this {field} is already stored"))
 }
 
 /// Send every row of an invoice to the reject file.
@@ -798,14 +729,7 @@ fn sorted(m: &HashMap<Skip, u64>) -> Vec<(Skip, u64)> {
 mod tests {
     use super::*;
 
-    fn row(
-        invoice: &str,
-        stock: &str,
-        qty: i64,
-        price: i64,
-        at: &str,
-        customer: Option<&str>,
-    ) -> Row {
+    fn row(invoice: &str, stock: &str, qty: i64, price: i64, at: &str, customer: Option<&str>) -> Row {
         Row {
             line: 2,
             invoice: invoice.into(),
@@ -825,10 +749,7 @@ mod tests {
             no: no.into(),
             customer: customer.map(str::to_string),
             at: at.parse().unwrap(),
-            rows: rows
-                .into_iter()
-                .map(|r| (r.clone(), classify(&r).unwrap().unwrap()))
-                .collect(),
+            rows: rows.into_iter().map(|r| (r.clone(), classify(&r).unwrap().unwrap())).collect(),
             all_lines: vec![],
             timestamps: vec![at.parse().unwrap()],
             bad: None,
@@ -838,23 +759,11 @@ mod tests {
     #[test]
     fn rows_are_classified_as_a_shop_would() {
         let t = "2011-01-01T10:00:00Z";
-        assert_eq!(
-            classify(&row("A563185", "B", 1, 1_106_206, t, None)).unwrap(),
-            Err(Skip::BadDebt)
-        );
-        assert_eq!(
-            classify(&row("536000", "21000", -5, 0, t, None)).unwrap(),
-            Err(Skip::WriteOff)
-        );
+        assert_eq!(classify(&row("A563185", "B", 1, 1_106_206, t, None)).unwrap(), Err(Skip::BadDebt));
+        assert_eq!(classify(&row("536000", "21000", -5, 0, t, None)).unwrap(), Err(Skip::WriteOff));
         assert!(classify(&row("536000", "21000", -5, 0, t, Some("1"))).is_err());
-        assert_eq!(
-            classify(&row("536000", "POST", 1, 1800, t, Some("1"))).unwrap(),
-            Ok(Part::Shipping)
-        );
-        assert_eq!(
-            classify(&row("C536000", "D", -1, 500, t, Some("1"))).unwrap(),
-            Ok(Part::Discount)
-        );
+        assert_eq!(classify(&row("536000", "POST", 1, 1800, t, Some("1"))).unwrap(), Ok(Part::Shipping));
+        assert_eq!(classify(&row("C536000", "D", -1, 500, t, Some("1"))).unwrap(), Ok(Part::Discount));
         assert_eq!(part_of("gift_0001_20"), Part::Line(LineKind::GiftCard));
         assert_eq!(part_of("AMAZONFEE"), Part::Line(LineKind::Fee));
         assert_eq!(part_of("m"), Part::Line(LineKind::Adjustment));
@@ -868,21 +777,13 @@ mod tests {
             "536001",
             t,
             Some("17850"),
-            vec![
-                row("536001", "85123A", 6, 255, t, Some("17850")),
-                row("536001", "POST", 2, 1800, t, Some("17850")),
-            ],
+            vec![row("536001", "85123A", 6, 255, t, Some("17850")), row("536001", "POST", 2, 1800, t, Some("17850"))],
         );
         let o = plan_order(&inv);
         assert_eq!(o.lines.len(), 1);
         assert_eq!(o.shipping_fee, 3600);
         assert_eq!(o.total, None);
-        let only_postage = invoice(
-            "536002",
-            t,
-            None,
-            vec![row("536002", "POST", 1, 1800, t, None)],
-        );
+        let only_postage = invoice("536002", t, None, vec![row("536002", "POST", 1, 1800, t, None)]);
         assert_eq!(plan_order(&only_postage).total, Some(1800));
     }
 
@@ -894,63 +795,30 @@ mod tests {
             "1",
             t,
             Some("c"),
-            vec![
-                row("1", "A", 5, 100, t, Some("c")),
-                row("1", "X", 1, 100, t, Some("c")),
-            ],
+            vec![row("1", "A", 5, 100, t, Some("c")), row("1", "X", 1, 100, t, Some("c"))],
         ));
-        let o2 = plan_order(&invoice(
-            "2",
-            t,
-            Some("c"),
-            vec![row("2", "A", 3, 100, t, Some("c"))],
-        ));
+        let o2 = plan_order(&invoice("2", t, Some("c"), vec![row("2", "A", 3, 100, t, Some("c"))]));
         ledger.add_order("c", 10, &o1);
         ledger.add_order("c", 20, &o2);
-        let c1 = invoice(
-            "C3",
-            t,
-            Some("c"),
-            vec![row("C3", "A", -4, 90, t, Some("c"))],
-        );
+        let c1 = invoice("C3", t, Some("c"), vec![row("C3", "A", -4, 90, t, Some("c"))]);
         let d = ledger.plan_refund(&c1, Some(7));
-        let tied: Vec<_> = d
-            .lines
-            .iter()
-            .map(|l| (l.order_id, l.line_no, l.quantity, l.amount))
-            .collect();
-        assert_eq!(
-            tied,
-            vec![(Some(20), Some(1), 3, 270), (Some(10), Some(1), 1, 90)]
-        );
+        let tied: Vec<_> = d.lines.iter().map(|l| (l.order_id, l.line_no, l.quantity, l.amount)).collect();
+        assert_eq!(tied, vec![(Some(20), Some(1), 3, 270), (Some(10), Some(1), 1, 90)]);
         assert_eq!(d.order_id, None, "lines from two orders");
         // 4 of order 10's A are left; asking for 6 leaves 2 without an order. Another customer ties nothing.
         let c2 = invoice(
             "C4",
             t,
             Some("c"),
-            vec![
-                row("C4", "A", -6, 100, t, Some("c")),
-                row("C4", "POST", -1, 500, t, Some("c")),
-            ],
+            vec![row("C4", "A", -6, 100, t, Some("c")), row("C4", "POST", -1, 500, t, Some("c"))],
         );
         let d = ledger.plan_refund(&c2, Some(7));
         let tied: Vec<_> = d.lines.iter().map(|l| (l.order_id, l.quantity)).collect();
         assert_eq!(tied, vec![(Some(10), 4), (None, 2)]);
         assert_eq!((d.shipping_refund, d.amount), (500, 1100));
-        let c3 = invoice(
-            "C5",
-            t,
-            Some("x"),
-            vec![row("C5", "X", -1, 100, t, Some("x"))],
-        );
+        let c3 = invoice("C5", t, Some("x"), vec![row("C5", "X", -1, 100, t, Some("x"))]);
         assert_eq!(ledger.plan_refund(&c3, Some(8)).lines[0].order_id, None);
-        let c4 = invoice(
-            "C6",
-            t,
-            Some("c"),
-            vec![row("C6", "X", -1, 100, t, Some("c"))],
-        );
+        let c4 = invoice("C6", t, Some("c"), vec![row("C6", "X", -1, 100, t, Some("c"))]);
         assert_eq!(ledger.plan_refund(&c4, Some(7)).order_id, Some(10));
     }
 
@@ -960,10 +828,7 @@ mod tests {
         let (mut index, mut seen) = (HashMap::new(), HashMap::new());
         let a = row("1", "A", 1, 100, "2011-01-01T10:01:00Z", Some("c"));
         let b = row("1", "X", 1, 100, "2011-01-01T10:00:00Z", Some("c"));
-        assert!(
-            g.add(&mut index, &mut seen, "a".into(), Ok(a.clone()))
-                .is_none()
-        );
+        assert!(g.add(&mut index, &mut seen, "a".into(), Ok(a.clone())).is_none());
         assert!(g.add(&mut index, &mut seen, "a".into(), Ok(a)).is_none());
         assert!(g.add(&mut index, &mut seen, "b".into(), Ok(b)).is_none());
         assert_eq!(g.skipped[&Skip::Double], 1);
@@ -976,15 +841,9 @@ mod tests {
             invoice: invoice.into(),
             error: Invalid::new("invalid_number", "Quantity", "x"),
         };
-        assert!(
-            g.add(&mut index, &mut seen, "c".into(), Err(bad("1")))
-                .is_none()
-        );
+        assert!(g.add(&mut index, &mut seen, "c".into(), Err(bad("1"))).is_none());
         assert_eq!(g.invoices[0].bad.as_ref().map(|b| b.0), Some(9));
         assert_eq!(g.invoices[0].all_lines.len(), 4);
-        assert!(
-            g.add(&mut index, &mut seen, "d".into(), Err(bad("")))
-                .is_some()
-        );
+        assert!(g.add(&mut index, &mut seen, "d".into(), Err(bad(""))).is_some());
     }
 }

@@ -63,10 +63,7 @@ impl MemberCols {
                 header: h.names().collect::<Vec<_>>().join(","),
             });
         }
-        Ok(MemberCols {
-            identities,
-            profile: PROFILE.map(|p| h.optional(p)),
-        })
+        Ok(MemberCols { identities, profile: PROFILE.map(|p| h.optional(p)) })
     }
 }
 
@@ -75,11 +72,7 @@ fn parse_bool(s: &str, field: &str) -> Result<Option<bool>, Invalid> {
         "" => Ok(None),
         "1" | "true" | "yes" | "y" => Ok(Some(true)),
         "0" | "false" | "no" | "n" => Ok(Some(false)),
-        _ => Err(Invalid::new(
-            "invalid_bool",
-            field,
-            format!("`{s}` is not true/false, yes/no or 1/0"),
-        )),
+        _ => Err(Invalid::new("invalid_bool", field, format!("`{s}` is not true/false, yes/no or 1/0"))),
     }
 }
 
@@ -89,41 +82,24 @@ pub(crate) fn member_row(rec: &csv::StringRecord, c: &MemberCols) -> Result<Memb
         .identities
         .iter()
         .filter_map(|(i, kind)| {
-            Some(field(rec, Some(*i)))
-                .filter(|v| !v.is_empty())
-                .map(|v| IdentityInput::new(kind.clone(), v))
+            Some(field(rec, Some(*i))).filter(|v| !v.is_empty()).map(|v| IdentityInput::new(kind.clone(), v))
         })
         .collect();
-    let p = |name: &str| {
-        field(
-            rec,
-            PROFILE
-                .iter()
-                .position(|n| *n == name)
-                .and_then(|i| c.profile[i]),
-        )
-    };
+    let p = |name: &str| field(rec, PROFILE.iter().position(|n| *n == name).and_then(|i| c.profile[i]));
     let text = |name: &str| Some(p(name).to_string()).filter(|s| !s.is_empty());
     let gender = match p("gender") {
         "" => None,
         g => Some(Gender::parse(g).ok_or_else(|| {
-            Invalid::new(
-                "invalid_gender",
-                "gender",
-                format!("`{g}` is not female, male, other or unknown"),
-            )
+            Invalid::new("invalid_gender", "gender", format!("`{g}` is not female, male, other or unknown"))
         })?),
     };
-    let birthday = match p("birthday") {
-        "" => None,
-        b => Some(NaiveDate::parse_from_str(b, "%Y-%m-%d").map_err(|_| {
-            Invalid::new(
-                "invalid_date",
-                "birthday",
-                format!("`{b}` is not a date like 1990-05-01"),
-            )
-        })?),
-    };
+    let birthday =
+        match p("birthday") {
+            "" => None,
+            b => Some(NaiveDate::parse_from_str(b, "%Y-%m-%d").map_err(|_| {
+                Invalid::new("invalid_date", "birthday", format!("`{b}` is not a date like 1990-05-01"))
+            })?),
+        };
     let registered_at = match p("registered_at") {
         "" => None,
         t => Some(parse_utc(t, "registered_at")?),
@@ -150,10 +126,7 @@ pub(crate) fn member_row(rec: &csv::StringRecord, c: &MemberCols) -> Result<Memb
 /// A member input waiting for its batch, with where it came from.
 type Pending<T> = Vec<(u64, String, T)>;
 
-async fn flush_members(
-    ctx: &mut Ctx<'_>,
-    pending: &mut Pending<MemberInput>,
-) -> Result<(), ImportError> {
+async fn flush_members(ctx: &mut Ctx<'_>, pending: &mut Pending<MemberInput>) -> Result<(), ImportError> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -251,11 +224,7 @@ async fn flush_orders(
             WriteOutcome::Duplicate(_) => ctx.summary.duplicates += 1,
             WriteOutcome::Conflict(_) => ctx.reject(
                 line,
-                &Invalid::new(
-                    "conflict",
-                    "order_no",
-                    "a different order with this order_no is already stored",
-                ),
+                &Invalid::new("conflict", "order_no", "a different order with this order_no is already stored"),
                 &raw,
             )?,
             WriteOutcome::Rejected(e) => ctx.reject(line, &e, &raw)?,
@@ -268,10 +237,7 @@ pub(crate) async fn orders_jsonl(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     jsonl_import!(ctx, crate::commerce::OrderInput, flush_orders)
 }
 
-async fn flush_events(
-    ctx: &mut Ctx<'_>,
-    pending: &mut Pending<EventInput>,
-) -> Result<(), ImportError> {
+async fn flush_events(ctx: &mut Ctx<'_>, pending: &mut Pending<EventInput>) -> Result<(), ImportError> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -304,10 +270,7 @@ mod tests {
         let mut r = csv::Reader::from_reader(text.as_bytes());
         let h = Header::for_test(r.headers().unwrap().clone());
         let c = MemberCols::find(&h).unwrap();
-        let out: Vec<_> = r
-            .records()
-            .map(|rec| member_row(&rec.unwrap(), &c))
-            .collect();
+        let out: Vec<_> = r.records().map(|rec| member_row(&rec.unwrap(), &c)).collect();
         let m = out[0].as_ref().unwrap();
         assert_eq!(m.identities.len(), 2);
         assert_eq!(m.gender, Some(Gender::Male));
@@ -315,10 +278,7 @@ mod tests {
         assert_eq!(out[1].as_ref().unwrap_err().field, "gender");
         assert_eq!(out[2].as_ref().unwrap_err().field, "birthday");
         let bad = Header::for_test(csv::StringRecord::from(vec!["phone", "nickname"]));
-        assert!(matches!(
-            MemberCols::find(&bad),
-            Err(ImportError::UnknownColumn { .. })
-        ));
+        assert!(matches!(MemberCols::find(&bad), Err(ImportError::UnknownColumn { .. })));
     }
 
     #[test]

@@ -78,11 +78,9 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, c: &Cols) -> Result<Parsed, Inv
     }
     let text = |at| Some(field(rec, Some(at)).to_string()).filter(|s| !s.is_empty());
     let mut properties = serde_json::Map::new();
-    for (key, value) in [
-        ("category_id", text(c.category_id)),
-        ("category_code", text(c.category_code)),
-        ("brand", text(c.brand)),
-    ] {
+    for (key, value) in
+        [("category_id", text(c.category_id)), ("category_code", text(c.category_code)), ("brand", text(c.brand))]
+    {
         if let Some(v) = value {
             properties.insert(key.into(), serde_json::Value::String(v));
         }
@@ -92,10 +90,7 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, c: &Cols) -> Result<Parsed, Inv
         event_type: kind.into(),
         occurred_at: at,
         member_id: None,
-        identity: Some(IdentityInput::new(
-            IdentityKind::CustomerNo,
-            customer_no(user),
-        )),
+        identity: Some(IdentityInput::new(IdentityKind::CustomerNo, customer_no(user))),
         anonymous_id: None,
         session_id: text(c.session),
         channel: Some("web".into()),
@@ -111,12 +106,7 @@ pub(crate) fn parse_row(rec: &csv::StringRecord, c: &Cols) -> Result<Parsed, Inv
         list_price: price,
         available: true,
     };
-    Ok(Parsed {
-        user: user.to_string(),
-        at,
-        event,
-        sku,
-    })
+    Ok(Parsed { user: user.to_string(), at, event, sku })
 }
 
 pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
@@ -167,12 +157,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     let mut added = 0;
     for chunk in skus.chunks(BATCH) {
-        added += ctx
-            .app
-            .store
-            .upsert_skus(chunk, true)
-            .await
-            .map_err(crate::app::AppError::from)?;
+        added += ctx.app.store.upsert_skus(chunk, true).await.map_err(crate::app::AppError::from)?;
     }
     ctx.note(format!("catalog: {} products, {added} new", skus.len()));
 
@@ -187,26 +172,20 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
         .collect();
     let (mut created, mut unchanged) = (0u64, 0u64);
     for chunk in members.chunks(BATCH) {
-        for (m, r) in chunk
-            .iter()
-            .zip(ctx.app.upsert_members(chunk, &ctx.who).await?)
-        {
+        for (m, r) in chunk.iter().zip(ctx.app.upsert_members(chunk, &ctx.who).await?) {
             match r {
                 Ok(UpsertOutcome::Unchanged(_)) => unchanged += 1,
                 Ok(UpsertOutcome::Created(_) | UpsertOutcome::Updated(..)) => created += 1,
-                Ok(UpsertOutcome::Conflict(ids)) => ctx.note(format!(
-                    "{}: belongs to members {ids:?}",
-                    m.identities[0].value
-                )),
+                Ok(UpsertOutcome::Conflict(ids)) => {
+                    ctx.note(format!("{}: belongs to members {ids:?}", m.identities[0].value))
+                }
                 Err(e) => ctx.note(format!("{}: {e}", m.identities[0].value)),
             }
         }
     }
     ctx.summary.imported += created;
     ctx.summary.duplicates += unchanged;
-    ctx.note(format!(
-        "members: {created} created or updated, {unchanged} unchanged"
-    ));
+    ctx.note(format!("members: {created} created or updated, {unchanged} unchanged"));
 
     let mut counts = [0u64; 2];
     for chunk in rows.chunks(BATCH) {
@@ -221,10 +200,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
-    ctx.note(format!(
-        "events: {} stored, {} duplicates (identical content)",
-        counts[0], counts[1]
-    ));
+    ctx.note(format!("events: {} stored, {} duplicates (identical content)", counts[0], counts[1]));
     Ok(())
 }
 
@@ -252,28 +228,16 @@ mod tests {
             user: h.required("user_id").unwrap(),
             session: h.required("user_session").unwrap(),
         };
-        let out: Vec<_> = r
-            .records()
-            .map(|rec| parse_row(&rec.unwrap(), &c))
-            .collect();
+        let out: Vec<_> = r.records().map(|rec| parse_row(&rec.unwrap(), &c)).collect();
         let view = out[0].as_ref().unwrap();
         assert_eq!(view.event.event_type, "product_view");
         assert_eq!(view.event.properties["price"], serde_json::json!(3579));
-        assert_eq!(
-            view.event.properties["category_id"],
-            serde_json::json!("2103807459595387724")
-        );
+        assert_eq!(view.event.properties["category_id"], serde_json::json!("2103807459595387724"));
         assert!(!view.event.properties.contains_key("category_code"));
-        assert_eq!(
-            view.event.identity.as_ref().unwrap().value,
-            "rees46:541312140"
-        );
+        assert_eq!(view.event.identity.as_ref().unwrap().value, "rees46:541312140");
         let cart = out[1].as_ref().unwrap();
         assert_eq!(cart.event.event_type, "add_to_cart");
-        assert_eq!(
-            cart.sku.category_path.as_deref(),
-            Some("appliances/environment/water_heater")
-        );
+        assert_eq!(cart.sku.category_path.as_deref(), Some("appliances/environment/water_heater"));
         assert_eq!(out[2].as_ref().unwrap_err().code, "unknown_event_type");
         let now = "2026-01-01T00:00:00Z".parse().unwrap();
         assert!(view.event.validate(now).is_ok());

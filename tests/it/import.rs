@@ -10,16 +10,11 @@ use crate::support;
 
 /// A file of the shared data sets, or `None` (with a note) when they are not checked out.
 fn shared_data(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "note: {} is absent; test skipped (the shared data sets are not available here)",
-            p.display()
-        );
+        eprintln!("note: {} is absent; test skipped (the shared data sets are not available here)", p.display());
         None
     }
 }
@@ -36,11 +31,7 @@ fn opts(entity: Entity, path: &Path, mapping: Option<&str>, rejects: &Path) -> I
 }
 
 fn reject_rows(path: &Path) -> Vec<csv::StringRecord> {
-    csv::Reader::from_path(path)
-        .expect("reject file")
-        .records()
-        .map(|r| r.expect("reject row"))
-        .collect()
+    csv::Reader::from_path(path).expect("reject file").records().map(|r| r.expect("reject row")).collect()
 }
 
 /// Both stores run at once (the import is mostly CPU on the reading side and I/O on the writing side), to
@@ -50,11 +41,8 @@ async fn online_retail_imports_every_customer_invoice_once() {
     let Some(file) = shared_data("online_retail/online_retail.csv.gz") else {
         return;
     };
-    let runs: Vec<_> = support::test_dbs()
-        .await
-        .into_iter()
-        .map(|db| tokio::spawn(online_retail_twice(db, file.clone())))
-        .collect();
+    let runs: Vec<_> =
+        support::test_dbs().await.into_iter().map(|db| tokio::spawn(online_retail_twice(db, file.clone()))).collect();
     for run in runs {
         run.await.expect("import task");
     }
@@ -63,12 +51,7 @@ async fn online_retail_imports_every_customer_invoice_once() {
 async fn online_retail_twice(db: support::TestDb, file: PathBuf) {
     let app = support::app_for(&db).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = opts(
-        Entity::Orders,
-        &file,
-        Some("online-retail"),
-        &dir.path().join("rejects.csv"),
-    );
+    let o = opts(Entity::Orders, &file, Some("online-retail"), &dir.path().join("rejects.csv"));
     let started = Instant::now();
     let first: ImportSummary = import::run(&app, &o).await.expect("first import");
     eprintln!(
@@ -83,35 +66,16 @@ async fn online_retail_twice(db: support::TestDb, file: PathBuf) {
     assert_eq!(stats.member_orders, 18_536, "{}", db.backend);
     assert_eq!(stats.refunds, 3_654, "{}", db.backend);
     assert_eq!(first.read, 541_909);
-    assert!(
-        first.skipped >= 5_268,
-        "double records and accounting rows are skipped: {}",
-        first.skipped
-    );
+    assert!(first.skipped >= 5_268, "double records and accounting rows are skipped: {}", first.skipped);
     // The one invoice over the line limit (a guest order of 1,114 lines) is rejected, nothing else.
     let rejects = reject_rows(first.reject_file.as_deref().expect("reject file"));
     assert_eq!(first.rejected as usize, rejects.len());
-    assert!(
-        rejects
-            .iter()
-            .all(|r| &r[1] == "too_many" && r[4].starts_with("573585,")),
-        "{:?}",
-        rejects.first()
-    );
+    assert!(rejects.iter().all(|r| &r[1] == "too_many" && r[4].starts_with("573585,")), "{:?}", rejects.first());
 
     let started = Instant::now();
     let second = import::run(&app, &o).await.expect("second import");
-    eprintln!(
-        "[{}] online retail second import: {:?}",
-        db.backend,
-        started.elapsed()
-    );
-    assert_eq!(
-        app.store.stats().await.expect("stats"),
-        stats,
-        "{}: a second import changes nothing",
-        db.backend
-    );
+    eprintln!("[{}] online retail second import: {:?}", db.backend, started.elapsed());
+    assert_eq!(app.store.stats().await.expect("stats"), stats, "{}: a second import changes nothing", db.backend);
     assert_eq!(second.imported, 0, "{:?}", second.notes);
     assert_eq!(second.duplicates, first.imported + first.duplicates);
     assert_eq!(second.rejected, first.rejected);
@@ -125,12 +89,7 @@ async fn rees46_events_import_once() {
     for db in support::test_dbs().await {
         let app = support::app_for(&db).await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let o = opts(
-            Entity::Events,
-            &file,
-            Some("rees46"),
-            &dir.path().join("rejects.csv"),
-        );
+        let o = opts(Entity::Events, &file, Some("rees46"), &dir.path().join("rejects.csv"));
         let first = import::run(&app, &o).await.expect("first import");
         let stats = app.store.stats().await.expect("stats");
         eprintln!("[{}] rees46: {:?}", db.backend, first.notes);
@@ -170,29 +129,16 @@ async fn generic_orders_reject_a_bad_order_whole() {
         let s = import::run(&app, &o).await.expect("import");
         assert_eq!((s.read, s.imported, s.rejected), (5, 2, 2), "{s:?}");
         let rows = reject_rows(&rejects);
-        assert_eq!(
-            rows.iter().map(|r| r[0].to_string()).collect::<Vec<_>>(),
-            ["4", "5"]
-        );
+        assert_eq!(rows.iter().map(|r| r[0].to_string()).collect::<Vec<_>>(), ["4", "5"]);
         assert!(
-            rows.iter().all(|r| &r[1] == "invalid_number"
-                && &r[2] == "unit_price"
-                && r[3].starts_with("line 4:")),
+            rows.iter().all(|r| &r[1] == "invalid_number" && &r[2] == "unit_price" && r[3].starts_with("line 4:")),
             "{rows:?}"
         );
         let stats = app.store.stats().await.expect("stats");
-        assert_eq!(
-            (stats.members, stats.member_orders, stats.guest_orders),
-            (1, 1, 1)
-        );
+        assert_eq!((stats.members, stats.member_orders, stats.guest_orders), (1, 1, 1));
         // Without --mapping, orders from CSV are read the same way.
-        let again = import::run(&app, &opts(Entity::Orders, &file, None, &rejects))
-            .await
-            .expect("import");
-        assert_eq!(
-            (again.imported, again.duplicates, again.rejected),
-            (0, 2, 2)
-        );
+        let again = import::run(&app, &opts(Entity::Orders, &file, None, &rejects)).await.expect("import");
+        assert_eq!((again.imported, again.duplicates, again.rejected), (0, 2, 2));
     }
 }
 
@@ -220,32 +166,19 @@ async fn members_from_csv_and_jsonl_with_a_malformed_line() {
     for db in support::test_dbs().await {
         let app = support::app_for(&db).await;
         let rejects = dir.path().join(format!("m-{}.csv", db.backend));
-        let s = import::run(&app, &opts(Entity::Members, &csv_file, None, &rejects))
-            .await
-            .expect("csv import");
+        let s = import::run(&app, &opts(Entity::Members, &csv_file, None, &rejects)).await.expect("csv import");
         assert_eq!((s.read, s.imported, s.rejected), (3, 2, 1), "{s:?}");
         let rows = reject_rows(&rejects);
-        assert_eq!(
-            (&rows[0][0], &rows[0][1], &rows[0][2]),
-            ("3", "invalid_email", "identities[0].value")
-        );
-        let again = import::run(&app, &opts(Entity::Members, &csv_file, None, &rejects))
-            .await
-            .expect("csv again");
+        assert_eq!((&rows[0][0], &rows[0][1], &rows[0][2]), ("3", "invalid_email", "identities[0].value"));
+        let again = import::run(&app, &opts(Entity::Members, &csv_file, None, &rejects)).await.expect("csv again");
         assert_eq!((again.imported, again.duplicates), (0, 2));
 
         let rejects = dir.path().join(format!("j-{}.csv", db.backend));
-        let s = import::run(&app, &opts(Entity::Members, &jsonl_file, None, &rejects))
-            .await
-            .expect("jsonl import");
+        let s = import::run(&app, &opts(Entity::Members, &jsonl_file, None, &rejects)).await.expect("jsonl import");
         assert_eq!((s.read, s.imported, s.rejected), (3, 2, 1), "{s:?}");
         let rows = reject_rows(&rejects);
         assert_eq!((&rows[0][0], &rows[0][1]), ("3", "invalid_json"));
-        assert!(
-            rows[0][3].contains("EOF"),
-            "serde's message: {}",
-            &rows[0][3]
-        );
+        assert!(rows[0][3].contains("EOF"), "serde's message: {}", &rows[0][3]);
         let stats = app.store.stats().await.expect("stats");
         assert_eq!(stats.members, 3, "C1 updated, the WeChat member new");
     }
@@ -258,27 +191,10 @@ async fn unknown_mapping_and_missing_column_are_errors() {
     std::fs::write(&file, "customer_id,order_id,amount\nc1,o1,100\n").expect("write");
     let db = support::sqlite_db().await;
     let app = support::app_for(&db).await;
-    let e = import::run(
-        &app,
-        &opts(
-            Entity::Orders,
-            &file,
-            Some("shopify"),
-            &dir.path().join("r.csv"),
-        ),
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("online-retail, generic, rees46"),
-        "{e}"
-    );
-    let e = import::run(
-        &app,
-        &opts(Entity::Orders, &file, None, &dir.path().join("r.csv")),
-    )
-    .await
-    .unwrap_err();
+    let e =
+        import::run(&app, &opts(Entity::Orders, &file, Some("shopify"), &dir.path().join("r.csv"))).await.unwrap_err();
+    assert!(e.to_string().contains("online-retail, generic, rees46"), "{e}");
+    let e = import::run(&app, &opts(Entity::Orders, &file, None, &dir.path().join("r.csv"))).await.unwrap_err();
     assert!(e.to_string().contains("`order_time`"), "{e}");
 }
 
@@ -304,25 +220,16 @@ async fn orders_and_events_from_jsonl_import_once() {
     for db in support::test_dbs().await {
         let app = support::app_for(&db).await;
         let rejects = dir.path().join(format!("o-{}.csv", db.backend));
-        let s = import::run(&app, &opts(Entity::Orders, &orders, None, &rejects))
-            .await
-            .expect("orders");
+        let s = import::run(&app, &opts(Entity::Orders, &orders, None, &rejects)).await.expect("orders");
         assert_eq!((s.read, s.imported, s.rejected), (2, 1, 1), "{s:?}");
         assert_eq!(&reject_rows(&rejects)[0][2], "lines");
         let rejects = dir.path().join(format!("e-{}.csv", db.backend));
-        let s = import::run(&app, &opts(Entity::Events, &events, None, &rejects))
-            .await
-            .expect("events");
+        let s = import::run(&app, &opts(Entity::Events, &events, None, &rejects)).await.expect("events");
         assert_eq!((s.read, s.imported, s.rejected), (2, 1, 1), "{s:?}");
         assert_eq!(&reject_rows(&rejects)[0][1], "unknown_event_type");
-        let again = import::run(&app, &opts(Entity::Events, &events, None, &rejects))
-            .await
-            .expect("events again");
+        let again = import::run(&app, &opts(Entity::Events, &events, None, &rejects)).await.expect("events again");
         assert_eq!((again.imported, again.duplicates), (0, 1));
         let stats = app.store.stats().await.expect("stats");
-        assert_eq!(
-            (stats.members, stats.member_orders, stats.events),
-            (1, 1, 1)
-        );
+        assert_eq!((stats.members, stats.member_orders, stats.events), (1, 1, 1));
     }
 }

@@ -4,6 +4,6 @@
 mod api;
 mod conformance;
 mod demo;
+mod import;
 #[allow(dead_code)]
 mod support;
-mod import;
