@@ -69,7 +69,7 @@ pub enum Command {
         /// A built-in mapping: online-retail, generic (orders), rees46 (events).
         #[arg(long)]
         mapping: Option<String>,
-        /// Where rejected rows go (default: FILE.rejects.csv).
+        /// Where rejected rows go (default: FILE.rejects.csv in the working directory).
         #[arg(long)]
         rejects: Option<PathBuf>,
         #[command(flatten)]

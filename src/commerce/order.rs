@@ -11,7 +11,7 @@ use crate::members::identity::is_code;
 use crate::members::{Identity, IdentityInput, MemberId, optional_text};
 
 /// Most lines a single order may carry.
-pub const MAX_LINES: usize = 1000;
+pub const MAX_LINES: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "snake_case")]

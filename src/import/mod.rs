@@ -61,7 +61,7 @@ pub struct ImportOptions {
     pub format: Option<Format>,
     /// A named mapping for a known foreign layout (see [`MAPPINGS`]); `None` for Huiyuan's own layouts.
     pub mapping: Option<String>,
-    /// Where rejected rows go; `None`: `<FILE>.rejects.csv` next to the input.
+    /// Where rejected rows go; `None`: `<FILE>.rejects.csv` in the working directory.
     pub reject_path: Option<PathBuf>,
     /// Show a progress bar (the CLI sets this only on a terminal).
     pub progress: bool,
@@ -231,11 +231,11 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// `<FILE>.rejects.csv` next to the input.
+/// `<FILE>.rejects.csv` in the working directory: the input's own folder may be read-only or shared.
 fn default_reject_path(input: &Path) -> PathBuf {
     let mut name = input.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".rejects.csv");
-    input.with_file_name(name)
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(Format::infer(Path::new("a/orders.csv.gz")), Some(Format::Csv));
         assert_eq!(Format::infer(Path::new("events.JSONL")), Some(Format::Jsonl));
         assert_eq!(Format::infer(Path::new("x.txt")), None);
-        assert_eq!(default_reject_path(Path::new("/d/o.csv.gz")), PathBuf::from("/d/o.csv.gz.rejects.csv"));
+        assert_eq!(default_reject_path(Path::new("/d/o.csv.gz")), PathBuf::from("o.csv.gz.rejects.csv"));
     }
 
     #[test]

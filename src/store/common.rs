@@ -909,84 +909,190 @@ macro_rules! shared_store {
             }
 
             async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>> {
+                // Set-based: a handful of statements per batch rather than several per order, so bulk imports
+                // and the HTTP path share one code path without paying per-order round trips.
                 let mut tx = self.write_tx().await?;
-                let mut out = Vec::with_capacity(batch.len());
-                let mut hints: Vec<Sku> = Vec::new();
+                let mut locks: Vec<String> = Vec::with_capacity(batch.len() * 2);
                 for w in batch {
-                    let d = &w.draft;
-                    let mut locks = vec![lock_name(&["order", &d.channel, &d.order_no])];
+                    locks.push(lock_name(&["order", &w.draft.channel, &w.draft.order_no]));
                     if let BuyerKey::Identity(i) = &w.buyer {
                         locks.push(lock_name(&["identity", &i.kind, &i.key]));
                     }
-                    locks.sort();
-                    Self::lock_keys(&mut tx, &locks).await?;
-                    if let Some((id, digest)) = natural_key(&mut tx, "order", &d.channel, &d.order_no).await? {
-                        out.push(if digest == w.digest { WriteOutcome::Duplicate(id) } else { WriteOutcome::Conflict(id) });
+                }
+                locks.sort();
+                locks.dedup();
+                Self::lock_keys(&mut tx, &locks).await?;
+
+                // 1. Natural keys already stored.
+                let mut known: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
+                for chunk in batch.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT channel, reference, entity_id, content_hash FROM natural_keys WHERE kind = 'order' AND (channel, reference) IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for w in chunk {
+                        sep.push("(").push_bind_unseparated(w.draft.channel.clone()).push_unseparated(", ");
+                        sep.push_bind_unseparated(w.draft.order_no.clone()).push_unseparated(")");
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    for (c, r, id, h) in rows {
+                        known.insert((c, r), (id, h));
+                    }
+                }
+
+                // 2. Buyers: members by id (following merges), identities by key; unknown identities enrol.
+                let mut members: HashMap<MemberId, Option<MemberId>> = HashMap::new();
+                let mut owners: HashMap<(String, String), MemberId> = HashMap::new();
+                let wanted_ids: Vec<MemberId> = batch
+                    .iter()
+                    .filter_map(|w| if let BuyerKey::Member(id) = w.buyer { Some(id) } else { None })
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                for id in wanted_ids {
+                    let live = live_member(&mut tx, id).await?;
+                    members.insert(id, live);
+                }
+                let wanted_keys: Vec<(String, String)> = batch
+                    .iter()
+                    .filter_map(|w| if let BuyerKey::Identity(i) = &w.buyer { Some((i.kind.clone(), i.key.clone())) } else { None })
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                for chunk in wanted_keys.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT kind, id_key, member_id FROM identities WHERE (kind, id_key) IN (");
+                    let mut sep = q.separated(", ");
+                    for (k, v) in chunk {
+                        sep.push("(").push_bind_unseparated(k.clone()).push_unseparated(", ");
+                        sep.push_bind_unseparated(v.clone()).push_unseparated(")");
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    for (k, v, m) in rows {
+                        owners.insert((k, v), m);
+                    }
+                }
+
+                // 3. Decide each order; within the batch a repeated key compares with its first occurrence.
+                let mut out = Vec::with_capacity(batch.len());
+                let mut fresh: Vec<(usize, MemberId)> = Vec::new();
+                let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+                for (i, w) in batch.iter().enumerate() {
+                    let d = &w.draft;
+                    let key = (d.channel.clone(), d.order_no.clone());
+                    if let Some((id, digest)) = known.get(&key) {
+                        out.push(if *digest == w.digest { WriteOutcome::Duplicate(*id) } else { WriteOutcome::Conflict(*id) });
+                        continue;
+                    }
+                    if let Some(&first) = in_batch.get(&key) {
+                        // Resolved to an id once ids are allocated below.
+                        out.push(if batch[first].digest == w.digest { WriteOutcome::Duplicate(-(first as i64) - 1) } else { WriteOutcome::Conflict(-(first as i64) - 1) });
                         continue;
                     }
                     let member = match &w.buyer {
                         BuyerKey::Guest => 0,
-                        BuyerKey::Member(id) => match live_member(&mut tx, *id).await? {
+                        BuyerKey::Member(id) => match members.get(id).copied().flatten() {
                             Some(m) => m,
                             None => {
-                                out.push(WriteOutcome::Rejected(Invalid::new(
-                                    "unknown_member",
-                                    "member_id",
-                                    format!("no member {id}"),
-                                )));
+                                out.push(WriteOutcome::Rejected(Invalid::new("unknown_member", "member_id", format!("no member {id}"))));
                                 continue;
                             }
                         },
-                        BuyerKey::Identity(i) => match owner_of(&mut tx, &i.kind, &i.key).await? {
-                            Some(m) => m,
-                            None => enrol(&mut tx, i, &d.channel, d.placed_at, actor).await?,
-                        },
+                        BuyerKey::Identity(ident) => {
+                            let k = (ident.kind.clone(), ident.key.clone());
+                            match owners.get(&k) {
+                                Some(m) => *m,
+                                None => {
+                                    let m = enrol(&mut tx, ident, &d.channel, d.placed_at, actor).await?;
+                                    owners.insert(k, m);
+                                    m
+                                }
+                            }
+                        }
                     };
-                    let order_id: i64 = sqlx::query_scalar(
-                        "INSERT INTO orders (member_id, channel, order_no, store, status, placed_at, paid_at, currency, subtotal, \
-                         discount_total, shipping_fee, total, coupon_code, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING order_id",
-                    )
-                    .bind(member)
-                    .bind(&d.channel)
-                    .bind(&d.order_no)
-                    .bind(d.store.as_deref())
-                    .bind(d.status.as_str())
-                    .bind(Ts(d.placed_at))
-                    .bind(d.paid_at.map(Ts))
-                    .bind(&d.currency)
-                    .bind(d.subtotal)
-                    .bind(d.discount_total)
-                    .bind(d.shipping_fee)
-                    .bind(d.total)
-                    .bind(d.coupon_code.as_deref())
-                    .bind(Ts(actor.at))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    // 9 parameters a line; MAX_LINES keeps one statement under both databases' limits.
-                    if !d.lines.is_empty() {
-                        let mut q = QueryBuilder::<$db>::new(
-                            "INSERT INTO order_lines (member_id, order_id, line_no, sku, kind, quantity, unit_price, discount, amount) ",
-                        );
-                        q.push_values(&d.lines, |mut b, l| {
-                            b.push_bind(member)
-                                .push_bind(order_id)
-                                .push_bind(l.line_no)
-                                .push_bind(l.sku.clone())
-                                .push_bind(l.kind.as_str())
-                                .push_bind(l.quantity)
-                                .push_bind(l.unit_price)
-                                .push_bind(l.discount)
-                                .push_bind(l.amount);
-                        });
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    insert_natural_key(&mut tx, "order", &d.channel, &d.order_no, member, order_id, &w.digest).await?;
-                    hints.extend(d.sku_hints.iter().cloned());
-                    out.push(WriteOutcome::Created(order_id));
+                    in_batch.insert(key, i);
+                    fresh.push((i, member));
+                    out.push(WriteOutcome::Created(0));
                 }
+
+                // 4. Ids, then multi-row inserts of orders, lines and natural keys.
+                let ids = Self::next_ids(&mut tx, "orders", "order_id", fresh.len()).await?;
+                let mut id_of: HashMap<usize, i64> = HashMap::with_capacity(fresh.len());
+                for ((i, _), id) in fresh.iter().zip(&ids) {
+                    id_of.insert(*i, *id);
+                    out[*i] = WriteOutcome::Created(*id);
+                }
+                for o in out.iter_mut() {
+                    match o {
+                        WriteOutcome::Duplicate(x) | WriteOutcome::Conflict(x) if *x < 0 => *x = id_of[&((-*x - 1) as usize)],
+                        _ => {}
+                    }
+                }
+                let rows: Vec<(&OrderWrite, MemberId, i64)> = fresh.iter().map(|(i, m)| (&batch[*i], *m, id_of[i])).collect();
+                // 14 parameters an order, 9 a line, 6 a key: chunks stay under SQLite's 32,766 and PostgreSQL's 65,535.
+                for chunk in rows.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO orders (order_id, member_id, channel, order_no, store, status, placed_at, paid_at, currency, \
+                         subtotal, discount_total, shipping_fee, total, coupon_code, created_at) ",
+                    );
+                    q.push_values(chunk, |mut b, (w, member, id)| {
+                        let d = &w.draft;
+                        b.push_bind(*id)
+                            .push_bind(*member)
+                            .push_bind(d.channel.clone())
+                            .push_bind(d.order_no.clone())
+                            .push_bind(d.store.clone())
+                            .push_bind(d.status.as_str())
+                            .push_bind(Ts(d.placed_at))
+                            .push_bind(d.paid_at.map(Ts))
+                            .push_bind(d.currency.clone())
+                            .push_bind(d.subtotal)
+                            .push_bind(d.discount_total)
+                            .push_bind(d.shipping_fee)
+                            .push_bind(d.total)
+                            .push_bind(d.coupon_code.clone())
+                            .push_bind(Ts(actor.at));
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let lines: Vec<(MemberId, i64, &OrderLine)> =
+                    rows.iter().flat_map(|(w, m, id)| w.draft.lines.iter().map(move |l| (*m, *id, l))).collect();
+                for chunk in lines.chunks(3000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO order_lines (member_id, order_id, line_no, sku, kind, quantity, unit_price, discount, amount) ",
+                    );
+                    q.push_values(chunk, |mut b, (member, id, l)| {
+                        b.push_bind(*member)
+                            .push_bind(*id)
+                            .push_bind(l.line_no)
+                            .push_bind(l.sku.clone())
+                            .push_bind(l.kind.as_str())
+                            .push_bind(l.quantity)
+                            .push_bind(l.unit_price)
+                            .push_bind(l.discount)
+                            .push_bind(l.amount);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in rows.chunks(3000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO natural_keys (kind, channel, reference, member_id, entity_id, content_hash) ",
+                    );
+                    q.push_values(chunk, |mut b, (w, member, id)| {
+                        b.push_bind("order")
+                            .push_bind(w.draft.channel.clone())
+                            .push_bind(w.draft.order_no.clone())
+                            .push_bind(*member)
+                            .push_bind(*id)
+                            .push_bind(w.digest.clone());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+
                 let mut seen = HashSet::new();
-                hints.retain(|s| seen.insert(s.sku.clone()));
+                let hints: Vec<&Sku> =
+                    rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
                 for chunk in hints.chunks(500) {
                     let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO skus (sku, name, category_path, brand, list_price, available, updated_at) ",
@@ -1220,15 +1326,19 @@ macro_rules! shared_store {
                     pending.push((i, member));
                     out.push(EventOutcome::Stored);
                 }
-                // 11 parameters a row: 400 rows stay under both databases' parameter limits.
-                for chunk in pending.chunks(400) {
+                // 11 parameters a row: 2,500 rows stay under both databases' parameter limits. Ids are allocated
+                // up front so a chunk needs no RETURNING; only a chunk that hit duplicates is looked at again.
+                let ids = Self::next_ids(&mut tx, "events", "event_id", pending.len()).await?;
+                let rows: Vec<(usize, MemberId, i64)> = pending.iter().zip(ids).map(|((i, m), id)| (*i, *m, id)).collect();
+                for chunk in rows.chunks(2500) {
                     let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO events (member_id, event_key, event_type, occurred_at, anonymous_id, session_id, channel, sku, \
-                         properties, received_at) ",
+                        "INSERT INTO events (event_id, member_id, event_key, event_type, occurred_at, anonymous_id, session_id, channel, \
+                         sku, properties, received_at) ",
                     );
-                    q.push_values(chunk, |mut b, (i, member)| {
+                    q.push_values(chunk, |mut b, (i, member, id)| {
                         let d = &batch[*i].draft;
-                        b.push_bind(*member)
+                        b.push_bind(*id)
+                            .push_bind(*member)
                             .push_bind(d.key.clone())
                             .push_bind(d.event_type.name())
                             .push_bind(Ts(d.occurred_at))
@@ -1239,11 +1349,20 @@ macro_rules! shared_store {
                             .push_bind(Json(d.properties.clone()))
                             .push_bind(now);
                     });
-                    q.push(" ON CONFLICT (member_id, event_key) DO NOTHING RETURNING member_id, event_key");
-                    let stored: HashSet<(MemberId, String)> =
-                        q.build_query_as::<(MemberId, String)>().fetch_all(&mut *tx).await?.into_iter().collect();
-                    for (i, member) in chunk {
-                        if !stored.contains(&(*member, batch[*i].draft.key.clone())) {
+                    q.push(" ON CONFLICT (member_id, event_key) DO NOTHING");
+                    let inserted = q.build().execute(&mut *tx).await?.rows_affected();
+                    if inserted as usize == chunk.len() {
+                        continue;
+                    }
+                    let mut q = QueryBuilder::<$db>::new("SELECT event_id FROM events WHERE event_id IN (");
+                    let mut sep = q.separated(", ");
+                    for (_, _, id) in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    let stored: HashSet<i64> = q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
+                    for (i, _, id) in chunk {
+                        if !stored.contains(id) {
                             out[*i] = EventOutcome::Duplicate;
                         }
                     }

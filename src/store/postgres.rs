@@ -35,10 +35,33 @@ impl PgStore {
     /// Take transaction-scoped advisory locks on the given names, in the caller's (sorted) order so two
     /// transactions never wait on each other in a cycle.
     async fn lock_keys(conn: &mut sqlx::PgConnection, keys: &[String]) -> StoreResult<()> {
-        for k in keys {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(k).execute(&mut *conn).await?;
+        if keys.is_empty() {
+            return Ok(());
         }
+        // One round trip for the whole batch; unnest yields the (sorted) keys in array order.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k")
+            .bind(keys)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
+    }
+
+    /// The next `n` values of a table's identity sequence.
+    async fn next_ids(
+        conn: &mut sqlx::PgConnection,
+        table: &'static str,
+        column: &'static str,
+        n: usize,
+    ) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence($1, $2)) FROM generate_series(1, $3)")
+            .bind(table)
+            .bind(column)
+            .bind(n as i64)
+            .fetch_all(&mut *conn)
+            .await?)
     }
 
     async fn migrate_impl(&self) -> StoreResult<()> {

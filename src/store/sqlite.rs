@@ -47,6 +47,22 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The next `n` ids of a table: safe without a sequence because the single writer connection holds the
+    /// write transaction.
+    async fn next_ids(
+        conn: &mut sqlx::SqliteConnection,
+        table: &'static str,
+        column: &'static str,
+        n: usize,
+    ) -> StoreResult<Vec<i64>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT COALESCE(MAX({column}), 0) FROM {table}");
+        let max: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
+        Ok((max + 1..=max + n as i64).collect())
+    }
+
     async fn migrate_impl(&self) -> StoreResult<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.writer).await?;
         Ok(())

@@ -124,12 +124,16 @@ async fn orders_are_idempotent_and_refunds_bounded() {
         let who = Principal::cli();
         let m = upsert(&app, member("13800000011", "王芳")).await.member_id().unwrap();
         let o = order("W-1", Some(m), 3);
-        let first = app.record_orders(&[o.clone()], &who).await.unwrap();
+        let first = app.record_orders(std::slice::from_ref(&o), &who).await.unwrap();
         let id = match first[0] {
             WriteOutcome::Created(id) => id,
             ref other => panic!("{b}: {other:?}"),
         };
-        assert_eq!(app.record_orders(&[o.clone()], &who).await.unwrap(), vec![WriteOutcome::Duplicate(id)], "{b}");
+        assert_eq!(
+            app.record_orders(std::slice::from_ref(&o), &who).await.unwrap(),
+            vec![WriteOutcome::Duplicate(id)],
+            "{b}"
+        );
         let changed = order("W-1", Some(m), 4);
         assert_eq!(app.record_orders(&[changed], &who).await.unwrap(), vec![WriteOutcome::Conflict(id)], "{b}");
         let ghost = order("W-2", Some(999_999), 1);
