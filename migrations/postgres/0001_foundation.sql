@@ -70,7 +70,8 @@ CREATE TABLE members (
 );
 CREATE INDEX members_registered ON members (registered_at);
 
--- The identity directory: (kind, key) is unique across the shop. On Citus it is distributed by its own
+-- The identity directory: (kind, key) is unique across the shop. The most selective column leads the
+-- key, so batch look-ups (`id_key IN (...)`) are index scans whatever the planner's statistics say. On Citus it is distributed by its own
 -- key, not by member_id, because shop-wide uniqueness is its purpose.
 CREATE TABLE identities (
     kind      TEXT NOT NULL,
@@ -78,7 +79,7 @@ CREATE TABLE identities (
     member_id BIGINT NOT NULL,
     sealed    BYTEA,
     linked_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (kind, id_key)
+    PRIMARY KEY (id_key, kind)
 );
 CREATE INDEX identities_member ON identities (member_id);
 
@@ -90,7 +91,7 @@ CREATE TABLE natural_keys (
     member_id    BIGINT NOT NULL,
     entity_id    BIGINT NOT NULL,
     content_hash BYTEA NOT NULL,
-    PRIMARY KEY (kind, channel, reference)
+    PRIMARY KEY (reference, channel, kind)
 );
 
 CREATE TABLE orders (

@@ -589,6 +589,7 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     ctx.note(format!("catalog: {} stock codes, {added} new", skus.len()));
 
     ctx.progress.set_message("members");
+    let phase = std::time::Instant::now();
 
     let members = plan_members(&invoices);
     let mut member_ids: HashMap<String, MemberId> = HashMap::new();
@@ -617,9 +618,10 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += created;
     ctx.summary.duplicates += unchanged;
-    ctx.note(format!("members: {created} created or updated, {unchanged} unchanged"));
+    ctx.note(format!("members: {created} created or updated, {unchanged} unchanged ({:.2} s)", phase.elapsed().as_secs_f64()));
 
     ctx.progress.set_message("orders");
+    let phase = std::time::Instant::now();
 
     let mut orders: Vec<(usize, OrderInput)> = Vec::new();
     for (i, inv) in invoices.iter().enumerate() {
@@ -660,9 +662,10 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
-    ctx.note(format!("orders: {} new, {} already stored", counts[0], counts[1]));
+    ctx.note(format!("orders: {} new, {} already stored ({:.2} s)", counts[0], counts[1], phase.elapsed().as_secs_f64()));
 
     ctx.progress.set_message("refunds");
+    let phase = std::time::Instant::now();
 
     let mut ledger = Ledger::default();
     let mut refunds: Vec<(usize, RefundDraft)> = Vec::new();
@@ -701,8 +704,12 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
     ctx.note(format!(
-        "refunds: {} new, {} already stored; {} refund lines tied to earlier order lines, {} without an order in the data",
-        counts[0], counts[1], ledger.tied, ledger.untied
+        "refunds: {} new, {} already stored; {} refund lines tied to earlier order lines, {} without an order in the data ({:.2} s)",
+        counts[0],
+        counts[1],
+        ledger.tied,
+        ledger.untied,
+        phase.elapsed().as_secs_f64()
     ));
     Ok(())
 }

@@ -923,21 +923,28 @@ macro_rules! shared_store {
                 locks.dedup();
                 Self::lock_keys(&mut tx, &locks).await?;
 
-                // 1. Natural keys already stored.
+                // 1. Natural keys already stored, one look-up per channel (a single-column IN list is an index
+                // scan on both databases; a row-value IN list is not, on PostgreSQL).
                 let mut known: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
-                for chunk in batch.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT channel, reference, entity_id, content_hash FROM natural_keys WHERE kind = 'order' AND (channel, reference) IN (",
-                    );
-                    let mut sep = q.separated(", ");
-                    for w in chunk {
-                        sep.push("(").push_bind_unseparated(w.draft.channel.clone()).push_unseparated(", ");
-                        sep.push_bind_unseparated(w.draft.order_no.clone()).push_unseparated(")");
-                    }
-                    q.push(")");
-                    let rows: Vec<(String, String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    for (c, r, id, h) in rows {
-                        known.insert((c, r), (id, h));
+                let mut by_channel: HashMap<&str, Vec<&str>> = HashMap::new();
+                for w in batch {
+                    by_channel.entry(w.draft.channel.as_str()).or_default().push(w.draft.order_no.as_str());
+                }
+                for (channel, refs) in by_channel {
+                    for chunk in refs.chunks(1000) {
+                        let mut q = QueryBuilder::<$db>::new(
+                            "SELECT reference, entity_id, content_hash FROM natural_keys WHERE kind = 'order' AND channel = ",
+                        );
+                        q.push_bind(channel.to_string()).push(" AND reference IN (");
+                        let mut sep = q.separated(", ");
+                        for r in chunk {
+                            sep.push_bind(r.to_string());
+                        }
+                        q.push(")");
+                        let rows: Vec<(String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        for (r, id, h) in rows {
+                            known.insert((channel.to_string(), r), (id, h));
+                        }
                     }
                 }
 
@@ -960,17 +967,23 @@ macro_rules! shared_store {
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
-                for chunk in wanted_keys.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new("SELECT kind, id_key, member_id FROM identities WHERE (kind, id_key) IN (");
-                    let mut sep = q.separated(", ");
-                    for (k, v) in chunk {
-                        sep.push("(").push_bind_unseparated(k.clone()).push_unseparated(", ");
-                        sep.push_bind_unseparated(v.clone()).push_unseparated(")");
-                    }
-                    q.push(")");
-                    let rows: Vec<(String, String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    for (k, v, m) in rows {
-                        owners.insert((k, v), m);
+                let mut keys_by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
+                for (k, v) in &wanted_keys {
+                    keys_by_kind.entry(k.as_str()).or_default().push(v.as_str());
+                }
+                for (kind, values) in keys_by_kind {
+                    for chunk in values.chunks(1000) {
+                        let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
+                        q.push_bind(kind.to_string()).push(" AND id_key IN (");
+                        let mut sep = q.separated(", ");
+                        for v in chunk {
+                            sep.push_bind(v.to_string());
+                        }
+                        q.push(")");
+                        let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        for (v, m) in rows {
+                            owners.insert((kind.to_string(), v), m);
+                        }
                     }
                 }
 
