@@ -2,6 +2,7 @@
 //! HTTP router bound to a port.
 
 mod api;
+mod cli;
 mod conformance;
 mod demo;
 mod import;
