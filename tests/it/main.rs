@@ -6,5 +6,6 @@ mod cli;
 mod conformance;
 mod demo;
 mod import;
+mod openapi;
 #[allow(dead_code)]
 mod support;
