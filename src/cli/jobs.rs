@@ -1,6 +1,6 @@
 //! The long-running subcommands: building the demo shop and importing files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -97,6 +97,39 @@ pub async fn import(
     }
     if let Some(r) = &s.reject_file {
         println!("rejected rows, with line numbers and reasons: {}", r.display());
+        show_rejects(r, s.rejected);
     }
     Ok(())
+}
+
+/// How many rejected rows `import` shows on stderr; the rest are only in the reject file.
+const SHOWN_REJECTS: usize = 10;
+
+/// Print the first rejected rows of the reject file (`line,code,field,reason,raw`) to stderr, so the user
+/// sees what went wrong without opening it. The import itself succeeded, so a reject file that cannot be
+/// read is only a warning.
+fn show_rejects(path: &Path, rejected: u64) {
+    match print_first_rejects(path) {
+        Ok(shown) if rejected > shown => eprintln!("… and {} more in {}", rejected - shown, path.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: cannot read the reject file {}: {e}", path.display()),
+    }
+}
+
+/// Print up to [`SHOWN_REJECTS`] rows as `line N: <code> (<field>): <reason>`; returns how many.
+fn print_first_rejects(path: &Path) -> Result<u64, csv::Error> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
+    let mut shown = 0;
+    for rec in rdr.records().take(SHOWN_REJECTS) {
+        let rec = rec?;
+        let col = |i| rec.get(i).unwrap_or("");
+        let (line, code, field, reason) = (col(0), col(1), col(2), col(3));
+        let field = if field.is_empty() { String::new() } else { format!(" ({field})") };
+        // The rows of a rejected order all give the reason of the row at fault, which starts `line N: `.
+        let own = format!("line {line}: ");
+        let reason = reason.strip_prefix(own.as_str()).unwrap_or(reason);
+        eprintln!("line {line}: {code}{field}: {reason}");
+        shown += 1;
+    }
+    Ok(shown)
 }

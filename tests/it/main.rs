@@ -2,8 +2,10 @@
 //! HTTP router bound to a port.
 
 mod api;
+mod cli;
 mod conformance;
 mod demo;
 mod import;
+mod openapi;
 #[allow(dead_code)]
 mod support;
