@@ -1,7 +1,7 @@
 -- wrk script: POST unique orders (idempotent creates) for members known by customer_no.
 -- WRK_MODE=replay sends the same order every time (the idempotent retry path).
 local counter = 0
-local tid = 0
+-- `tid` is set per thread by setup(); each thread has its own Lua state.
 local key = os.getenv("HUIYUAN_BENCH_KEY")
 local members = tonumber(os.getenv("HUIYUAN_BENCH_MEMBERS") or "1000")
 local replay = os.getenv("WRK_MODE") == "replay"

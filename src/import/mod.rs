@@ -105,10 +105,13 @@ impl ImportSummary {
 /// file as a whole or with the database.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{path}: {source}")]
+    /// The cause is the `source`, printed by the caller's error chain.
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Csv { path: PathBuf, source: csv::Error },
+    #[error("{path}: the header has no identity column (one of {kinds}); header: {header}")]
+    NoIdentityColumn { path: PathBuf, kinds: String, header: String },
     #[error("{path}: the header has no `{column}` column (header: {header})")]
     MissingColumn { path: PathBuf, column: String, header: String },
     #[error("{path}: unknown column `{column}`; expected {expected}")]

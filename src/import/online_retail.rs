@@ -618,7 +618,10 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += created;
     ctx.summary.duplicates += unchanged;
-    ctx.note(format!("members: {created} created or updated, {unchanged} unchanged ({:.2} s)", phase.elapsed().as_secs_f64()));
+    ctx.note(format!(
+        "members: {created} created or updated, {unchanged} unchanged ({:.2} s)",
+        phase.elapsed().as_secs_f64()
+    ));
 
     ctx.progress.set_message("orders");
     let phase = std::time::Instant::now();
@@ -662,7 +665,12 @@ pub(crate) async fn import(ctx: &mut Ctx<'_>) -> Result<(), ImportError> {
     }
     ctx.summary.imported += counts[0];
     ctx.summary.duplicates += counts[1];
-    ctx.note(format!("orders: {} new, {} already stored ({:.2} s)", counts[0], counts[1], phase.elapsed().as_secs_f64()));
+    ctx.note(format!(
+        "orders: {} new, {} already stored ({:.2} s)",
+        counts[0],
+        counts[1],
+        phase.elapsed().as_secs_f64()
+    ));
 
     ctx.progress.set_message("refunds");
     let phase = std::time::Instant::now();

@@ -57,9 +57,10 @@ impl MemberCols {
             }
         }
         if identities.is_empty() {
-            return Err(ImportError::MissingColumn {
+            return Err(ImportError::NoIdentityColumn {
                 path: h.path().to_path_buf(),
-                column: "an identity column (phone, email, customer_no, …)".into(),
+                kinds: "phone, email, wechat_openid, wechat_unionid, customer_no, store_card, anonymous_id, buyer_id.<platform>"
+                    .into(),
                 header: h.names().collect::<Vec<_>>().join(","),
             });
         }
