@@ -43,6 +43,60 @@ pub struct App {
     channels: RwLock<HashMap<String, Channel>>,
     /// Store code → its channel.
     stores: RwLock<HashMap<String, String>>,
+    /// Single orders waiting to be written together.
+    order_jobs: tokio::sync::mpsc::Sender<OrderJob>,
+    /// Recently seen API keys, so a request does not cost a key look-up.
+    principals: std::sync::Mutex<HashMap<String, (Option<Principal>, std::time::Instant)>>,
+}
+
+/// How long an authenticated key is trusted without asking the store again.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Most orders written in one group commit.
+const GROUP_COMMIT_MAX: usize = 512;
+
+/// One order waiting for the group writer.
+struct OrderJob {
+    write: OrderWrite,
+    actor: String,
+    reply: tokio::sync::oneshot::Sender<Result<WriteOutcome, AppError>>,
+}
+
+/// Write queued orders: take everything waiting (up to a limit), one transaction per caller key, answer
+/// each job. With no load, a batch is one order and there is no added wait.
+async fn order_writer(store: Arc<dyn Store>, mut jobs: tokio::sync::mpsc::Receiver<OrderJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut pending = vec![first];
+        while pending.len() < GROUP_COMMIT_MAX {
+            match jobs.try_recv() {
+                Ok(j) => pending.push(j),
+                Err(_) => break,
+            }
+        }
+        // Audit entries name the caller, so each transaction serves one caller key.
+        pending.sort_by(|a, b| a.actor.cmp(&b.actor));
+        while !pending.is_empty() {
+            let actor_id = pending[0].actor.clone();
+            let split = pending.iter().position(|j| j.actor != actor_id).unwrap_or(pending.len());
+            let group: Vec<OrderJob> = pending.drain(..split).collect();
+            let (writes, replies): (Vec<OrderWrite>, Vec<_>) = group.into_iter().map(|j| (j.write, j.reply)).unzip();
+            let actor = Actor { id: actor_id, at: Utc::now() };
+            match store.insert_orders(&writes, &actor).await {
+                Ok(outcomes) => {
+                    for (reply, o) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(o));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::error!(error = %msg, orders = writes.len(), "group commit failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(AppError::Config(format!("order write failed: {msg}"))));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl App {
@@ -79,12 +133,16 @@ impl App {
                 store.upsert_channel(&c, &system).await?;
             }
         }
+        let (order_jobs, queue) = tokio::sync::mpsc::channel(4 * GROUP_COMMIT_MAX);
+        tokio::spawn(order_writer(store.clone(), queue));
         let app = App {
             store,
             vault: Arc::new(vault),
             config,
             channels: RwLock::new(HashMap::new()),
             stores: RwLock::new(HashMap::new()),
+            order_jobs,
+            principals: std::sync::Mutex::new(HashMap::new()),
         };
         if let Some(k) = app.config.admin_key.clone() {
             app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;
@@ -104,9 +162,24 @@ impl App {
     }
 
     /// Who holds this bearer key, if anyone.
+    /// Keys are cached for `KEY_CACHE_TTL`, so a revoked key may work that much longer.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, AppError> {
-        let key = self.store.api_key_by_digest(&auth::digest_key(secret)).await?;
-        Ok(key.filter(|k| k.revoked_at.is_none()).map(|k| Principal { key_id: k.id, role: k.role }))
+        let digest = auth::digest_key(secret);
+        if let Ok(cache) = self.principals.lock()
+            && let Some((p, _)) = cache.get(&digest).filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+        {
+            return Ok(p.clone());
+        }
+        let key = self.store.api_key_by_digest(&digest).await?;
+        let principal = key.filter(|k| k.revoked_at.is_none()).map(|k| Principal { key_id: k.id, role: k.role });
+        if let Ok(mut cache) = self.principals.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            // Unknown keys are remembered too, so guessing keys cannot flood the store with look-ups.
+            cache.insert(digest, (principal.clone(), std::time::Instant::now()));
+        }
+        Ok(principal)
     }
 
     // ---- identities and members
@@ -340,8 +413,8 @@ impl App {
 
     // ---- orders, refunds, events
 
-    /// Validate and store orders. Each is idempotent on `(channel, order_no)`.
-    pub async fn record_orders(&self, inputs: &[OrderInput], who: &Principal) -> Result<Vec<WriteOutcome>, AppError> {
+    /// Validate orders and put them in stored form; invalid ones are answered at once.
+    async fn prepare_orders(&self, inputs: &[OrderInput]) -> (Vec<WriteOutcome>, Vec<OrderWrite>, Vec<usize>) {
         let now = self.now();
         let mut results: Vec<WriteOutcome> = Vec::with_capacity(inputs.len());
         let mut batch = Vec::new();
@@ -374,13 +447,34 @@ impl App {
             slots.push(i);
             results.push(WriteOutcome::Duplicate(0));
         }
+        (results, batch, slots)
+    }
+
+    /// Validate and store a batch of orders in one transaction. Each is idempotent on `(channel, order_no)`.
+    pub async fn record_orders(&self, inputs: &[OrderInput], who: &Principal) -> Result<Vec<WriteOutcome>, AppError> {
+        let (mut results, batch, slots) = self.prepare_orders(inputs).await;
         if !batch.is_empty() {
-            let outcomes = self.store.insert_orders(&batch, &Actor { id: who.key_id.clone(), at: now }).await?;
+            let outcomes = self.store.insert_orders(&batch, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
             for (slot, o) in slots.into_iter().zip(outcomes) {
                 results[slot] = o;
             }
         }
         Ok(results)
+    }
+
+    /// Store one order, sharing a transaction with orders from concurrent requests (group commit): under
+    /// load, one commit serves many requests, which is what lets a single SQLite writer keep up.
+    pub async fn record_order(&self, input: &OrderInput, who: &Principal) -> Result<WriteOutcome, AppError> {
+        let (mut results, mut batch, _) = self.prepare_orders(std::slice::from_ref(input)).await;
+        let Some(write) = batch.pop() else {
+            return Ok(results.pop().unwrap_or(WriteOutcome::Rejected(Invalid::missing("order"))));
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = OrderJob { write, actor: who.key_id.clone(), reply };
+        if self.order_jobs.send(job).await.is_err() {
+            return Err(AppError::Config("the order writer has stopped".into()));
+        }
+        answer.await.map_err(|_| AppError::Config("the order writer has stopped".into()))?
     }
 
     /// Store a refund against an order, idempotent on `(channel, refund_no)`.

@@ -44,11 +44,11 @@ async fn create_order(
     ApiJson(input): ApiJson<OrderInput>,
 ) -> Result<Response, ApiError> {
     let who = caller.require(Permission::OrdersWrite)?;
-    let outcome = s.app.record_orders(std::slice::from_ref(&input), who).await?.pop();
+    let outcome = s.app.record_order(&input, who).await?;
     let (status, id) = match outcome {
-        Some(WriteOutcome::Created(id)) => (StatusCode::CREATED, id),
-        Some(WriteOutcome::Duplicate(id)) => (StatusCode::OK, id),
-        Some(WriteOutcome::Conflict(id)) => {
+        WriteOutcome::Created(id) => (StatusCode::CREATED, id),
+        WriteOutcome::Duplicate(id) => (StatusCode::OK, id),
+        WriteOutcome::Conflict(id) => {
             return Err(ApiError::conflict(
                 "order_conflict",
                 format!(
@@ -58,8 +58,7 @@ async fn create_order(
             )
             .with_field("order_no"));
         }
-        Some(WriteOutcome::Rejected(e)) => return Err(e.into()),
-        None => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no outcome")),
+        WriteOutcome::Rejected(e) => return Err(e.into()),
     };
     let order = s.app.store.order(id).await?.ok_or_else(|| ApiError::not_found("order"))?;
     Ok((status, axum::Json(order)).into_response())
