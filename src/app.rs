@@ -201,7 +201,12 @@ impl App {
 
     fn upsert_record(&self, d: &MemberDraft, at: DateTime<Utc>) -> MemberUpsert {
         MemberUpsert {
-            identities: d.identities.iter().map(|i| self.identity_record(i, at)).collect(),
+            // A member registered in the past (an import, a channel's history) had these identities since then.
+            identities: d
+                .identities
+                .iter()
+                .map(|i| self.identity_record(i, d.registered_at.unwrap_or(at).min(at)))
+                .collect(),
             name: d.name.as_ref().map(|n| (self.vault.seal("member.name", n), self.vault.blind_index("name", n))),
             gender: d.gender,
             birthday: d.birthday,

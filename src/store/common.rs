@@ -465,6 +465,34 @@ macro_rules! shared_store {
             })
         }
 
+        /// Insert catalog entries, replacing existing ones unless `only_missing`. 7 parameters a row.
+        async fn write_skus(conn: &mut Conn, skus: &[&Sku], only_missing: bool, at: DateTime<Utc>) -> StoreResult<u64> {
+            let mut written = 0;
+            for chunk in skus.chunks(500) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO skus (sku, name, category_path, brand, list_price, available, updated_at) ");
+                q.push_values(chunk, |mut b, s| {
+                    b.push_bind(s.sku.clone())
+                        .push_bind(s.name.clone())
+                        .push_bind(s.category_path.clone())
+                        .push_bind(s.brand.clone())
+                        .push_bind(s.list_price)
+                        .push_bind(s.available)
+                        .push_bind(Ts(at));
+                });
+                if only_missing {
+                    q.push(" ON CONFLICT (sku) DO NOTHING");
+                } else {
+                    q.push(
+                        " ON CONFLICT (sku) DO UPDATE SET name = excluded.name, category_path = excluded.category_path, \
+                         brand = excluded.brand, list_price = excluded.list_price, available = excluded.available, \
+                         updated_at = excluded.updated_at",
+                    );
+                }
+                written += q.build().execute(&mut *conn).await?.rows_affected();
+            }
+            Ok(written)
+        }
+
         async fn count(conn: &mut Conn, sql: &'static str) -> StoreResult<i64> {
             Ok(sqlx::query_scalar(sql).fetch_one(&mut *conn).await?)
         }
@@ -631,35 +659,9 @@ macro_rules! shared_store {
 
             async fn upsert_skus(&self, skus: &[Sku], only_missing: bool) -> StoreResult<u64> {
                 let mut tx = self.write_tx().await?;
-                let now = Ts(Utc::now());
-                let mut written = 0;
-                // 7 parameters a row; chunks stay far below both databases' parameter limits.
-                for chunk in skus.chunks(500) {
-                    let mut seen = HashSet::new();
-                    let chunk: Vec<&Sku> = chunk.iter().filter(|s| seen.insert(s.sku.as_str())).collect();
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO skus (sku, name, category_path, brand, list_price, available, updated_at) ",
-                    );
-                    q.push_values(chunk, |mut b, s| {
-                        b.push_bind(s.sku.clone())
-                            .push_bind(s.name.clone())
-                            .push_bind(s.category_path.clone())
-                            .push_bind(s.brand.clone())
-                            .push_bind(s.list_price)
-                            .push_bind(s.available)
-                            .push_bind(now);
-                    });
-                    if only_missing {
-                        q.push(" ON CONFLICT (sku) DO NOTHING");
-                    } else {
-                        q.push(
-                            " ON CONFLICT (sku) DO UPDATE SET name = excluded.name, category_path = excluded.category_path, \
-                             brand = excluded.brand, list_price = excluded.list_price, available = excluded.available, \
-                             updated_at = excluded.updated_at",
-                        );
-                    }
-                    written += q.build().execute(&mut *tx).await?.rows_affected();
-                }
+                let mut seen = HashSet::new();
+                let unique: Vec<&Sku> = skus.iter().filter(|s| seen.insert(s.sku.as_str())).collect();
+                let written = write_skus(&mut tx, &unique, only_missing, Utc::now()).await?;
                 tx.commit().await?;
                 Ok(written)
             }
@@ -1106,22 +1108,7 @@ macro_rules! shared_store {
                 let mut seen = HashSet::new();
                 let hints: Vec<&Sku> =
                     rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
-                for chunk in hints.chunks(500) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO skus (sku, name, category_path, brand, list_price, available, updated_at) ",
-                    );
-                    q.push_values(chunk, |mut b, s| {
-                        b.push_bind(s.sku.clone())
-                            .push_bind(s.name.clone())
-                            .push_bind(s.category_path.clone())
-                            .push_bind(s.brand.clone())
-                            .push_bind(s.list_price)
-                            .push_bind(s.available)
-                            .push_bind(Ts(actor.at));
-                    });
-                    q.push(" ON CONFLICT (sku) DO NOTHING");
-                    q.build().execute(&mut *tx).await?;
-                }
+                write_skus(&mut tx, &hints, true, actor.at).await?;
                 tx.commit().await?;
                 Ok(out)
             }

@@ -340,3 +340,18 @@ async fn postgres_half_of_the_suite_runs() {
         assert_eq!(backends[0], "sqlite");
     }
 }
+
+#[tokio::test]
+async fn the_configured_admin_key_exists_after_start() {
+    for db in test_dbs().await {
+        let mut cfg = config_for(&db);
+        cfg.admin_key = Some("hy_configured_admin_key_for_tests_0123456789".into());
+        let app = App::start(cfg.clone()).await.unwrap();
+        let who = app.authenticate("hy_configured_admin_key_for_tests_0123456789").await.unwrap();
+        assert_eq!(who.map(|p| p.role), Some(huiyuan::security::Role::Admin), "{}", db.backend);
+        assert_eq!(app.authenticate("hy_some_other_key").await.unwrap(), None, "{}", db.backend);
+        drop(app);
+        // Starting again with the same key is fine: it is ensured, not duplicated.
+        App::start(cfg).await.unwrap();
+    }
+}
