@@ -16,3 +16,4 @@ pub mod import;
 pub mod members;
 pub mod security;
 pub mod store;
+pub mod loyalty;

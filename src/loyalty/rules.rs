@@ -1,0 +1,1 @@
+//! The earning-rules evaluator.
