@@ -13,7 +13,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod import;
+pub mod loyalty;
 pub mod members;
 pub mod security;
 pub mod store;
-pub mod loyalty;

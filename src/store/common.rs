@@ -159,37 +159,65 @@ macro_rules! shared_store {
             Ok(r.rows_affected() == 1)
         }
 
-        /// A new member from an upsert. Identities must be free (the caller holds their locks).
-        async fn create_member(conn: &mut Conn, m: &MemberUpsert, actor: &Actor) -> StoreResult<MemberId> {
-            let consent = m.consent.apply(Consent::default());
-            let id: MemberId = sqlx::query_scalar(
-                "INSERT INTO members (status, name_sealed, name_digest, gender, birthday, city, country, registered_at, \
-                 registration_channel, consent_sms, consent_email, consent_wechat, consent_push, merged_into, created_at, updated_at) \
-                 VALUES ('active', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, $13, $13) RETURNING member_id",
-            )
-            .bind(m.name.as_ref().map(|n| n.0.as_slice()))
-            .bind(m.name.as_ref().map(|n| n.1.as_str()))
-            .bind(m.gender.map(Gender::as_str))
-            .bind(birthday_text(m.birthday))
-            .bind(m.city.as_deref())
-            .bind(m.country.as_deref())
-            .bind(Ts(m.registered_at.unwrap_or(actor.at)))
-            .bind(m.registration_channel.as_deref())
-            .bind(consent.sms)
-            .bind(consent.email)
-            .bind(consent.wechat)
-            .bind(consent.push)
-            .bind(Ts(actor.at))
-            .fetch_one(&mut *conn)
-            .await?;
-            for ident in &m.identities {
-                if !insert_identity(conn, id, ident).await? {
-                    return Err(StoreError::Corrupt(format!("identity {} was taken while locked", ident.kind)));
-                }
+        /// New members from upserts, set-based: ids allocated up front, then multi-row inserts of members,
+        /// identities and audit entries. Identities must be free (the caller holds their locks).
+        async fn create_members(conn: &mut Conn, items: &[&MemberUpsert], actor: &Actor) -> StoreResult<Vec<MemberId>> {
+            let ids = <$store>::next_ids(conn, "members", "member_id", items.len()).await?;
+            let rows: Vec<(MemberId, &MemberUpsert)> = ids.iter().copied().zip(items.iter().copied()).collect();
+            // 16 parameters a member, 5 an identity or audit entry: chunks stay under both databases' limits.
+            for chunk in rows.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO members (member_id, status, name_sealed, name_digest, gender, birthday, city, country, registered_at, \
+                     registration_channel, consent_sms, consent_email, consent_wechat, consent_push, created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut b, (id, m)| {
+                    let consent = m.consent.apply(Consent::default());
+                    b.push_bind(*id)
+                        .push_bind("active")
+                        .push_bind(m.name.as_ref().map(|n| n.0.clone()))
+                        .push_bind(m.name.as_ref().map(|n| n.1.clone()))
+                        .push_bind(m.gender.map(Gender::as_str))
+                        .push_bind(birthday_text(m.birthday))
+                        .push_bind(m.city.clone())
+                        .push_bind(m.country.clone())
+                        .push_bind(Ts(m.registered_at.unwrap_or(actor.at)))
+                        .push_bind(m.registration_channel.clone())
+                        .push_bind(consent.sms)
+                        .push_bind(consent.email)
+                        .push_bind(consent.wechat)
+                        .push_bind(consent.push)
+                        .push_bind(Ts(actor.at))
+                        .push_bind(Ts(actor.at));
+                });
+                q.build().execute(&mut *conn).await?;
             }
-            let kinds: Vec<&str> = m.identities.iter().map(|i| i.kind.as_str()).collect();
-            audit(conn, actor, "member.create", Some(id), json!({ "identity_kinds": kinds })).await?;
-            Ok(id)
+            let idents: Vec<(MemberId, &IdentityRecord)> =
+                rows.iter().flat_map(|(id, m)| m.identities.iter().map(move |i| (*id, i))).collect();
+            for chunk in idents.chunks(3000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO identities (kind, id_key, member_id, sealed, linked_at) ");
+                q.push_values(chunk, |mut b, (id, i)| {
+                    b.push_bind(i.kind.clone()).push_bind(i.key.clone()).push_bind(*id).push_bind(i.sealed.clone()).push_bind(Ts(i.linked_at));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            for chunk in rows.chunks(3000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO audit_log (at, actor, action, member_id, detail) ");
+                q.push_values(chunk, |mut b, (id, m)| {
+                    let kinds: Vec<&str> = m.identities.iter().map(|i| i.kind.as_str()).collect();
+                    b.push_bind(Ts(actor.at))
+                        .push_bind(actor.id.clone())
+                        .push_bind("member.create")
+                        .push_bind(Some(*id))
+                        .push_bind(Json(json!({ "identity_kinds": kinds })));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(ids)
+        }
+
+        async fn create_member(conn: &mut Conn, m: &MemberUpsert, actor: &Actor) -> StoreResult<MemberId> {
+            let ids = create_members(conn, &[m], actor).await?;
+            ids.first().copied().ok_or_else(|| StoreError::Corrupt("no id allocated".into()))
         }
 
         /// Apply an upsert to an existing member; returns the fields that changed.
@@ -688,30 +716,79 @@ macro_rules! shared_store {
 
             async fn upsert_members(&self, batch: &[MemberUpsert], actor: &Actor) -> StoreResult<Vec<UpsertOutcome>> {
                 let mut tx = self.write_tx().await?;
-                let mut out = Vec::with_capacity(batch.len());
-                for m in batch {
-                    let mut locks: Vec<String> = m.identities.iter().map(|i| lock_name(&["identity", &i.kind, &i.key])).collect();
-                    locks.sort();
-                    Self::lock_keys(&mut tx, &locks).await?;
-                    let mut owners = Vec::new();
-                    for i in &m.identities {
-                        if let Some(owner) = owner_of(&mut tx, &i.kind, &i.key).await? {
-                            if !owners.contains(&owner) {
-                                owners.push(owner);
-                            }
+                let mut locks: Vec<String> =
+                    batch.iter().flat_map(|m| m.identities.iter().map(|i| lock_name(&["identity", &i.kind, &i.key]))).collect();
+                locks.sort();
+                locks.dedup();
+                Self::lock_keys(&mut tx, &locks).await?;
+                // Who holds each identity now, fetched in one look-up per kind.
+                let mut owners: HashMap<(String, String), MemberId> = HashMap::new();
+                let mut by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
+                for i in batch.iter().flat_map(|m| m.identities.iter()) {
+                    by_kind.entry(i.kind.as_str()).or_default().push(i.key.as_str());
+                }
+                for (kind, keys) in by_kind {
+                    for chunk in keys.chunks(1000) {
+                        let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
+                        q.push_bind(kind.to_string()).push(" AND id_key IN (");
+                        let mut sep = q.separated(", ");
+                        for k in chunk {
+                            sep.push_bind(k.to_string());
+                        }
+                        q.push(")");
+                        let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        for (k, m) in rows {
+                            owners.insert((kind.to_string(), k), m);
                         }
                     }
-                    out.push(match owners.as_slice() {
-                        [] => UpsertOutcome::Created(create_member(&mut tx, m, actor).await?),
+                }
+                let key = |i: &IdentityRecord| (i.kind.clone(), i.key.clone());
+                let mut out: Vec<UpsertOutcome> = Vec::with_capacity(batch.len());
+                // New members are created together; an upsert that names one of them flushes them first.
+                let mut to_create: Vec<usize> = Vec::new();
+                let mut claimed: HashSet<(String, String)> = HashSet::new();
+                for (n, m) in batch.iter().enumerate() {
+                    if m.identities.iter().any(|i| claimed.contains(&key(i))) {
+                        let items: Vec<&MemberUpsert> = to_create.iter().map(|&c| &batch[c]).collect();
+                        let ids = create_members(&mut tx, &items, actor).await?;
+                        for (&c, id) in to_create.iter().zip(ids) {
+                            out[c] = UpsertOutcome::Created(id);
+                            for i in &batch[c].identities {
+                                owners.insert(key(i), id);
+                            }
+                        }
+                        to_create.clear();
+                        claimed.clear();
+                    }
+                    let mut found: Vec<MemberId> = Vec::new();
+                    for i in &m.identities {
+                        if let Some(&o) = owners.get(&key(i)) && !found.contains(&o) {
+                            found.push(o);
+                        }
+                    }
+                    out.push(match found.as_slice() {
+                        [] => {
+                            to_create.push(n);
+                            claimed.extend(m.identities.iter().map(key));
+                            UpsertOutcome::Created(0)
+                        }
                         [id] => {
                             let changed = update_member(&mut tx, *id, m, actor).await?;
+                            for i in &m.identities {
+                                owners.entry(key(i)).or_insert(*id);
+                            }
                             if changed.is_empty() { UpsertOutcome::Unchanged(*id) } else { UpsertOutcome::Updated(*id, changed) }
                         }
                         _ => {
-                            owners.sort();
-                            UpsertOutcome::Conflict(owners)
+                            found.sort();
+                            UpsertOutcome::Conflict(found)
                         }
                     });
+                }
+                let items: Vec<&MemberUpsert> = to_create.iter().map(|&c| &batch[c]).collect();
+                let ids = create_members(&mut tx, &items, actor).await?;
+                for (&c, id) in to_create.iter().zip(ids) {
+                    out[c] = UpsertOutcome::Created(id);
                 }
                 tx.commit().await?;
                 Ok(out)

@@ -355,3 +355,27 @@ async fn the_configured_admin_key_exists_after_start() {
         App::start(cfg).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_batch_that_names_its_own_new_members_resolves_to_them() {
+    for db in test_dbs().await {
+        let app = app_for(&db).await;
+        let b = db.backend;
+        let mut second = member("13800000051", "钱");
+        second.identities.push(IdentityInput::new(IdentityKind::Email, "qian@example.com"));
+        second.city = Some("苏州".into());
+        let batch = vec![member("13800000051", "钱"), member("13800000052", "孙"), second, member("13800000053", "李")];
+        let out: Vec<UpsertOutcome> =
+            app.upsert_members(&batch, &Principal::cli()).await.unwrap().into_iter().map(Result::unwrap).collect();
+        let first = match out[0] {
+            UpsertOutcome::Created(id) => id,
+            ref o => panic!("{b}: {o:?}"),
+        };
+        assert!(matches!(out[1], UpsertOutcome::Created(id) if id != first), "{b}: {out:?}");
+        assert_eq!(out[2], UpsertOutcome::Updated(first, vec!["city".into(), "identities".into()]), "{b}");
+        assert!(matches!(out[3], UpsertOutcome::Created(_)), "{b}: {out:?}");
+        assert_eq!(app.store.stats().await.unwrap().members, 3, "{b}");
+        let found = app.find_member(&IdentityInput::new(IdentityKind::Email, "qian@example.com")).await.unwrap().unwrap();
+        assert_eq!(found, Some(first), "{b}");
+    }
+}
