@@ -333,19 +333,53 @@ macro_rules! shared_store {
                 .await?)
         }
 
-        async fn insert_natural_key(conn: &mut Conn, kind: &str, channel: &str, reference: &str, member: MemberId, entity: i64, digest: &[u8]) -> StoreResult<()> {
-            sqlx::query(
-                "INSERT INTO natural_keys (kind, channel, reference, member_id, entity_id, content_hash) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(kind)
-            .bind(channel)
-            .bind(reference)
-            .bind(member)
-            .bind(entity)
-            .bind(digest)
-            .execute(&mut *conn)
-            .await?;
+        /// Record natural keys with the digest of what was stored under them. 6 parameters a key.
+        async fn write_natural_keys(conn: &mut Conn, kind: &str, keys: &[(&str, &str, MemberId, i64, &[u8])]) -> StoreResult<()> {
+            for chunk in keys.chunks(3000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO natural_keys (kind, channel, reference, member_id, entity_id, content_hash) ",
+                );
+                q.push_values(chunk, |mut b, (channel, reference, member, id, digest)| {
+                    b.push_bind(kind.to_string())
+                        .push_bind(channel.to_string())
+                        .push_bind(reference.to_string())
+                        .push_bind(*member)
+                        .push_bind(*id)
+                        .push_bind(digest.to_vec());
+                });
+                q.build().execute(&mut *conn).await?;
+            }
             Ok(())
+        }
+
+        /// Natural keys already stored, one look-up per channel (a single-column IN list is an index scan on
+        /// both databases; a row-value IN list is not, on PostgreSQL).
+        async fn existing_keys(
+            conn: &mut Conn,
+            kind: &str,
+            keys: &[(&str, &str)],
+        ) -> StoreResult<HashMap<(String, String), (i64, Vec<u8>)>> {
+            let mut known = HashMap::new();
+            let mut by_channel: HashMap<&str, Vec<&str>> = HashMap::new();
+            for (channel, reference) in keys {
+                by_channel.entry(channel).or_default().push(reference);
+            }
+            for (channel, refs) in by_channel {
+                for chunk in refs.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT reference, entity_id, content_hash FROM natural_keys WHERE kind = ");
+                    q.push_bind(kind.to_string()).push(" AND channel = ").push_bind(channel.to_string()).push(" AND reference IN (");
+                    let mut sep = q.separated(", ");
+                    for r in chunk {
+                        sep.push_bind(r.to_string());
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (r, id, h) in rows {
+                        known.insert((channel.to_string(), r), (id, h));
+                    }
+                }
+            }
+            Ok(known)
         }
 
         fn order_from_row(row: &DbRow) -> StoreResult<OrderView> {
@@ -413,31 +447,42 @@ macro_rules! shared_store {
             Ok(orders)
         }
 
-        async fn store_refund(conn: &mut Conn, d: &RefundDraft, digest: &[u8], at: DateTime<Utc>) -> StoreResult<i64> {
-            let member = d.member_id.unwrap_or(0);
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO refunds (member_id, channel, refund_no, order_id, refunded_at, shipping_refund, amount, reason, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING refund_id",
-            )
-            .bind(member)
-            .bind(&d.channel)
-            .bind(&d.refund_no)
-            .bind(d.order_id)
-            .bind(Ts(d.refunded_at))
-            .bind(d.shipping_refund)
-            .bind(d.amount)
-            .bind(d.reason.as_deref())
-            .bind(Ts(at))
-            .fetch_one(&mut *conn)
-            .await?;
-            if !d.lines.is_empty() {
+        /// Store planned refunds, set-based: ids up front, multi-row inserts of refunds, lines and natural keys.
+        async fn store_refunds(conn: &mut Conn, items: &[(&RefundDraft, &[u8])], at: DateTime<Utc>) -> StoreResult<Vec<i64>> {
+            let ids = <$store>::next_ids(conn, "refunds", "refund_id", items.len()).await?;
+            let rows: Vec<(i64, &RefundDraft, &[u8])> = ids.iter().zip(items).map(|(id, (d, h))| (*id, *d, *h)).collect();
+            // 10 parameters a refund, 8 a line, 6 a key.
+            for chunk in rows.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO refunds (refund_id, member_id, channel, refund_no, order_id, refunded_at, shipping_refund, amount, \
+                     reason, created_at) ",
+                );
+                q.push_values(chunk, |mut b, (id, d, _)| {
+                    b.push_bind(*id)
+                        .push_bind(d.member_id.unwrap_or(0))
+                        .push_bind(d.channel.clone())
+                        .push_bind(d.refund_no.clone())
+                        .push_bind(d.order_id)
+                        .push_bind(Ts(d.refunded_at))
+                        .push_bind(d.shipping_refund)
+                        .push_bind(d.amount)
+                        .push_bind(d.reason.clone())
+                        .push_bind(Ts(at));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            let lines: Vec<(i64, MemberId, usize, &RefundLine)> = rows
+                .iter()
+                .flat_map(|(id, d, _)| d.lines.iter().enumerate().map(move |(n, l)| (*id, d.member_id.unwrap_or(0), n, l)))
+                .collect();
+            for chunk in lines.chunks(3000) {
                 let mut q = QueryBuilder::<$db>::new(
                     "INSERT INTO refund_lines (member_id, refund_id, idx, order_id, line_no, sku, quantity, amount) ",
                 );
-                q.push_values(d.lines.iter().enumerate(), |mut b, (i, l)| {
-                    b.push_bind(member)
-                        .push_bind(id)
-                        .push_bind(i as i32)
+                q.push_values(chunk, |mut b, (id, member, n, l)| {
+                    b.push_bind(*member)
+                        .push_bind(*id)
+                        .push_bind(*n as i32)
                         .push_bind(l.order_id)
                         .push_bind(l.line_no)
                         .push_bind(l.sku.clone())
@@ -446,8 +491,10 @@ macro_rules! shared_store {
                 });
                 q.build().execute(&mut *conn).await?;
             }
-            insert_natural_key(conn, "refund", &d.channel, &d.refund_no, member, id, digest).await?;
-            Ok(id)
+            let keys: Vec<(&str, &str, MemberId, i64, &[u8])> =
+                rows.iter().map(|(id, d, h)| (d.channel.as_str(), d.refund_no.as_str(), d.member_id.unwrap_or(0), *id, *h)).collect();
+            write_natural_keys(conn, "refund", &keys).await?;
+            Ok(ids)
         }
 
         /// Move an anonymous visitor's unlinked events to a member (dropping ones the member already has).
@@ -1002,30 +1049,9 @@ macro_rules! shared_store {
                 locks.dedup();
                 Self::lock_keys(&mut tx, &locks).await?;
 
-                // 1. Natural keys already stored, one look-up per channel (a single-column IN list is an index
-                // scan on both databases; a row-value IN list is not, on PostgreSQL).
-                let mut known: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
-                let mut by_channel: HashMap<&str, Vec<&str>> = HashMap::new();
-                for w in batch {
-                    by_channel.entry(w.draft.channel.as_str()).or_default().push(w.draft.order_no.as_str());
-                }
-                for (channel, refs) in by_channel {
-                    for chunk in refs.chunks(1000) {
-                        let mut q = QueryBuilder::<$db>::new(
-                            "SELECT reference, entity_id, content_hash FROM natural_keys WHERE kind = 'order' AND channel = ",
-                        );
-                        q.push_bind(channel.to_string()).push(" AND reference IN (");
-                        let mut sep = q.separated(", ");
-                        for r in chunk {
-                            sep.push_bind(r.to_string());
-                        }
-                        q.push(")");
-                        let rows: Vec<(String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                        for (r, id, h) in rows {
-                            known.insert((channel.to_string(), r), (id, h));
-                        }
-                    }
-                }
+                // 1. Natural keys already stored.
+                let pairs: Vec<(&str, &str)> = batch.iter().map(|w| (w.draft.channel.as_str(), w.draft.order_no.as_str())).collect();
+                let known = existing_keys(&mut tx, "order", &pairs).await?;
 
                 // 2. Buyers: members by id (following merges), identities by key; unknown identities enrol.
                 let mut members: HashMap<MemberId, Option<MemberId>> = HashMap::new();
@@ -1167,20 +1193,11 @@ macro_rules! shared_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                for chunk in rows.chunks(3000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO natural_keys (kind, channel, reference, member_id, entity_id, content_hash) ",
-                    );
-                    q.push_values(chunk, |mut b, (w, member, id)| {
-                        b.push_bind("order")
-                            .push_bind(w.draft.channel.clone())
-                            .push_bind(w.draft.order_no.clone())
-                            .push_bind(*member)
-                            .push_bind(*id)
-                            .push_bind(w.digest.clone());
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
+                let keys: Vec<(&str, &str, MemberId, i64, &[u8])> = rows
+                    .iter()
+                    .map(|(w, member, id)| (w.draft.channel.as_str(), w.draft.order_no.as_str(), *member, *id, w.digest.as_slice()))
+                    .collect();
+                write_natural_keys(&mut tx, "order", &keys).await?;
 
                 let mut seen = HashSet::new();
                 let hints: Vec<&Sku> =
@@ -1256,22 +1273,48 @@ macro_rules! shared_store {
                     Ok(d) => d,
                     Err(e) => return Ok(WriteOutcome::Rejected(e)),
                 };
-                let id = store_refund(&mut tx, &draft, digest, actor.at).await?;
+                let id = store_refunds(&mut tx, &[(&draft, digest)], actor.at).await?.pop().ok_or_else(|| StoreError::Corrupt("no refund id".into()))?;
                 tx.commit().await?;
                 Ok(WriteOutcome::Created(id))
             }
 
             async fn import_refunds(&self, batch: &[(RefundDraft, Vec<u8>)]) -> StoreResult<Vec<WriteOutcome>> {
                 let mut tx = self.write_tx().await?;
-                let now = Utc::now();
+                let mut locks: Vec<String> = batch.iter().map(|(d, _)| lock_name(&["refund", &d.channel, &d.refund_no])).collect();
+                locks.sort();
+                locks.dedup();
+                Self::lock_keys(&mut tx, &locks).await?;
+                let pairs: Vec<(&str, &str)> = batch.iter().map(|(d, _)| (d.channel.as_str(), d.refund_no.as_str())).collect();
+                let known = existing_keys(&mut tx, "refund", &pairs).await?;
                 let mut out = Vec::with_capacity(batch.len());
-                for (d, digest) in batch {
-                    Self::lock_keys(&mut tx, &[lock_name(&["refund", &d.channel, &d.refund_no])]).await?;
-                    if let Some((id, stored)) = natural_key(&mut tx, "refund", &d.channel, &d.refund_no).await? {
-                        out.push(if &stored == digest { WriteOutcome::Duplicate(id) } else { WriteOutcome::Conflict(id) });
-                        continue;
+                let mut fresh: Vec<usize> = Vec::new();
+                let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+                for (i, (d, digest)) in batch.iter().enumerate() {
+                    let k = (d.channel.as_str(), d.refund_no.as_str());
+                    if let Some((id, stored)) = known.get(&(k.0.to_string(), k.1.to_string())) {
+                        out.push(if stored == digest { WriteOutcome::Duplicate(*id) } else { WriteOutcome::Conflict(*id) });
+                    } else if let Some(&first) = first_of.get(&k) {
+                        // Resolved to the first occurrence's id below.
+                        let same = batch[first].1 == *digest;
+                        out.push(if same { WriteOutcome::Duplicate(-(first as i64) - 1) } else { WriteOutcome::Conflict(-(first as i64) - 1) });
+                    } else {
+                        first_of.insert(k, i);
+                        fresh.push(i);
+                        out.push(WriteOutcome::Created(0));
                     }
-                    out.push(WriteOutcome::Created(store_refund(&mut tx, d, digest, now).await?));
+                }
+                let items: Vec<(&RefundDraft, &[u8])> = fresh.iter().map(|&i| (&batch[i].0, batch[i].1.as_slice())).collect();
+                let ids = store_refunds(&mut tx, &items, Utc::now()).await?;
+                let mut id_of = HashMap::new();
+                for (&i, id) in fresh.iter().zip(ids) {
+                    out[i] = WriteOutcome::Created(id);
+                    id_of.insert(i, id);
+                }
+                for o in out.iter_mut() {
+                    match o {
+                        WriteOutcome::Duplicate(x) | WriteOutcome::Conflict(x) if *x < 0 => *x = id_of[&((-*x - 1) as usize)],
+                        _ => {}
+                    }
                 }
                 tx.commit().await?;
                 Ok(out)

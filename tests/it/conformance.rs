@@ -375,7 +375,8 @@ async fn a_batch_that_names_its_own_new_members_resolves_to_them() {
         assert_eq!(out[2], UpsertOutcome::Updated(first, vec!["city".into(), "identities".into()]), "{b}");
         assert!(matches!(out[3], UpsertOutcome::Created(_)), "{b}: {out:?}");
         assert_eq!(app.store.stats().await.unwrap().members, 3, "{b}");
-        let found = app.find_member(&IdentityInput::new(IdentityKind::Email, "qian@example.com")).await.unwrap().unwrap();
+        let found =
+            app.find_member(&IdentityInput::new(IdentityKind::Email, "qian@example.com")).await.unwrap().unwrap();
         assert_eq!(found, Some(first), "{b}");
     }
 }
