@@ -601,7 +601,7 @@ impl RuleSet {
             Rule::Multiplier(m) => {
                 let exact = m.multiplier.is_finite()
                     && ((m.multiplier * BP as f64).round() - m.multiplier * BP as f64).abs() < 1e-6;
-                if !(m.multiplier.is_finite() && m.multiplier > 0.0 && m.multiplier <= MAX_MULTIPLIER) || !exact {
+                if !(m.multiplier.is_finite() && m.multiplier > 0.0 && m.multiplier <= MAX_MULTIPLIER && exact) {
                     return Err(Invalid::new(
                         "out_of_range",
                         "multiplier",
@@ -860,7 +860,7 @@ pub struct Effect {
     pub rule_version: u32,
     pub points: i64,
     pub growth: i64,
-    /// Points before caps; equal to `points` when no cap bit.
+    /// Points before caps; equal to `points` when no cap trimmed this effect.
     pub uncapped_points: i64,
     /// Combined points multiplier in basis points (10 000 = ×1).
     pub multiplier_bp: i64,
@@ -937,7 +937,11 @@ pub fn evaluate(input: &RuleInput, member: &MemberSnapshot, rules: &RuleSet) -> 
         RuleInput::Order(order) => evaluate_order(&mut ctx, order),
         RuleInput::Event(event) => evaluate_event(&mut ctx, event),
     }
-    apply_caps(&mut ctx);
+    let target = match input {
+        RuleInput::Order(_) => Target::Order,
+        RuleInput::Event(_) => Target::Event,
+    };
+    apply_caps(&mut ctx, target);
     Evaluation { rule_version: rules.version, effects: ctx.effects, explanations: ctx.explanations }
 }
 
@@ -1326,7 +1330,8 @@ fn evaluate_event(ctx: &mut Ctx<'_>, event: &BehaviourEvent) {
     }
 }
 
-fn apply_caps(ctx: &mut Ctx<'_>) {
+/// Trim this member's effects to the caps, in the order the caps are listed; `target` is the whole input.
+fn apply_caps(ctx: &mut Ctx<'_>, target: Target) {
     let rules = ctx.rules;
     for cap in &rules.caps {
         let used = match cap.period {
@@ -1342,7 +1347,7 @@ fn apply_caps(ctx: &mut Ctx<'_>) {
             .collect();
         let wanted: i64 = in_scope.iter().map(|&i| ctx.effects[i].points).sum();
         if in_scope.is_empty() || wanted == 0 {
-            ctx.explain(&cap.id, Target::Order, false, format!("{period} cap: nothing in scope earns points here"));
+            ctx.explain(&cap.id, target, false, format!("{period} cap: nothing in scope earns points here"));
             continue;
         }
         // Count: one award per input (an order, or an event).
@@ -1352,24 +1357,19 @@ fn apply_caps(ctx: &mut Ctx<'_>) {
             for &i in &in_scope {
                 ctx.effects[i].points = 0;
             }
-            ctx.explain(&cap.id, Target::Order, true, format!("{period} count cap reached ({limit})"));
+            ctx.explain(&cap.id, target, true, format!("{period} count cap reached ({limit})"));
             continue;
         }
         let Some(limit) = cap.points else {
             let limit = cap.count.unwrap_or(0);
-            ctx.explain(
-                &cap.id,
-                Target::Order,
-                false,
-                format!("{period} count cap not reached ({} of {limit})", used.count),
-            );
+            ctx.explain(&cap.id, target, false, format!("{period} count cap not reached ({} of {limit})", used.count));
             continue;
         };
         let mut remaining = (limit - used.points).max(0);
         if wanted <= remaining {
             ctx.explain(
                 &cap.id,
-                Target::Order,
+                target,
                 false,
                 format!("{period} cap not reached ({} + {wanted} of {limit})", used.points),
             );
@@ -1381,18 +1381,13 @@ fn apply_caps(ctx: &mut Ctx<'_>) {
             ctx.effects[i].points = p;
         }
         let kept: i64 = in_scope.iter().map(|&i| ctx.effects[i].points).sum();
-        ctx.explain(
-            &cap.id,
-            Target::Order,
-            true,
-            format!("{period} cap reached ({limit}): {kept} of {wanted} point(s) kept"),
-        );
+        ctx.explain(&cap.id, target, true, format!("{period} cap reached ({limit}): {kept} of {wanted} point(s) kept"));
     }
     // Sanity of the explanation contract: every rule and cap has at least one explanation.
     for id in rules.rule_ids_and_caps() {
         if !ctx.explanations.iter().any(|e| e.rule_id == id) {
             let id = id.to_string();
-            ctx.explain(&id, Target::Order, false, "not relevant to this input");
+            ctx.explain(&id, target, false, "not relevant to this input");
         }
     }
 }

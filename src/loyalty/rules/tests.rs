@@ -296,7 +296,7 @@ fn share_is_capped_at_three_a_day() {
     m.today = usage("share", 15, 3);
     let ev = evaluate(&event(Behaviour::Share), &m, &set);
     assert_eq!(ev.member_points(), 0);
-    let cap = explanation(&ev, "share_daily", Target::Order);
+    let cap = explanation(&ev, "share_daily", Target::Event);
     assert!(cap.applied);
     assert_eq!(cap.reason, "daily count cap reached (3)");
     // Other rules are outside the share cap's scope.
