@@ -20,7 +20,9 @@
 //!   expiry). Its entries are keyed `{op}#{n}` and carry the operation key and the canonical request, so a
 //!   retry with the same key returns the original entries and the same key with a different request is a
 //!   [`LedgerError::KeyConflict`] — even after a restart, since both live in the stored entries. Caller keys
-//!   may not contain `#`, so they never collide with entry keys or derived keys.
+//!   may not contain `#`, so they never collide with entry keys or derived keys. An operation that has
+//!   nothing to write (a refund of a line that earned nothing) leaves no record; its retry again writes
+//!   nothing, so it is idempotent all the same.
 //! * **Debt.** Under [`NegativePolicy::AllowNegativeBlockRedeem`] a clawback that finds nothing left to
 //!   take writes an `Available` entry without a lot: the balance goes negative and redemptions are refused
 //!   until it is positive again. Debt is not netted against later lots (each lot keeps its own expiry), so
@@ -590,7 +592,7 @@ impl Ledger {
             if lot.wallet != Wallet::Points || lot.pending != 0 || lot.available <= 0 {
                 continue;
             }
-            if !lot.expires_at.is_some_and(|x| x <= now) {
+            if lot.expires_at.is_none_or(|x| x > now) {
                 continue;
             }
             let id = lot.id.clone();
@@ -835,7 +837,7 @@ pub fn verify(entries: &[Entry], policy: NegativePolicy) -> Vec<Violation> {
                 v.push(Violation::WalletMismatch { key: key.clone() });
             }
             if e.kind == Kind::Expire {
-                if lot.pending != 0 || !lot.expires_at.is_some_and(|x| x <= e.at) {
+                if lot.pending != 0 || lot.expires_at.is_none_or(|x| x > e.at) {
                     v.push(Violation::ExpiredNotDue { key: key.clone() });
                 }
                 if e.amount != -lot.available || e.state != State::Available {
