@@ -785,6 +785,8 @@ pub enum Violation {
     OpMismatch { key: String, op: String },
     #[error("entry `{key}` opens a lot with a non-positive amount or an expiry on growth value")]
     BadLot { key: String },
+    #[error("entry `{key}` credits or holds pending points outside a lot (only debt and shortfalls are lot-less)")]
+    CreditWithoutLot { key: String },
     #[error("entry `{key}` takes lot `{lot}` below zero")]
     LotOverConsumed { key: String, lot: String },
     #[error("entry `{key}` takes the {wallet:?} balance below zero outside the negative policy")]
@@ -847,6 +849,9 @@ pub fn verify(entries: &[Entry], policy: NegativePolicy) -> Vec<Violation> {
             if e.kind == Kind::Earn && e.state == State::Available && lot.available_at.is_some_and(|x| e.at < x) {
                 v.push(Violation::MaturedEarly { key: key.clone() });
             }
+        }
+        if e.lot.is_none() && (e.amount >= 0 || matches!(e.state, State::Pending { .. })) {
+            v.push(Violation::CreditWithoutLot { key: key.clone() });
         }
         if e.lot.is_none() && e.state == State::Available && e.amount < 0 && policy == NegativePolicy::ClampAtZero {
             v.push(Violation::NegativeOutsidePolicy { key: key.clone(), wallet: e.wallet });

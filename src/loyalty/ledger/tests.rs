@@ -132,6 +132,26 @@ fn spent_points_refunded_under_clamp_at_zero_record_the_shortfall() {
 }
 
 #[test]
+fn negative_adjustments_follow_the_negative_policy() {
+    let at = t("2026-01-10T00:00:00Z");
+    for (policy, available, voided) in
+        [(NegativePolicy::AllowNegativeBlockRedeem, -20, 0), (NegativePolicy::ClampAtZero, 0, -20)]
+    {
+        let mut l = Ledger::new(Config { negative: policy, ..Config::default() });
+        l.earn("a", Wallet::Points, 30, rule(), at).unwrap();
+        let out = l.adjust("fix", Wallet::Points, -50, "op7", "double credit", at).unwrap();
+        assert_eq!(out.entries.iter().map(|e| e.amount).sum::<i64>(), -50);
+        assert_eq!(l.balances(at, DAY()).available, available);
+        let v: i64 = l.entries().iter().filter(|e| e.state == State::Voided).map(|e| e.amount).sum();
+        assert_eq!(v, voided);
+        assert_sound(&l);
+    }
+    let mut l = Ledger::new(Config::default());
+    let e = l.adjust("x", Wallet::Points, 5, "op7", " ", at).unwrap_err();
+    assert!(matches!(e, LedgerError::Invalid(Invalid { code: "missing_field", .. })));
+}
+
+#[test]
 fn retries_return_the_original_outcome_and_conflicts_are_refused() {
     let mut l = Ledger::new(Config::default());
     let at = t("2026-01-10T00:00:00Z");
@@ -195,6 +215,9 @@ fn verify_catches_tampering() {
     es.push(Entry { key: "x#0".into(), op: "x".into(), kind: Kind::Expire, amount: -40, ..es[0].clone() });
     let v = verify(&es, NegativePolicy::default());
     assert!(v.iter().any(|x| matches!(x, Violation::ExpiredNotDue { .. })), "{v:?}");
+    let mut es = l.entries().to_vec();
+    es.push(Entry { key: "y#0".into(), op: "y".into(), lot: None, ..es[0].clone() });
+    assert!(verify(&es, NegativePolicy::default()).contains(&Violation::CreditWithoutLot { key: "y#0".into() }));
 }
 
 #[derive(Debug, Clone)]
