@@ -568,6 +568,97 @@ macro_rules! shared_store {
             Ok(written)
         }
 
+        /// A ledger enum (wallet, kind) as the text serde gives it.
+        fn enum_text<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+            match serde_json::to_value(v) {
+                Ok(serde_json::Value::String(s)) => Ok(s),
+                _ => Err(StoreError::Corrupt("a ledger enum is not a string".into())),
+            }
+        }
+
+        fn enum_from_text<T: serde::de::DeserializeOwned>(what: &str, s: String) -> StoreResult<T> {
+            serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| corrupt(what, &s))
+        }
+
+        fn ledger_entry_from_row(row: &DbRow) -> StoreResult<LedgerEntry> {
+            use $crate::loyalty::ledger::State;
+            let state: String = row.try_get("state")?;
+            let available_at: Option<Ts> = row.try_get("available_at")?;
+            let state = match (state.as_str(), available_at) {
+                ("pending", Some(t)) => State::Pending { available_at: t.0 },
+                ("available", _) => State::Available,
+                ("voided", _) => State::Voided,
+                _ => return Err(corrupt("ledger state", &state)),
+            };
+            let source: Json<serde_json::Value> = row.try_get("source")?;
+            let lot: Option<String> = row.try_get("lot")?;
+            Ok(LedgerEntry {
+                key: row.try_get("entry_key")?,
+                op: row.try_get("op")?,
+                request: row.try_get("request")?,
+                wallet: enum_from_text("wallet", row.try_get("wallet")?)?,
+                amount: row.try_get("amount")?,
+                kind: enum_from_text("entry kind", row.try_get("kind")?)?,
+                state,
+                source: serde_json::from_value(source.0).map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?,
+                at: row.try_get::<Ts, _>("at")?.0,
+                lot: lot.map(|l| enum_from_text("lot", l)).transpose()?,
+                expires_at: row.try_get::<Option<Ts>, _>("expires_at")?.map(|t| t.0),
+            })
+        }
+
+        async fn load_ledger(conn: &mut Conn, member: MemberId) -> StoreResult<Vec<LedgerEntry>> {
+            let rows = sqlx::query(
+                "SELECT entry_key, op, request, wallet, amount, kind, state, available_at, source, at, lot, expires_at \
+                 FROM ledger_entries WHERE member_id = $1 ORDER BY entry_id",
+            )
+            .bind(member)
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.iter().map(ledger_entry_from_row).collect()
+        }
+
+        /// 14 parameters an entry.
+        async fn append_ledger(conn: &mut Conn, member: MemberId, entries: &[LedgerEntry]) -> StoreResult<()> {
+            use $crate::loyalty::ledger::State;
+            let ids = <$store>::next_ids(conn, "ledger_entries", "entry_id", entries.len()).await?;
+            let mut rows = Vec::with_capacity(entries.len());
+            for (e, id) in entries.iter().zip(ids) {
+                let (state, available_at) = match &e.state {
+                    State::Pending { available_at } => ("pending", Some(Ts(*available_at))),
+                    State::Available => ("available", None),
+                    State::Voided => ("voided", None),
+                };
+                let source = serde_json::to_value(&e.source).map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?;
+                let lot = e.lot.as_ref().map(enum_text).transpose()?;
+                rows.push((id, e, enum_text(&e.wallet)?, enum_text(&e.kind)?, state, available_at, source, lot));
+            }
+            for chunk in rows.chunks(2000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO ledger_entries (entry_id, member_id, entry_key, op, request, wallet, amount, kind, state, \
+                     available_at, source, at, lot, expires_at) ",
+                );
+                q.push_values(chunk, |mut b, (id, e, wallet, kind, state, available_at, source, lot)| {
+                    b.push_bind(*id)
+                        .push_bind(member)
+                        .push_bind(e.key.clone())
+                        .push_bind(e.op.clone())
+                        .push_bind(e.request.clone())
+                        .push_bind(wallet.clone())
+                        .push_bind(e.amount)
+                        .push_bind(kind.clone())
+                        .push_bind(*state)
+                        .push_bind(*available_at)
+                        .push_bind(Json(source.clone()))
+                        .push_bind(Ts(e.at))
+                        .push_bind(lot.clone())
+                        .push_bind(e.expires_at.map(Ts));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
         async fn count(conn: &mut Conn, sql: &'static str) -> StoreResult<i64> {
             Ok(sqlx::query_scalar(sql).fetch_one(&mut *conn).await?)
         }
@@ -1569,6 +1660,27 @@ macro_rules! shared_store {
                     .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn ledger_entries(&self, member: MemberId) -> StoreResult<Vec<LedgerEntry>> {
+                let mut conn = self.reader().acquire().await?;
+                load_ledger(&mut conn, member).await
+            }
+
+            async fn ledger_write(&self, member: MemberId, op: LedgerOp) -> StoreResult<Result<Vec<LedgerEntry>, LedgerError>> {
+                let mut tx = self.write_tx().await?;
+                Self::lock_keys(&mut tx, &[lock_name(&["ledger", &member.to_string()])]).await?;
+                let history = load_ledger(&mut tx, member).await?;
+                let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
+                let returned = match op(history) {
+                    Ok(entries) => entries,
+                    Err(e) => return Ok(Err(e)),
+                };
+                // A replayed operation returns its original entries: they are the answer, not new writes.
+                let fresh: Vec<LedgerEntry> = returned.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
+                append_ledger(&mut tx, member, &fresh).await?;
+                tx.commit().await?;
+                Ok(Ok(returned))
             }
 
             async fn stats(&self) -> StoreResult<Stats> {

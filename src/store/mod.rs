@@ -317,7 +317,21 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_abandon(&self, scope: &str, key: &str) -> StoreResult<()>;
 
     async fn stats(&self) -> StoreResult<Stats>;
+
+    // --- loyalty ledger
+    /// A member's ledger entries in the order they were written.
+    async fn ledger_entries(&self, member: MemberId) -> StoreResult<Vec<LedgerEntry>>;
+    /// Run a pure ledger operation under the member's lock and append what it returns, in one transaction:
+    /// `op` receives the member's stored entries and returns its outcome's entries; those not stored yet are
+    /// appended (a replayed operation returns its original entries, which are not written again).
+    /// Concurrent writers for one member are serialized, so the kernel always decides on the latest history.
+    async fn ledger_write(&self, member: MemberId, op: LedgerOp) -> StoreResult<Result<Vec<LedgerEntry>, LedgerError>>;
 }
+
+pub use crate::loyalty::ledger::{Entry as LedgerEntry, LedgerError};
+
+/// A pure ledger operation, run by `Store::ledger_write` inside the member's transaction.
+pub type LedgerOp = Box<dyn FnOnce(Vec<LedgerEntry>) -> Result<Vec<LedgerEntry>, LedgerError> + Send>;
 
 /// Open the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {

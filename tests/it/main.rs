@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod demo;
 mod import;
+mod ledger;
 mod openapi;
 #[allow(dead_code)]
 mod support;
