@@ -32,6 +32,33 @@ pub enum AppError {
     Config(String),
 }
 
+/// A member's points as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct PointsView {
+    pub member_id: MemberId,
+    /// Spendable points; negative only after a refund clawed back points already spent.
+    pub available: i64,
+    /// Points waiting for their order's return window to close.
+    pub pending: i64,
+    /// Available points that expire within `expiring_within_days`.
+    pub expiring_soon: i64,
+    pub expiring_within_days: i64,
+    /// 成长值: drives tiers, never spent.
+    pub growth_value: i64,
+    pub growth_pending: i64,
+    /// The member's tier code, once tiers are defined.
+    pub tier: Option<String>,
+    /// Redemptions are refused while the balance is negative.
+    pub redemption_blocked: bool,
+}
+
+/// Why a points change was refused.
+#[derive(Debug)]
+pub enum PointsRefused {
+    NoSuchMember,
+    Ledger(crate::loyalty::ledger::LedgerError),
+}
+
 /// Setting under which the key check value lives.
 const KEY_CHECK: &str = "vault.key_check";
 
@@ -150,8 +177,11 @@ impl App {
         Ok(app)
     }
 
+    /// The current time at the precision both stores keep (microseconds), so a value read back equals
+    /// the value written.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        let now = Utc::now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
     }
 
     /// Create a new API key; returns the key itself, to be shown once.
@@ -358,6 +388,90 @@ impl App {
         who: &Principal,
     ) -> Result<MergeOutcome, AppError> {
         Ok(self.store.merge_members(into, from, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+    }
+
+    // ---- points
+
+    /// The ledger's policies from configuration.
+    pub fn ledger_config(&self) -> Result<crate::loyalty::ledger::Config, AppError> {
+        use crate::loyalty::ledger::{Config as LedgerConfig, Expiry, NegativePolicy};
+        let l = &self.config.loyalty;
+        let negative = match l.negative_policy.as_str() {
+            "allow_negative" => NegativePolicy::AllowNegativeBlockRedeem,
+            "clamp_at_zero" => NegativePolicy::ClampAtZero,
+            other => {
+                return Err(AppError::Config(format!(
+                    "loyalty.negative_policy `{other}`: expected allow_negative or clamp_at_zero"
+                )));
+            }
+        };
+        let tz: chrono_tz::Tz = self
+            .config
+            .timezone
+            .parse()
+            .map_err(|_| AppError::Config(format!("unknown time zone `{}`", self.config.timezone)))?;
+        Ok(LedgerConfig {
+            expiry: if l.expiry_months == 0 { Expiry::Never } else { Expiry::RollingMonths(l.expiry_months) },
+            tz,
+            return_window: chrono::Duration::days(l.return_window_days),
+            negative,
+        })
+    }
+
+    /// A member's balances, always the sums of their ledger entries. `None` if there is no such member.
+    pub async fn points(&self, member: MemberId) -> Result<Option<PointsView>, AppError> {
+        if self.store.member(member).await?.is_none() {
+            return Ok(None);
+        }
+        let cfg = self.ledger_config()?;
+        let entries = self.store.ledger_entries(member).await?;
+        let ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &entries)
+            .map_err(|e| StoreError::Corrupt(format!("ledger of member {member}: {e}")))?;
+        let days = self.config.loyalty.expiring_soon_days;
+        let b = ledger.balances(self.now(), chrono::Duration::days(days));
+        Ok(Some(PointsView {
+            member_id: member,
+            available: b.available,
+            pending: b.pending,
+            expiring_soon: b.expiring,
+            expiring_within_days: days,
+            growth_value: b.growth,
+            growth_pending: b.growth_pending,
+            tier: None,
+            redemption_blocked: b.available < 0,
+        }))
+    }
+
+    /// An operator's adjustment, positive or negative, idempotent on `key`.
+    pub async fn adjust_points(
+        &self,
+        member: MemberId,
+        wallet: crate::loyalty::ledger::Wallet,
+        amount: i64,
+        reason: &str,
+        key: &str,
+        who: &Principal,
+    ) -> Result<Result<(usize, PointsView), PointsRefused>, AppError> {
+        match self.store.member(member).await? {
+            Some(m) if m.status == crate::members::MemberStatus::Active => {}
+            _ => return Ok(Err(PointsRefused::NoSuchMember)),
+        }
+        let cfg = self.ledger_config()?;
+        let (op_key, operator, reason, at) =
+            (format!("adjust:{key}"), who.key_id.clone(), reason.to_string(), self.now());
+        let op: crate::store::LedgerOp = Box::new(move |history| {
+            // A retry is judged on what the caller sent, not on when it arrived: reuse the first attempt's time.
+            let at = history.iter().find(|e| e.op == op_key).map_or(at, |e| e.at);
+            let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
+            Ok(ledger.adjust(&op_key, wallet, amount, &operator, &reason, at)?.entries)
+        });
+        let entries = match self.store.ledger_write(member, op).await? {
+            Ok(e) => e,
+            Err(e) => return Ok(Err(PointsRefused::Ledger(e))),
+        };
+        let view =
+            self.points(member).await?.ok_or_else(|| StoreError::Corrupt(format!("member {member} vanished")))?;
+        Ok(Ok((entries.len(), view)))
     }
 
     // ---- channels

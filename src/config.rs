@@ -26,6 +26,33 @@ pub struct Config {
     pub timezone: String,
     /// If set at start, this admin key is ensured to exist (its digest is stored, never the key).
     pub admin_key: Option<String>,
+    /// The points ledger's policies.
+    pub loyalty: LoyaltyConfig,
+}
+
+/// How points behave: expiry, the return window and what happens when a clawback finds points spent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoyaltyConfig {
+    /// Points expire this many months after they are earned; 0 means never.
+    pub expiry_months: u32,
+    /// Order points stay pending this many days (the return window).
+    pub return_window_days: i64,
+    /// `allow_negative` (balance may go negative, redemptions blocked until positive) or `clamp_at_zero`.
+    pub negative_policy: String,
+    /// "Expiring soon" looks this many days ahead.
+    pub expiring_soon_days: i64,
+}
+
+impl Default for LoyaltyConfig {
+    fn default() -> Self {
+        Self {
+            expiry_months: 12,
+            return_window_days: 7,
+            negative_policy: "allow_negative".into(),
+            expiring_soon_days: 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -39,6 +66,7 @@ impl Default for Config {
             currency: "CNY".into(),
             timezone: "Asia/Shanghai".into(),
             admin_key: None,
+            loyalty: LoyaltyConfig::default(),
         }
     }
 }

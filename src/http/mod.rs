@@ -6,6 +6,7 @@ mod admin;
 mod commerce;
 pub mod error;
 mod events;
+mod loyalty;
 mod members;
 mod metrics;
 
@@ -44,6 +45,7 @@ pub struct AppState {
         (name = "members", description = "Members, identities, merges"),
         (name = "commerce", description = "Orders, refunds, catalog, channels and stores"),
         (name = "events", description = "Behaviour events"),
+        (name = "loyalty", description = "Points and growth value"),
         (name = "admin", description = "Keys, audit log, stats, health"),
     )
 )]
@@ -65,6 +67,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(members::routes())
         .merge(commerce::routes())
         .merge(events::routes())
+        .merge(loyalty::routes())
         .merge(admin::routes())
         .split_for_parts()
 }

@@ -44,7 +44,7 @@ impl Role {
             EventsWrite => matches!(self, Admin | Integration),
             MemberRead | OrdersRead | CatalogRead => true,
             MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
-            MembersMerge | ChannelsWrite => matches!(self, Admin | Operator),
+            MembersMerge | ChannelsWrite | PointsAdjust => matches!(self, Admin | Operator),
             KeysManage | AuditRead => matches!(self, Admin),
         }
     }
@@ -89,6 +89,8 @@ pub enum Permission {
     CatalogRead,
     ChannelsWrite,
     StatsRead,
+    /// Operator adjustments of a member's points.
+    PointsAdjust,
     KeysManage,
     AuditRead,
 }

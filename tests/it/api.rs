@@ -93,6 +93,13 @@ async fn every_endpoint_answers_each_role_as_the_permission_table_says() {
                 vec![Admin, Operator],
             ),
             (Method::GET, "/v1/stats".into(), None, vec![Admin, Operator, Analyst]),
+            (Method::GET, format!("/v1/members/{m}/points"), None, vec![Admin, Operator, Analyst, Integration]),
+            (
+                Method::POST,
+                format!("/v1/members/{m}/points/adjust"),
+                Some(json!({"amount": 1, "reason": "role check"})),
+                vec![Admin, Operator],
+            ),
             (Method::POST, "/v1/keys".into(), Some(json!({"role": "analyst", "name": "jane"})), vec![Admin]),
             (Method::GET, "/v1/audit".into(), None, vec![Admin]),
         ];
@@ -354,4 +361,61 @@ async fn spec_and_docs_are_served_offline() {
     assert_eq!(health["status"], "ok");
     let metrics = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("huiyuan_http_requests_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn operators_adjust_points_idempotently_and_balances_follow() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = seed_member(&s).await;
+        let adjust = |key: &'static str, body: Value| {
+            s.req(Role::Operator, Method::POST, &format!("/v1/members/{m}/points/adjust"))
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+        };
+        let r = adjust("goodwill-1", json!({"amount": 100, "reason": "快递延误补偿"})).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{b}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["points"]["available"], 100, "{b}: {v}");
+        let again: Value =
+            adjust("goodwill-1", json!({"amount": 100, "reason": "快递延误补偿"})).await.unwrap().json().await.unwrap();
+        assert_eq!(again["points"]["available"], 100, "{b}: a retry changes nothing: {again}");
+        let reused = adjust("goodwill-1", json!({"amount": 500, "reason": "快递延误补偿"})).await.unwrap();
+        assert_eq!(reused.status().as_u16(), 409, "{b}");
+        let debit: Value =
+            adjust("fix-1", json!({"amount": -150, "reason": "重复发放冲正"})).await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (debit["points"]["available"].as_i64(), debit["points"]["redemption_blocked"].as_bool()),
+            (Some(-50), Some(true)),
+            "{b}: {debit}"
+        );
+        let growth: Value = adjust("g-1", json!({"amount": 30, "reason": "活动", "wallet": "growth"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(growth["points"]["growth_value"], 30, "{b}");
+        let no_key = s
+            .req(Role::Operator, Method::POST, &format!("/v1/members/{m}/points/adjust"))
+            .json(&json!({"amount": 1, "reason": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(no_key.status().as_u16(), 400, "{b}");
+        let zero = adjust("z-1", json!({"amount": 0, "reason": "x"})).await.unwrap();
+        assert_eq!(zero.status().as_u16(), 422, "{b}");
+        let (status, _) = s.get("/v1/members/999999/points").await;
+        assert_eq!(status, 404, "{b}");
+        let analyst: Value = s
+            .req(Role::Analyst, Method::GET, &format!("/v1/members/{m}/points"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((analyst["available"].as_i64(), analyst["growth_value"].as_i64()), (Some(-50), Some(30)), "{b}");
+    }
 }
