@@ -52,6 +52,15 @@ pub struct PointsView {
     pub redemption_blocked: bool,
 }
 
+/// What `huiyuan loyalty verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerReport {
+    pub members: u64,
+    pub entries: u64,
+    /// Members whose ledgers break an invariant, with what is broken.
+    pub violations: Vec<(MemberId, Vec<String>)>,
+}
+
 /// Why a points change was refused.
 #[derive(Debug)]
 pub enum PointsRefused {
@@ -440,6 +449,32 @@ impl App {
             tier: None,
             redemption_blocked: b.available < 0,
         }))
+    }
+
+    /// Check every member's ledger against every invariant (sums, unique keys, lots never over-consumed,
+    /// no negative balance outside the policy, reversals within what was earned, expiries only when due).
+    pub async fn verify_ledgers(&self) -> Result<LedgerReport, AppError> {
+        let policy = self.ledger_config()?.negative;
+        let mut report = LedgerReport::default();
+        let mut after = 0;
+        loop {
+            let members = self.store.ledger_members(after, 1000).await?;
+            let Some(&last) = members.last() else { break };
+            for m in members {
+                let entries = self.store.ledger_entries(m).await?;
+                report.members += 1;
+                report.entries += entries.len() as u64;
+                // Checking is CPU work; keep it off the async workers.
+                let found = tokio::task::spawn_blocking(move || crate::loyalty::ledger::verify(&entries, policy))
+                    .await
+                    .map_err(|e| AppError::Config(format!("verification task failed: {e}")))?;
+                if !found.is_empty() {
+                    report.violations.push((m, found.iter().map(ToString::to_string).collect()));
+                }
+            }
+            after = last;
+        }
+        Ok(report)
     }
 
     /// An operator's adjustment, positive or negative, idempotent on `key`.

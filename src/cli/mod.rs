@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The loyalty program.
+    Loyalty {
+        #[command(subcommand)]
+        action: LoyaltyAction,
+    },
     /// Counts of members, member orders, guest orders, refunds and events.
     Stats {
         #[command(flatten)]
@@ -102,6 +107,15 @@ pub enum KeysAction {
         role: Role,
         #[arg(long, default_value = "cli")]
         name: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoyaltyAction {
+    /// Check every member's points ledger; exits non-zero, naming the members, if any invariant fails.
+    Verify {
         #[command(flatten)]
         db: DbArg,
     },
@@ -174,6 +188,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (key, rec) = app.create_key(role, &name).await?;
             eprintln!("Created {} key {} ({}). It is shown only this once:", rec.role, rec.id, rec.name);
             println!("{key}");
+        }
+        Command::Loyalty { action: LoyaltyAction::Verify { db } } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            let r = app.verify_ledgers().await?;
+            println!("checked {} ledgers, {} entries", r.members, r.entries);
+            if !r.violations.is_empty() {
+                for (member, found) in &r.violations {
+                    for v in found {
+                        eprintln!("member {member}: {v}");
+                    }
+                }
+                bail!("{} members' ledgers break an invariant", r.violations.len());
+            }
+            println!("every invariant holds");
         }
         Command::Stats { db, json } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

@@ -1662,6 +1662,16 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            async fn ledger_members(&self, after: MemberId, limit: i64) -> StoreResult<Vec<MemberId>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT DISTINCT member_id FROM ledger_entries WHERE member_id > $1 ORDER BY member_id LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
             async fn ledger_entries(&self, member: MemberId) -> StoreResult<Vec<LedgerEntry>> {
                 let mut conn = self.reader().acquire().await?;
                 load_ledger(&mut conn, member).await

@@ -319,6 +319,8 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> StoreResult<Stats>;
 
     // --- loyalty ledger
+    /// Members who have ledger entries, in id order after the cursor (for `huiyuan loyalty verify`).
+    async fn ledger_members(&self, after: MemberId, limit: i64) -> StoreResult<Vec<MemberId>>;
     /// A member's ledger entries in the order they were written.
     async fn ledger_entries(&self, member: MemberId) -> StoreResult<Vec<LedgerEntry>>;
     /// Run a pure ledger operation under the member's lock and append what it returns, in one transaction:

@@ -124,3 +124,34 @@ async fn concurrent_redemptions_and_retries_are_exact() {
         assert!(huiyuan::loyalty::ledger::verify(&stored, Config::default().negative).is_empty(), "{b}");
     }
 }
+
+#[tokio::test]
+async fn verify_passes_clean_ledgers_and_names_tampered_ones() {
+    for db in test_dbs().await {
+        let app = app_for(&db).await;
+        let b = db.backend;
+        for m in [3, 4] {
+            app.store.ledger_write(m, earn("welcome", 300)).await.unwrap().unwrap();
+            app.store.ledger_write(m, redeem("r-1".into(), 100)).await.unwrap().unwrap();
+        }
+        let clean = app.verify_ledgers().await.unwrap();
+        assert_eq!((clean.members, clean.entries, clean.violations.len()), (2, 4, 0), "{b}: {clean:?}");
+        // Someone edits history behind the ledger's back: member 4's redemption grows tenfold.
+        tamper(&db.url, "UPDATE ledger_entries SET amount = amount * 10 WHERE member_id = 4 AND kind = 'redeem'").await;
+        let found = app.verify_ledgers().await.unwrap();
+        assert_eq!(found.violations.len(), 1, "{b}: {found:?}");
+        assert_eq!(found.violations[0].0, 4, "{b}");
+        assert!(!found.violations[0].1.is_empty(), "{b}");
+    }
+}
+
+async fn tamper(url: &str, sql: &'static str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+}
