@@ -116,30 +116,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 /// Deserialize with the failing field's path in the error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            );
-        }
-        let msg = inner.to_string();
-        // serde reports a missing field at its parent; name the field itself.
-        let (code, field) = match msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
-            Some(name) if path == "." => ("missing_field", name.to_string()),
-            Some(name) => ("missing_field", format!("{path}.{name}")),
-            None if msg.starts_with("unknown field") => ("unknown_field", path),
-            None => ("invalid_field", path),
-        };
-        let message = match msg.find(" at line ") {
-            Some(i) => msg[..i].to_string(),
-            None => msg,
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
-    })
+    serde_path_to_error::deserialize(de).map_err(path_error)
+}
+
+/// The error for a body, or for a value already parsed as JSON (the elements of a batch).
+pub fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {inner}"),
+        );
+    }
+    let msg = inner.to_string();
+    // serde reports a missing field at its parent; name the field itself.
+    let (code, field) = match msg.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        Some(name) if path == "." => ("missing_field", name.to_string()),
+        Some(name) => ("missing_field", format!("{path}.{name}")),
+        None if msg.starts_with("unknown field") => ("unknown_field", path),
+        None => ("invalid_field", path),
+    };
+    let message = match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
 }
 
 #[cfg(test)]

@@ -69,19 +69,31 @@ async fn ingest_events(
         )
         .with_field("events"));
     }
-    idempotent(&s, who, "events.ingest", &headers, &batch, async {
-        let mut rejected = Vec::new();
-        let mut inputs = Vec::with_capacity(batch.events.len());
-        let mut index_of = Vec::with_capacity(batch.events.len());
-        for (i, v) in batch.events.iter().enumerate() {
-            match super::error::parse_json::<EventInput>(v.to_string().as_bytes()) {
-                Ok(e) => {
-                    inputs.push(e);
-                    index_of.push(i);
+    let batch = std::sync::Arc::new(batch);
+    idempotent(&s, who, "events.ingest", &headers, &*batch, async {
+        // Parsing up to 10,000 events is CPU work: keep it off the async workers.
+        let events = batch.clone();
+        let (inputs, index_of, mut rejected) = tokio::task::spawn_blocking(move || {
+            let events = &events.events;
+            let mut rejected = Vec::new();
+            let mut inputs = Vec::with_capacity(events.len());
+            let mut index_of = Vec::with_capacity(events.len());
+            for (i, v) in events.iter().enumerate() {
+                match serde_path_to_error::deserialize::<_, EventInput>(v) {
+                    Ok(e) => {
+                        inputs.push(e);
+                        index_of.push(i);
+                    }
+                    Err(e) => {
+                        let e = super::error::path_error(e);
+                        rejected.push(RejectedEvent { index: i, code: e.code, field: e.field, message: e.message });
+                    }
                 }
-                Err(e) => rejected.push(RejectedEvent { index: i, code: e.code, field: e.field, message: e.message }),
             }
-        }
+            (inputs, index_of, rejected)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
         let outcomes = s.app.record_events(&inputs).await?;
         let (mut stored, mut duplicates) = (0, 0);
         for (slot, o) in outcomes.into_iter().enumerate() {
