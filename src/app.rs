@@ -477,6 +477,38 @@ impl App {
         Ok(report)
     }
 
+    /// The ledger's scheduled work as of `now`: pending points whose return window closed become available,
+    /// then lots past their expiry expire. Idempotent (each step's key derives from its lot), so running it
+    /// twice, or after a crash, changes nothing more. Returns (members touched, entries written).
+    pub async fn run_ledger_jobs(&self, now: DateTime<Utc>) -> Result<(u64, u64), AppError> {
+        let cfg = self.ledger_config()?;
+        let (mut members, mut written) = (0u64, 0u64);
+        let mut after = 0;
+        loop {
+            let ids = self.store.ledger_members(after, 1000).await?;
+            let Some(&last) = ids.last() else { break };
+            for m in ids {
+                let cfg = cfg.clone();
+                let op: crate::store::LedgerOp = Box::new(move |history| {
+                    let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
+                    let mut out = ledger.mature(now)?;
+                    out.extend(ledger.expire_due(now)?);
+                    Ok(out)
+                });
+                match self.store.ledger_write(m, op).await? {
+                    Ok(entries) if !entries.is_empty() => {
+                        members += 1;
+                        written += entries.len() as u64;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(member = m, error = %e, "ledger job refused"),
+                }
+            }
+            after = last;
+        }
+        Ok((members, written))
+    }
+
     /// An operator's adjustment, positive or negative, idempotent on `key`.
     pub async fn adjust_points(
         &self,

@@ -119,6 +119,11 @@ pub enum LoyaltyAction {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Make due pending points available and expire due lots (idempotent; safe to run from cron).
+    Expire {
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -203,6 +208,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("{} members' ledgers break an invariant", r.violations.len());
             }
             println!("every invariant holds");
+        }
+        Command::Loyalty { action: LoyaltyAction::Expire { db } } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            let (members, entries) = app.run_ledger_jobs(app.now()).await?;
+            println!("{entries} ledger entries written for {members} members");
         }
         Command::Stats { db, json } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

@@ -155,3 +155,41 @@ async fn tamper(url: &str, sql: &'static str) {
         sqlx::query(sql).execute(&mut c).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn scheduled_jobs_mature_and_expire_once() {
+    for db in test_dbs().await {
+        let app = app_for(&db).await;
+        let b = db.backend;
+        let order_line = Source::OrderLine { order_id: 9, line_no: 1 };
+        app.store
+            .ledger_write(
+                5,
+                op(move |l| {
+                    Ok(l.earn("order-9-line-1", Wallet::Points, 200, order_line, at("2025-01-10T00:00:00Z"))?.entries)
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let balances = |entries: &[huiyuan::store::LedgerEntry], now: &str| {
+            Ledger::from_entries(Config::default(), entries).unwrap().balances(at(now), chrono::Duration::zero())
+        };
+        // A week later the return window has closed: the points become available.
+        let (members, written) = app.run_ledger_jobs(at("2025-01-20T00:00:00Z")).await.unwrap();
+        assert!(members == 1 && written > 0, "{b}: {members} {written}");
+        let e = app.store.ledger_entries(5).await.unwrap();
+        assert_eq!(
+            (balances(&e, "2025-01-20T00:00:00Z").available, balances(&e, "2025-01-20T00:00:00Z").pending),
+            (200, 0),
+            "{b}"
+        );
+        assert_eq!(app.run_ledger_jobs(at("2025-01-20T00:00:00Z")).await.unwrap(), (0, 0), "{b}: nothing more to do");
+        // Thirteen months on (12-month rolling expiry), the lot expires, once.
+        app.run_ledger_jobs(at("2026-02-11T00:00:00Z")).await.unwrap();
+        assert_eq!(app.run_ledger_jobs(at("2026-02-12T00:00:00Z")).await.unwrap(), (0, 0), "{b}");
+        let e = app.store.ledger_entries(5).await.unwrap();
+        assert_eq!(balances(&e, "2026-02-12T00:00:00Z").available, 0, "{b}");
+        assert!(huiyuan::loyalty::ledger::verify(&e, Config::default().negative).is_empty(), "{b}");
+    }
+}
