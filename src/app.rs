@@ -432,13 +432,18 @@ impl App {
         if self.store.member(member).await?.is_none() {
             return Ok(None);
         }
+        self.points_of(member).await.map(Some)
+    }
+
+    /// Balances of a member known to exist.
+    async fn points_of(&self, member: MemberId) -> Result<PointsView, AppError> {
         let cfg = self.ledger_config()?;
         let entries = self.store.ledger_entries(member).await?;
         let ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &entries)
             .map_err(|e| StoreError::Corrupt(format!("ledger of member {member}: {e}")))?;
         let days = self.config.loyalty.expiring_soon_days;
         let b = ledger.balances(self.now(), chrono::Duration::days(days));
-        Ok(Some(PointsView {
+        Ok(PointsView {
             member_id: member,
             available: b.available,
             pending: b.pending,
@@ -448,7 +453,7 @@ impl App {
             growth_pending: b.growth_pending,
             tier: None,
             redemption_blocked: b.available < 0,
-        }))
+        })
     }
 
     /// Check every member's ledger against every invariant (sums, unique keys, lots never over-consumed,
@@ -536,8 +541,7 @@ impl App {
             Ok(e) => e,
             Err(e) => return Ok(Err(PointsRefused::Ledger(e))),
         };
-        let view =
-            self.points(member).await?.ok_or_else(|| StoreError::Corrupt(format!("member {member} vanished")))?;
+        let view = self.points_of(member).await?;
         Ok(Ok((entries.len(), view)))
     }
 
