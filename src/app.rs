@@ -1,6 +1,8 @@
 //! The use cases: where validated domain input meets the vault and the store. The HTTP API, the CLI, the
 //! importer and the demo generator all go through here, so they behave the same.
 
+mod loyalty;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
+pub use loyalty::{CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, default_rules};
 
 /// Why a use case failed, for the edges to render.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +84,8 @@ pub struct App {
     stores: RwLock<HashMap<String, String>>,
     /// Single orders waiting to be written together.
     order_jobs: tokio::sync::mpsc::Sender<OrderJob>,
+    /// Settles the loyalty queue into ledger entries.
+    pub earner: Arc<Earner>,
     /// Recently seen API keys, so a request does not cost a key look-up.
     principals: std::sync::Mutex<HashMap<String, (Option<Principal>, std::time::Instant)>>,
 }
@@ -100,7 +105,7 @@ struct OrderJob {
 
 /// Write queued orders: take everything waiting (up to a limit), one transaction per caller key, answer
 /// each job. With no load, a batch is one order and there is no added wait.
-async fn order_writer(store: Arc<dyn Store>, mut jobs: tokio::sync::mpsc::Receiver<OrderJob>) {
+async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: tokio::sync::mpsc::Receiver<OrderJob>) {
     while let Some(first) = jobs.recv().await {
         let mut pending = vec![first];
         while pending.len() < GROUP_COMMIT_MAX {
@@ -119,6 +124,10 @@ async fn order_writer(store: Arc<dyn Store>, mut jobs: tokio::sync::mpsc::Receiv
             let actor = Actor { id: actor_id, at: Utc::now() };
             match store.insert_orders(&writes, &actor).await {
                 Ok(outcomes) => {
+                    // Earn before answering, so a created order's points are on the ledger when the caller hears.
+                    if outcomes.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
+                        settle_or_log(&earner).await;
+                    }
                     for (reply, o) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(o));
                     }
@@ -133,6 +142,36 @@ async fn order_writer(store: Arc<dyn Store>, mut jobs: tokio::sync::mpsc::Receiv
             }
         }
     }
+}
+
+/// Settle the loyalty queue; a failure leaves the tasks queued for the server's timer, so it is only logged.
+async fn settle_or_log(earner: &Earner) {
+    if let Err(e) = earner.settle().await {
+        tracing::error!(error = %e, "settling loyalty tasks failed; they stay queued");
+    }
+}
+
+/// The ledger's policies from configuration.
+fn ledger_config_of(config: &Config) -> Result<crate::loyalty::ledger::Config, AppError> {
+    use crate::loyalty::ledger::{Config as LedgerConfig, Expiry, NegativePolicy};
+    let l = &config.loyalty;
+    let negative = match l.negative_policy.as_str() {
+        "allow_negative" => NegativePolicy::AllowNegativeBlockRedeem,
+        "clamp_at_zero" => NegativePolicy::ClampAtZero,
+        other => {
+            return Err(AppError::Config(format!(
+                "loyalty.negative_policy `{other}`: expected allow_negative or clamp_at_zero"
+            )));
+        }
+    };
+    let tz: chrono_tz::Tz =
+        config.timezone.parse().map_err(|_| AppError::Config(format!("unknown time zone `{}`", config.timezone)))?;
+    Ok(LedgerConfig {
+        expiry: if l.expiry_months == 0 { Expiry::Never } else { Expiry::RollingMonths(l.expiry_months) },
+        tz,
+        return_window: chrono::Duration::days(l.return_window_days),
+        negative,
+    })
 }
 
 impl App {
@@ -169,8 +208,10 @@ impl App {
                 store.upsert_channel(&c, &system).await?;
             }
         }
+        let earner = Arc::new(Earner::new(store.clone(), ledger_config_of(&config)?));
+        earner.ensure_rules().await?;
         let (order_jobs, queue) = tokio::sync::mpsc::channel(4 * GROUP_COMMIT_MAX);
-        tokio::spawn(order_writer(store.clone(), queue));
+        tokio::spawn(order_writer(store.clone(), earner.clone(), queue));
         let app = App {
             store,
             vault: Arc::new(vault),
@@ -178,6 +219,7 @@ impl App {
             channels: RwLock::new(HashMap::new()),
             stores: RwLock::new(HashMap::new()),
             order_jobs,
+            earner,
             principals: std::sync::Mutex::new(HashMap::new()),
         };
         if let Some(k) = app.config.admin_key.clone() {
@@ -282,6 +324,9 @@ impl App {
             }
         }
         let outcomes = self.store.upsert_members(&batch, &Actor { id: who.key_id.clone(), at: now }).await?;
+        if outcomes.iter().any(|o| matches!(o, UpsertOutcome::Created(_) | UpsertOutcome::Updated(..))) {
+            settle_or_log(&self.earner).await;
+        }
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Ok(outcome);
         }
@@ -403,28 +448,7 @@ impl App {
 
     /// The ledger's policies from configuration.
     pub fn ledger_config(&self) -> Result<crate::loyalty::ledger::Config, AppError> {
-        use crate::loyalty::ledger::{Config as LedgerConfig, Expiry, NegativePolicy};
-        let l = &self.config.loyalty;
-        let negative = match l.negative_policy.as_str() {
-            "allow_negative" => NegativePolicy::AllowNegativeBlockRedeem,
-            "clamp_at_zero" => NegativePolicy::ClampAtZero,
-            other => {
-                return Err(AppError::Config(format!(
-                    "loyalty.negative_policy `{other}`: expected allow_negative or clamp_at_zero"
-                )));
-            }
-        };
-        let tz: chrono_tz::Tz = self
-            .config
-            .timezone
-            .parse()
-            .map_err(|_| AppError::Config(format!("unknown time zone `{}`", self.config.timezone)))?;
-        Ok(LedgerConfig {
-            expiry: if l.expiry_months == 0 { Expiry::Never } else { Expiry::RollingMonths(l.expiry_months) },
-            tz,
-            return_window: chrono::Duration::days(l.return_window_days),
-            negative,
-        })
+        ledger_config_of(&self.config)
     }
 
     /// A member's balances, always the sums of their ledger entries. `None` if there is no such member.
@@ -645,6 +669,9 @@ impl App {
         let (mut results, batch, slots) = self.prepare_orders(inputs).await;
         if !batch.is_empty() {
             let outcomes = self.store.insert_orders(&batch, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
+            if outcomes.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
+                settle_or_log(&self.earner).await;
+            }
             for (slot, o) in slots.into_iter().zip(outcomes) {
                 results[slot] = o;
             }
@@ -673,13 +700,21 @@ impl App {
             return Ok(WriteOutcome::Rejected(e));
         }
         let digest = content_digest(input);
-        Ok(self.store.insert_refund(input, &digest, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+        let out = self.store.insert_refund(input, &digest, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
+        if matches!(out, WriteOutcome::Created(_)) {
+            settle_or_log(&self.earner).await;
+        }
+        Ok(out)
     }
 
     /// Store refunds planned by an importer (history whose lines may predate the data).
     pub async fn import_refunds(&self, drafts: &[RefundDraft]) -> Result<Vec<WriteOutcome>, AppError> {
         let batch: Vec<(RefundDraft, Vec<u8>)> = drafts.iter().map(|d| (d.clone(), content_digest(d))).collect();
-        Ok(self.store.import_refunds(&batch).await?)
+        let out = self.store.import_refunds(&batch).await?;
+        if out.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
+            settle_or_log(&self.earner).await;
+        }
+        Ok(out)
     }
 
     /// Validate and store a batch of events: valid ones are stored, each rejected one says why.
@@ -710,7 +745,11 @@ impl App {
             results.push(EventOutcome::Stored);
         }
         if !batch.is_empty() {
+            let earning = batch.iter().any(|w| crate::loyalty::earning::earns(&w.draft.event_type.name()));
             let outcomes = self.store.insert_events(&batch).await?;
+            if earning {
+                settle_or_log(&self.earner).await;
+            }
             for (slot, o) in slots.into_iter().zip(outcomes) {
                 results[slot] = o;
             }

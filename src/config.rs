@@ -42,6 +42,10 @@ pub struct LoyaltyConfig {
     pub negative_policy: String,
     /// "Expiring soon" looks this many days ahead.
     pub expiring_soon_days: i64,
+    /// The server settles queued loyalty work this often (seconds); writers also settle as they commit.
+    pub settle_interval_secs: u64,
+    /// The server matures pending points and expires due lots this often (seconds).
+    pub jobs_interval_secs: u64,
 }
 
 impl Default for LoyaltyConfig {
@@ -51,6 +55,8 @@ impl Default for LoyaltyConfig {
             return_window_days: 7,
             negative_policy: "allow_negative".into(),
             expiring_soon_days: 30,
+            settle_interval_secs: 5,
+            jobs_interval_secs: 3600,
         }
     }
 }

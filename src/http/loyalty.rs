@@ -1,4 +1,5 @@
-//! `/v1/members/{id}/points`: balances, and operator adjustments (idempotent by `Idempotency-Key`).
+//! Loyalty over HTTP: a member's points, history (with the reasons behind each entry), operator adjustments
+//! (idempotent by `Idempotency-Key`) and check-ins; the earning rules by version; and the simulator.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -10,13 +11,23 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::app::{PointsRefused, PointsView};
+use crate::app::{CheckInOutcome, HistoryEntry, PointsRefused, PointsView, RulesRefused, SimulatedMember};
 use crate::loyalty::ledger::{LedgerError, Wallet};
+use crate::loyalty::rules::{RuleInput, RuleSet, RuleSetError};
 use crate::members::{MemberId, optional_text};
 use crate::security::Permission;
+use crate::store::RuleSetRecord;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_points)).routes(routes!(adjust_points))
+    OpenApiRouter::new()
+        .routes(routes!(get_points))
+        .routes(routes!(adjust_points))
+        .routes(routes!(points_history))
+        .routes(routes!(check_in))
+        .routes(routes!(get_rules, put_rules))
+        .routes(routes!(rule_versions))
+        .routes(routes!(rule_version))
+        .routes(routes!(simulate))
 }
 
 /// A member's points: available, pending (return window), expiring soon, growth value.
@@ -99,4 +110,179 @@ async fn adjust_points(
         )),
         Err(PointsRefused::Ledger(e)) => Err(ApiError::conflict("points_refused", e.to_string())),
     }
+}
+
+/// The rules in force or a stored version, with who stored it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleSetResponse {
+    pub version: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    /// The rule set itself (the same document `PUT /v1/loyalty/rules` takes).
+    #[schema(value_type = Object)]
+    pub rules: RuleSet,
+}
+
+/// The earning rules in force (the newest version).
+#[utoipa::path(get, path = "/v1/loyalty/rules", tag = "loyalty",
+    responses((status = 200, body = RuleSetResponse), (status = 404, body = ErrorBody)))]
+async fn get_rules(State(s): State<AppState>, caller: Caller) -> Result<axum::Json<RuleSetResponse>, ApiError> {
+    caller.require(Permission::LoyaltyRead)?;
+    let (rec, rules) = s.app.rules_in_force().await?.ok_or_else(|| ApiError::not_found("rule set"))?;
+    Ok(axum::Json(RuleSetResponse { version: rec.version, created_at: rec.created_at, actor: rec.actor, rules }))
+}
+
+/// Store a new version of the earning rules. Its `version` must be exactly one more than the version in
+/// force, so two editors never silently overwrite each other; the new version applies from now on.
+#[utoipa::path(put, path = "/v1/loyalty/rules", tag = "loyalty",
+    request_body(content = Object, description = "A rule set (see GET /v1/loyalty/rules)"),
+    responses((status = 201, body = RuleSetRecord), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_rules(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let who = caller.require(Permission::LoyaltyConfigure)?;
+    let set: RuleSet = serde_path_to_error::deserialize(body).map_err(|e| {
+        let field = e.path().to_string();
+        ApiError::from(crate::error::Invalid::new("invalid_rules", field, e.inner().to_string()))
+    })?;
+    match s.app.put_rules(&set, who).await? {
+        Ok(rec) => Ok((StatusCode::CREATED, axum::Json(rec)).into_response()),
+        Err(RulesRefused::Invalid(RuleSetError::Invalid(e))) => Err(e.into()),
+        Err(RulesRefused::Invalid(e)) => Err(crate::error::Invalid::new("invalid_rules", "", e.to_string()).into()),
+        Err(RulesRefused::VersionConflict { current }) => Err(ApiError::conflict(
+            "version_conflict",
+            format!("version {current} is in force; a new rule set must be version {}", current + 1),
+        )),
+    }
+}
+
+/// Every stored version of the rules, newest first.
+#[utoipa::path(get, path = "/v1/loyalty/rules/versions", tag = "loyalty",
+    responses((status = 200, body = Vec<RuleSetRecord>)))]
+async fn rule_versions(State(s): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<RuleSetRecord>>, ApiError> {
+    caller.require(Permission::LoyaltyRead)?;
+    Ok(axum::Json(s.app.store.rule_sets().await?))
+}
+
+/// One stored version of the rules.
+#[utoipa::path(get, path = "/v1/loyalty/rules/versions/{version}", tag = "loyalty", params(("version" = i64, Path)),
+    responses((status = 200, body = RuleSetResponse), (status = 404, body = ErrorBody)))]
+async fn rule_version(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(version): Path<i64>,
+) -> Result<axum::Json<RuleSetResponse>, ApiError> {
+    caller.require(Permission::LoyaltyRead)?;
+    let (rec, rules) = s.app.rules_version(version).await?.ok_or_else(|| ApiError::not_found("rule set version"))?;
+    Ok(axum::Json(RuleSetResponse { version: rec.version, created_at: rec.created_at, actor: rec.actor, rules }))
+}
+
+/// A dry run of the earning rules.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateRequest {
+    /// Evaluate as this member (their tier, birthday, and what they already earned today and this month).
+    pub member_id: Option<MemberId>,
+    /// Facts to use instead of (or without) a stored member.
+    #[serde(default)]
+    pub member: SimulatedMember,
+    /// `{"type": "order", "channel", "placed_at", "paid", "lines": [{"line_no", "sku", "kind", "amount",
+    /// "category_path"?, "brand"?}], "shipping_fee"}` or `{"type": "event", "at", "behaviour": {"kind": "check_in",
+    /// "streak_day": 3}}`. Lines without a category or brand take the catalog's.
+    #[schema(value_type = Object)]
+    pub input: RuleInput,
+    /// A draft rule set to try instead of the rules in force.
+    #[schema(value_type = Object)]
+    pub rules: Option<RuleSet>,
+}
+
+/// The effects an input would have, and for every rule why it applied or not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimulateResponse {
+    pub rule_version: u32,
+    pub points: i64,
+    pub growth: i64,
+    /// Points and growth per line (or event), with the rule and multipliers behind them.
+    #[schema(value_type = Vec<Object>)]
+    pub effects: Vec<crate::loyalty::rules::Effect>,
+    /// One per rule and target: applied or not, and why ("member day is Wednesday", "daily cap reached").
+    #[schema(value_type = Vec<Object>)]
+    pub explanations: Vec<crate::loyalty::rules::Explanation>,
+}
+
+/// Simulate earning: evaluates an order or behaviour under the rules in force (or a draft), writing nothing.
+#[utoipa::path(post, path = "/v1/loyalty/simulate", tag = "loyalty", request_body = SimulateRequest,
+    responses((status = 200, body = SimulateResponse), (status = 422, body = ErrorBody)))]
+async fn simulate(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<SimulateRequest>,
+) -> Result<axum::Json<SimulateResponse>, ApiError> {
+    caller.require(Permission::LoyaltyRead)?;
+    let ev = s.app.simulate(req.member_id, req.member, req.input, req.rules).await??;
+    Ok(axum::Json(SimulateResponse {
+        rule_version: ev.rule_version,
+        points: ev.member_points(),
+        growth: ev.member_growth(),
+        effects: ev.effects,
+        explanations: ev.explanations,
+    }))
+}
+
+/// How many history entries to return.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct HistoryParams {
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A member's points and growth-value history, newest first; each entry says why it exists.
+#[utoipa::path(get, path = "/v1/members/{id}/points/history", tag = "loyalty",
+    params(("id" = i64, Path), HistoryParams),
+    responses((status = 200, body = Vec<HistoryEntry>), (status = 404, body = ErrorBody)))]
+async fn points_history(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MemberId>,
+    axum::extract::Query(p): axum::extract::Query<HistoryParams>,
+) -> Result<axum::Json<Vec<HistoryEntry>>, ApiError> {
+    caller.require(Permission::MemberRead)?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(axum::Json(s.app.points_history(id, limit).await?.ok_or_else(|| ApiError::not_found("member"))?))
+}
+
+/// A check-in.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInRequest {
+    /// Channel code (default `web`).
+    pub channel: Option<String>,
+}
+
+/// 签到: check the member in for today (local to the business time zone). Once per day whatever the channel;
+/// a repeat answers 200 with what today's check-in earned.
+#[utoipa::path(post, path = "/v1/members/{id}/check-ins", tag = "loyalty", params(("id" = i64, Path)),
+    request_body = CheckInRequest,
+    responses((status = 201, body = CheckInOutcome), (status = 200, body = CheckInOutcome), (status = 422, body = ErrorBody)))]
+async fn check_in(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MemberId>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::MembersWrite)?;
+    // The body is optional: an empty one checks in on the default channel.
+    let req: CheckInRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CheckInRequest::default()
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            ApiError::from(crate::error::Invalid::new("invalid_body", e.path().to_string(), e.inner().to_string()))
+        })?
+    };
+    let out = s.app.check_in(id, req.channel).await??;
+    let status = if out.first_today { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, axum::Json(out)).into_response())
 }

@@ -88,6 +88,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
 pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
+    app.spawn_loyalty_timers();
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await
 }
 

@@ -351,6 +351,11 @@ impl Ledger {
         &self.entries
     }
 
+    /// Whether an operation with this key has written entries.
+    pub fn has_op(&self, key: &str) -> bool {
+        self.ops.contains_key(key)
+    }
+
     /// Every lot, in the order opened.
     pub fn lots(&self) -> &[Lot] {
         &self.lots

@@ -51,7 +51,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::commerce::order::{LineKind, OrderDraft, OrderStatus};
+use crate::commerce::order::{LineKind, OrderDraft, OrderStatus, OrderView};
 use crate::error::{Checked, Invalid};
 use crate::members::MemberId;
 
@@ -760,6 +760,35 @@ impl RuleOrder {
             paid,
             lines,
             shipping_fee: draft.shipping_fee,
+        }
+    }
+}
+
+impl RuleOrder {
+    /// Build the rule input from a stored order; `catalog` gives `(category_path, brand)` of a SKU.
+    pub fn from_view(order: &OrderView, catalog: impl Fn(&str) -> (Option<String>, Option<String>)) -> RuleOrder {
+        let paid = order.paid_at.is_some()
+            || matches!(order.status, OrderStatus::Paid | OrderStatus::Shipped | OrderStatus::Completed);
+        RuleOrder {
+            channel: order.channel.clone(),
+            placed_at: order.placed_at,
+            paid: paid && order.status != OrderStatus::Cancelled,
+            lines: order
+                .lines
+                .iter()
+                .map(|l| {
+                    let (category_path, brand) = catalog(&l.sku);
+                    RuleLine {
+                        line_no: l.line_no,
+                        sku: l.sku.clone(),
+                        category_path,
+                        brand,
+                        kind: l.kind,
+                        amount: l.amount,
+                    }
+                })
+                .collect(),
+            shipping_fee: order.shipping_fee,
         }
     }
 }

@@ -42,9 +42,9 @@ impl Role {
         match p {
             MembersWrite | OrdersWrite | CatalogWrite => matches!(self, Admin | Operator | Integration),
             EventsWrite => matches!(self, Admin | Integration),
-            MemberRead | OrdersRead | CatalogRead => true,
+            MemberRead | OrdersRead | CatalogRead | LoyaltyRead => true,
             MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
-            MembersMerge | ChannelsWrite | PointsAdjust => matches!(self, Admin | Operator),
+            MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure => matches!(self, Admin | Operator),
             KeysManage | AuditRead => matches!(self, Admin),
         }
     }
@@ -91,6 +91,10 @@ pub enum Permission {
     StatsRead,
     /// Operator adjustments of a member's points.
     PointsAdjust,
+    /// Read the loyalty program (rules, versions) and simulate earning.
+    LoyaltyRead,
+    /// Change the loyalty program (store a new rule-set version).
+    LoyaltyConfigure,
     KeysManage,
     AuditRead,
 }

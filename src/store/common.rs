@@ -212,6 +212,9 @@ macro_rules! shared_store {
                 });
                 q.build().execute(&mut *conn).await?;
             }
+            // Registration (and a complete profile) may earn: the loyalty engine settles it.
+            let tasks: Vec<(MemberId, &str, String)> = ids.iter().map(|id| (*id, "member", id.to_string())).collect();
+            enqueue_loyalty(conn, &tasks, actor.at).await?;
             Ok(ids)
         }
 
@@ -287,6 +290,10 @@ macro_rules! shared_store {
             .execute(&mut *conn)
             .await?;
             audit(conn, actor, "member.update", Some(id), json!({ "fields": changed, "identities_added": added })).await?;
+            if !changed.is_empty() {
+                // A completed profile may earn.
+                enqueue_loyalty(conn, &[(id, "member", id.to_string())], actor.at).await?;
+            }
             Ok(changed)
         }
 
@@ -494,6 +501,12 @@ macro_rules! shared_store {
             let keys: Vec<(&str, &str, MemberId, i64, &[u8])> =
                 rows.iter().map(|(id, d, h)| (d.channel.as_str(), d.refund_no.as_str(), d.member_id.unwrap_or(0), *id, *h)).collect();
             write_natural_keys(conn, "refund", &keys).await?;
+            let tasks: Vec<(MemberId, &str, String)> = rows
+                .iter()
+                .filter(|(_, d, _)| d.order_id.is_some())
+                .map(|(id, d, _)| (d.member_id.unwrap_or(0), "refund", id.to_string()))
+                .collect();
+            enqueue_loyalty(conn, &tasks, at).await?;
             Ok(ids)
         }
 
@@ -1294,6 +1307,8 @@ macro_rules! shared_store {
                 let hints: Vec<&Sku> =
                     rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
                 write_skus(&mut tx, &hints, true, actor.at).await?;
+                let tasks: Vec<(MemberId, &str, String)> = rows.iter().map(|(_, m, id)| (*m, "order", id.to_string())).collect();
+                enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -1578,6 +1593,13 @@ macro_rules! shared_store {
                         }
                     }
                 }
+                // Behaviours with earning rules go to the loyalty engine.
+                let tasks: Vec<(MemberId, &str, String)> = rows
+                    .iter()
+                    .filter(|(i, m, _)| *m != 0 && out[*i] == EventOutcome::Stored && $crate::loyalty::earning::earns(&batch[*i].draft.event_type.name()))
+                    .map(|(_, m, id)| (*m, "event", id.to_string()))
+                    .collect();
+                enqueue_loyalty(&mut tx, &tasks, now.0).await?;
                 tx.commit().await?;
                 Ok(out)
             }

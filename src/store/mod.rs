@@ -7,6 +7,7 @@
 //! store never sees a key.
 
 mod common;
+mod loyalty;
 pub mod postgres;
 pub mod sqlite;
 mod ts;
@@ -243,7 +244,7 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: LoyaltyStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -344,4 +345,120 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     } else {
         Err(StoreError::BadUrl(url.to_string()))
     }
+}
+
+/// A stored version of the earning rules (the body is kept as written, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RuleSetRecord {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    /// The API key that stored it.
+    pub actor: String,
+}
+
+/// Work the loyalty engine owes a member: `kind` is `order`, `refund`, `event` or `member`, `reference`
+/// the id of the order, refund, event or member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoyaltyTask {
+    pub task_id: i64,
+    pub member_id: MemberId,
+    pub kind: String,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The rule evaluation behind an operation, kept so a member's history can say why each entry exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationRecord {
+    /// The operation subject (`order:12`, `checkin:2026-11-23`, …).
+    pub op: String,
+    pub rule_version: i64,
+    pub evaluation: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// What a loyalty operation returns for the store to write.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub entries: Vec<LedgerEntry>,
+    pub evaluations: Vec<EvaluationRecord>,
+}
+
+/// A member as earning sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFactsRow {
+    /// Not merged away or closed.
+    pub active: bool,
+    pub birthday: Option<NaiveDate>,
+    pub registered_at: DateTime<Utc>,
+    /// Name, gender, birthday and city are all on file.
+    pub profile_complete: bool,
+}
+
+/// A pure loyalty operation over one member's ledger, run inside the batch transaction.
+pub type LoyaltyOp = Box<dyn FnOnce(Vec<LedgerEntry>) -> Result<Applied, LedgerError> + Send>;
+
+/// One member's operation in a batch, and the queued tasks it settles.
+pub struct LedgerJob {
+    pub member: MemberId,
+    pub op: LoyaltyOp,
+    pub tasks: Vec<i64>,
+}
+
+/// What a refund reverses: its order and, per refunded line, the cumulative refunded quantity as of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReversal {
+    pub refund_id: i64,
+    pub member_id: MemberId,
+    pub order_id: i64,
+    pub refunded_at: DateTime<Utc>,
+    pub lines: Vec<crate::loyalty::ledger::RefundedLine>,
+}
+
+/// Storage of the loyalty engine beyond the bare ledger (`store/loyalty.rs`, shared SQL like `common.rs`).
+#[async_trait]
+pub trait LoyaltyStore {
+    /// Every stored rule-set version, newest first.
+    async fn rule_sets(&self) -> StoreResult<Vec<RuleSetRecord>>;
+    /// A version's record and body; `None` asks for the newest (the one in force).
+    async fn rule_set(&self, version: Option<i64>) -> StoreResult<Option<(RuleSetRecord, String)>>;
+    /// Store version `version`, which must be exactly one more than the newest (so two editors cannot both
+    /// win); otherwise `Err(newest)` and nothing is written. Audited.
+    async fn insert_rule_set(&self, version: i64, body: &str, actor: &Actor) -> StoreResult<Result<(), i64>>;
+    /// Open tasks, oldest first.
+    async fn loyalty_tasks(&self, limit: i64) -> StoreResult<Vec<LoyaltyTask>>;
+    /// (open, failed) task counts.
+    async fn loyalty_backlog(&self) -> StoreResult<(i64, i64)>;
+    /// Run each job under its member's lock and write, in one transaction, the new entries, the evaluations
+    /// and the removal of the settled tasks. A refused job writes nothing and marks its tasks failed with the
+    /// reason (kept for an operator, never retried blindly). Jobs of one member run in order, each seeing
+    /// the entries of the ones before.
+    async fn ledger_apply(
+        &self,
+        jobs: Vec<LedgerJob>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Result<Vec<LedgerEntry>, LedgerError>>>;
+    async fn orders_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<OrderView>>;
+    /// The reversal each refund calls for; refunds without an order (imported history) are left out.
+    async fn refund_reversals(&self, refund_ids: &[i64]) -> StoreResult<Vec<RefundReversal>>;
+    /// `(category_path, brand)` of each known SKU.
+    async fn sku_attributes(
+        &self,
+        skus: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, (Option<String>, Option<String>)>>;
+    /// Each member's first paid order (by time placed).
+    async fn first_paid_orders(&self, members: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, i64>>;
+    /// `(event_id, member, type, key, occurred_at)` of the given events.
+    async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>>;
+    /// When a member's events of one type happened, since `since`, oldest first.
+    async fn event_times(
+        &self,
+        member: MemberId,
+        event_type: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<DateTime<Utc>>>;
+    /// What earning needs to know of each member.
+    async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, MemberFactsRow>>;
+    /// The evaluations behind a member's entries, oldest first.
+    async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>>;
 }

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::common::shared_store;
+use super::loyalty::loyalty_store;
 use super::{Backend, StoreResult};
 
 /// The PostgreSQL store.
@@ -71,3 +72,4 @@ impl PgStore {
 }
 
 shared_store!(PgStore, sqlx::Postgres);
+loyalty_store!(PgStore, sqlx::Postgres);

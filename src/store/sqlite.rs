@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::common::shared_store;
+use super::loyalty::loyalty_store;
 use super::{Backend, StoreResult};
 
 /// The SQLite store: one writer connection, a small pool of readers.
@@ -70,3 +71,4 @@ impl SqliteStore {
 }
 
 shared_store!(SqliteStore, sqlx::Sqlite);
+loyalty_store!(SqliteStore, sqlx::Sqlite);

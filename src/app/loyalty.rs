@@ -1,0 +1,600 @@
+//! The earning engine at work: settles the loyalty queue (orders, refunds, behaviour events, member
+//! changes) into ledger entries with the rules in force, keeps the rule-set versions, and answers "what
+//! would this earn" without writing.
+//!
+//! Every order, refund, earning event or member change queues a task in its own transaction; settling
+//! turns tasks into ledger entries and removes them in one transaction per batch. Writers settle right after
+//! they commit (so a `201` means the points are on the ledger), and the server settles leftovers on a timer,
+//! which is what recovers work interrupted by a crash. Operations are idempotent by key, so a task settled
+//! twice writes once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::loyalty::earning::{self, BehaviourInput, Earned, MemberFacts};
+use crate::loyalty::ledger::{Config as LedgerConfig, Ledger, LedgerError};
+use crate::loyalty::rules::{Behaviour, BehaviourEvent, RuleOrder, RuleSet, RuleSetError};
+use crate::members::MemberId;
+use crate::store::{
+    Actor, Applied, EvaluationRecord, LedgerJob, LoyaltyOp, LoyaltyTask, MemberFactsRow, RuleSetRecord, Store,
+    StoreError,
+};
+
+/// Tasks settled per batch (one transaction).
+const SETTLE_BATCH: i64 = 2000;
+
+/// How far back check-ins are read to find a streak.
+const STREAK_LOOKBACK_DAYS: i64 = 400;
+
+/// The rule set shipped with Huiyuan, stored as version 1 on a shop's first start so earning works at once.
+pub fn default_rules() -> RuleSet {
+    let mut set = RuleSet::from_toml(crate::loyalty::rules::EXAMPLE_TOML).unwrap_or_else(|e| {
+        // The example is tested to parse; this only guards a broken build.
+        panic!("the built-in rule set does not load: {e}")
+    });
+    set.version = 1;
+    set
+}
+
+/// Why a new rule-set version was refused.
+#[derive(Debug)]
+pub enum RulesRefused {
+    Invalid(RuleSetError),
+    /// The version is not the next one: someone else stored a version first.
+    VersionConflict {
+        current: i64,
+    },
+}
+
+/// Settles the loyalty queue. One per process; settling is serialized within the process.
+pub struct Earner {
+    store: Arc<dyn Store>,
+    ledger: LedgerConfig,
+    gate: tokio::sync::Mutex<()>,
+}
+
+/// One settled task's data, loaded before the member's transaction.
+enum Work {
+    Order { order_id: i64, order: RuleOrder, first_paid: bool },
+    Refund(crate::store::RefundReversal),
+    Behaviour(BehaviourInput),
+    Member { registered_at: DateTime<Utc>, profile_complete: bool, at: DateTime<Utc> },
+}
+
+impl Earner {
+    pub fn new(store: Arc<dyn Store>, ledger: LedgerConfig) -> Self {
+        Self { store, ledger, gate: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The rule set in force (the newest version).
+    pub async fn rules(&self) -> Result<Option<(RuleSetRecord, RuleSet)>, StoreError> {
+        match self.store.rule_set(None).await? {
+            None => Ok(None),
+            Some((rec, body)) => {
+                let set = RuleSet::from_json(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("rule set version {}: {e}", rec.version)))?;
+                Ok(Some((rec, set)))
+            }
+        }
+    }
+
+    /// Store a new version; it must be exactly the next version number.
+    pub async fn put_rules(
+        &self,
+        set: &RuleSet,
+        actor: &Actor,
+    ) -> Result<Result<RuleSetRecord, RulesRefused>, StoreError> {
+        if let Err(e) = set.validate() {
+            return Ok(Err(RulesRefused::Invalid(RuleSetError::Invalid(e))));
+        }
+        let body = serde_json::to_string(set).map_err(|e| StoreError::Corrupt(format!("rule set: {e}")))?;
+        match self.store.insert_rule_set(i64::from(set.version), &body, actor).await? {
+            Ok(()) => {
+                Ok(Ok(RuleSetRecord { version: i64::from(set.version), created_at: actor.at, actor: actor.id.clone() }))
+            }
+            Err(current) => Ok(Err(RulesRefused::VersionConflict { current })),
+        }
+    }
+
+    /// Store the built-in rules as version 1 if the shop has none.
+    pub async fn ensure_rules(&self) -> Result<(), StoreError> {
+        if self.store.rule_set(None).await?.is_none() {
+            let actor = Actor { id: "system".into(), at: Utc::now() };
+            // A concurrent first start may have stored version 1 already; either way there is one now.
+            let _ = self.put_rules(&default_rules(), &actor).await?;
+        }
+        Ok(())
+    }
+
+    /// Settle everything queued; returns the number of tasks settled (or marked failed).
+    pub async fn settle(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = self.gate.lock().await;
+        let mut settled = 0u64;
+        loop {
+            let tasks = self.store.loyalty_tasks(SETTLE_BATCH).await?;
+            if tasks.is_empty() {
+                return Ok(settled);
+            }
+            let n = tasks.len() as u64;
+            self.settle_batch(tasks).await?;
+            settled += n;
+        }
+    }
+
+    async fn settle_batch(&self, tasks: Vec<LoyaltyTask>) -> Result<(), StoreError> {
+        let Some((_, rules)) = self.rules().await? else {
+            // No rules, nothing can earn yet; tasks wait for a rule set.
+            return Ok(());
+        };
+        let rules = Arc::new(rules);
+        let ids = |kind: &str| -> Vec<i64> {
+            tasks.iter().filter(|t| t.kind == kind).filter_map(|t| t.reference.parse().ok()).collect()
+        };
+        let orders: HashMap<i64, crate::commerce::OrderView> =
+            self.store.orders_by_ids(&ids("order")).await?.into_iter().map(|o| (o.id, o)).collect();
+        let refunds: HashMap<i64, crate::store::RefundReversal> =
+            self.store.refund_reversals(&ids("refund")).await?.into_iter().map(|r| (r.refund_id, r)).collect();
+        let events: HashMap<i64, (MemberId, String, String, DateTime<Utc>)> = self
+            .store
+            .events_by_ids(&ids("event"))
+            .await?
+            .into_iter()
+            .map(|(id, m, t, k, at)| (id, (m, t, k, at)))
+            .collect();
+        let mut members: Vec<MemberId> = tasks.iter().map(|t| t.member_id).collect();
+        members.sort_unstable();
+        members.dedup();
+        let facts = self.store.member_facts(&members).await?;
+        let order_members: Vec<MemberId> = {
+            let mut v: Vec<MemberId> = orders.values().filter_map(|o| o.member_id).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let first_paid = self.store.first_paid_orders(&order_members).await?;
+        let mut skus: Vec<String> = orders.values().flat_map(|o| o.lines.iter().map(|l| l.sku.clone())).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        let catalog = self.store.sku_attributes(&skus).await?;
+
+        // Per member, in task order.
+        let mut per_member: BTreeMap<MemberId, (Vec<i64>, Vec<Work>)> = BTreeMap::new();
+        for t in &tasks {
+            let slot = per_member.entry(t.member_id).or_default();
+            slot.0.push(t.task_id);
+            let id: i64 = t.reference.parse().unwrap_or(-1);
+            let work = match t.kind.as_str() {
+                "order" => orders.get(&id).map(|o| Work::Order {
+                    order_id: o.id,
+                    order: RuleOrder::from_view(o, |sku| catalog.get(sku).cloned().unwrap_or((None, None))),
+                    first_paid: first_paid.get(&t.member_id) == Some(&o.id),
+                }),
+                "refund" => refunds.get(&id).cloned().map(Work::Refund),
+                "event" => match events.get(&id) {
+                    Some((m, kind, key, at)) => self.behaviour(*m, kind, key, *at, &rules).await?.map(Work::Behaviour),
+                    None => None,
+                },
+                "member" => facts.get(&t.member_id).map(|f| Work::Member {
+                    registered_at: f.registered_at,
+                    profile_complete: f.profile_complete,
+                    at: t.created_at,
+                }),
+                _ => None,
+            };
+            // A task whose subject is gone (a refund without an order) settles with nothing to write.
+            slot.1.extend(work);
+        }
+
+        let mut jobs = Vec::with_capacity(per_member.len());
+        for (member, (task_ids, work)) in per_member {
+            let row = facts.get(&member).cloned();
+            let op = self.member_op(row, work, rules.clone());
+            jobs.push(LedgerJob { member, op, tasks: task_ids });
+        }
+        let results = self.store.ledger_apply(jobs, Utc::now()).await?;
+        for r in results {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "a loyalty task was refused and marked failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// A behaviour event as the rules see it; check-ins carry the streak they make.
+    async fn behaviour(
+        &self,
+        member: MemberId,
+        kind: &str,
+        key: &str,
+        at: DateTime<Utc>,
+        rules: &RuleSet,
+    ) -> Result<Option<BehaviourInput>, StoreError> {
+        let tz = rules.time_zone;
+        if kind == "check_in" {
+            let day = at.with_timezone(&tz).date_naive();
+            let earlier = self.store.event_times(member, "check_in", at - Duration::days(STREAK_LOOKBACK_DAYS)).await?;
+            let days: Vec<_> = earlier.iter().map(|t| t.with_timezone(&tz).date_naive()).collect();
+            return Ok(Some(BehaviourInput::check_in(at, day, earning::streak_on(day, &days))));
+        }
+        Ok(earning::behaviour_of(kind, 1).map(|behaviour| BehaviourInput {
+            subject: format!("{}:{key}", kind.trim_start_matches("custom.")),
+            event: BehaviourEvent { at, behaviour },
+        }))
+    }
+
+    fn member_op(&self, row: Option<MemberFactsRow>, work: Vec<Work>, rules: Arc<RuleSet>) -> LoyaltyOp {
+        let cfg = self.ledger.clone();
+        Box::new(move |history| {
+            let mut applied = Applied::default();
+            let Some(row) = row.filter(|r| r.active) else {
+                // Merged away: nothing earns on a member who no longer exists.
+                return Ok(applied);
+            };
+            let mut ledger = Ledger::from_entries(cfg, &history)?;
+            let facts = |first_paid_order: bool| MemberFacts {
+                tier: String::new(),
+                birthday: row.birthday,
+                registered_at: row.registered_at,
+                referred_by: None,
+                first_paid_order,
+            };
+            let keep = |e: Earned, applied: &mut Applied| {
+                let at = e.entries.first().map_or(row.registered_at, |x| x.at);
+                if !e.entries.is_empty() {
+                    applied.evaluations.push(EvaluationRecord {
+                        op: e.subject,
+                        rule_version: i64::from(e.evaluation.rule_version),
+                        evaluation: serde_json::to_value(&e.evaluation).unwrap_or_default(),
+                        at,
+                    });
+                }
+                applied.entries.extend(e.entries);
+            };
+            for w in work {
+                match w {
+                    Work::Order { order_id, order, first_paid } => {
+                        let e = earning::earn_order(&mut ledger, order_id, &order, &facts(first_paid), &rules)?;
+                        keep(e, &mut applied);
+                    }
+                    Work::Refund(r) => {
+                        applied.entries.extend(earning::reverse_refund(
+                            &mut ledger,
+                            r.refund_id,
+                            r.order_id,
+                            &r.lines,
+                            r.refunded_at,
+                        )?);
+                    }
+                    Work::Behaviour(input) => {
+                        let e = earning::earn_behaviour(&mut ledger, &input, &facts(false), &rules)?;
+                        keep(e, &mut applied);
+                    }
+                    Work::Member { registered_at, profile_complete, at } => {
+                        let reg = BehaviourInput {
+                            subject: "registration".into(),
+                            event: BehaviourEvent { at: registered_at, behaviour: Behaviour::Registration },
+                        };
+                        keep(earning::earn_behaviour(&mut ledger, &reg, &facts(false), &rules)?, &mut applied);
+                        if profile_complete {
+                            let p = BehaviourInput {
+                                subject: "profile".into(),
+                                event: BehaviourEvent { at, behaviour: Behaviour::ProfileCompletion },
+                            };
+                            keep(earning::earn_behaviour(&mut ledger, &p, &facts(false), &rules)?, &mut applied);
+                        }
+                    }
+                }
+            }
+            Ok::<Applied, LedgerError>(applied)
+        })
+    }
+}
+
+/// A member's ledger entry with the reason it exists.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    pub at: DateTime<Utc>,
+    /// `points` or `growth`.
+    pub wallet: String,
+    pub amount: i64,
+    /// earn, redeem, expire, adjust, reverse.
+    pub kind: String,
+    /// pending, available or voided.
+    pub state: String,
+    pub available_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The operation that wrote it (its idempotency key).
+    pub op: String,
+    /// What caused it: an order line, a rule at a version, a reward, an operator with a reason.
+    #[schema(value_type = Object)]
+    pub source: serde_json::Value,
+    /// Why, in words: the rules that applied to this entry's order or behaviour and why the others did not.
+    pub why: Vec<String>,
+}
+
+/// What a simulation sees of the member when no member id is given, or overrides of the member's own facts.
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedMember {
+    pub tier: Option<String>,
+    pub birthday: Option<chrono::NaiveDate>,
+    pub registered_at: Option<DateTime<Utc>>,
+    pub first_paid_order: Option<bool>,
+    pub referred_by: Option<MemberId>,
+}
+
+/// The subject of an entry's operation: `order:7:2:points` → `order:7`, `checkin:2026-11-23:points` →
+/// `checkin:2026-11-23`.
+fn subject_of(op: &str) -> &str {
+    if let Some(rest) = op.strip_prefix("order:") {
+        let end = rest.find(':').map_or(op.len(), |i| "order:".len() + i);
+        return &op[..end];
+    }
+    op.strip_suffix(":points").or_else(|| op.strip_suffix(":growth")).unwrap_or(op)
+}
+
+impl super::App {
+    /// The rules in force.
+    pub async fn rules_in_force(&self) -> Result<Option<(RuleSetRecord, RuleSet)>, super::AppError> {
+        Ok(self.earner.rules().await?)
+    }
+
+    /// A stored version of the rules.
+    pub async fn rules_version(&self, version: i64) -> Result<Option<(RuleSetRecord, RuleSet)>, super::AppError> {
+        match self.store.rule_set(Some(version)).await? {
+            None => Ok(None),
+            Some((rec, body)) => {
+                let set = RuleSet::from_json(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("rule set version {}: {e}", rec.version)))?;
+                Ok(Some((rec, set)))
+            }
+        }
+    }
+
+    /// Store a new version of the rules (exactly the next version number); audited.
+    pub async fn put_rules(
+        &self,
+        set: &RuleSet,
+        who: &crate::security::Principal,
+    ) -> Result<Result<RuleSetRecord, RulesRefused>, super::AppError> {
+        Ok(self.earner.put_rules(set, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+    }
+
+    /// Evaluate an order or behaviour for a member (or a described member) under the rules in force or a
+    /// draft, writing nothing. The member's own ledger supplies caps and once-only awards.
+    pub async fn simulate(
+        &self,
+        member: Option<MemberId>,
+        overrides: SimulatedMember,
+        mut input: crate::loyalty::rules::RuleInput,
+        draft: Option<RuleSet>,
+    ) -> Result<Result<crate::loyalty::rules::Evaluation, crate::error::Invalid>, super::AppError> {
+        use crate::error::Invalid;
+        let rules = match draft {
+            Some(d) => {
+                if let Err(e) = d.validate() {
+                    return Ok(Err(e.within("rules")));
+                }
+                d
+            }
+            None => match self.earner.rules().await? {
+                Some((_, r)) => r,
+                None => {
+                    return Ok(Err(Invalid::new("no_rules", "rules", "no rule set is stored; send one in `rules`")));
+                }
+            },
+        };
+        let at = match &input {
+            crate::loyalty::rules::RuleInput::Order(o) => o.placed_at,
+            crate::loyalty::rules::RuleInput::Event(e) => e.at,
+        };
+        if let crate::loyalty::rules::RuleInput::Order(o) = &mut input {
+            // Lines without catalog attributes take them from the catalog.
+            let skus: Vec<String> = o.lines.iter().map(|l| l.sku.clone()).collect();
+            let catalog = self.store.sku_attributes(&skus).await?;
+            for l in &mut o.lines {
+                if let Some((c, b)) = catalog.get(&l.sku) {
+                    l.category_path = l.category_path.take().or_else(|| c.clone());
+                    l.brand = l.brand.take().or_else(|| b.clone());
+                }
+            }
+        }
+        let (ledger, mut facts) = match member {
+            Some(id) => {
+                let Some(row) = self.store.member_facts(&[id]).await?.remove(&id).filter(|r| r.active) else {
+                    return Ok(Err(Invalid::new("unknown_member", "member_id", format!("no member {id}"))));
+                };
+                let history = self.store.ledger_entries(id).await?;
+                let ledger = Ledger::from_entries(self.ledger_config()?, &history)
+                    .map_err(|e| StoreError::Corrupt(format!("ledger of member {id}: {e}")))?;
+                let first_paid = self.store.first_paid_orders(&[id]).await?.is_empty();
+                let facts = MemberFacts {
+                    tier: self.tier_of(id).await?.unwrap_or_default(),
+                    birthday: row.birthday,
+                    registered_at: row.registered_at,
+                    referred_by: None,
+                    first_paid_order: first_paid,
+                };
+                (ledger, facts)
+            }
+            None => (
+                Ledger::new(self.ledger_config()?),
+                MemberFacts {
+                    tier: String::new(),
+                    birthday: None,
+                    registered_at: at,
+                    referred_by: None,
+                    first_paid_order: true,
+                },
+            ),
+        };
+        if let Some(t) = overrides.tier {
+            facts.tier = t;
+        }
+        if overrides.birthday.is_some() {
+            facts.birthday = overrides.birthday;
+        }
+        if let Some(r) = overrides.registered_at {
+            facts.registered_at = r;
+        }
+        if let Some(f) = overrides.first_paid_order {
+            facts.first_paid_order = f;
+        }
+        if overrides.referred_by.is_some() {
+            facts.referred_by = overrides.referred_by;
+        }
+        let snapshot = earning::snapshot(&ledger, &facts, &rules, at);
+        Ok(Ok(crate::loyalty::rules::evaluate(&input, &snapshot, &rules)))
+    }
+
+    /// The member's tier code, once tiers are defined.
+    pub(crate) async fn tier_of(&self, _member: MemberId) -> Result<Option<String>, super::AppError> {
+        Ok(None)
+    }
+
+    /// A member's ledger, newest first, each entry with the reasons behind it.
+    pub async fn points_history(
+        &self,
+        member: MemberId,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, super::AppError> {
+        use crate::loyalty::ledger::State;
+        if self.store.member(member).await?.is_none() {
+            return Ok(None);
+        }
+        let entries = self.store.ledger_entries(member).await?;
+        let evaluations: HashMap<String, EvaluationRecord> =
+            self.store.evaluations(member).await?.into_iter().map(|e| (e.op.clone(), e)).collect();
+        let text = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+        let mut out = Vec::with_capacity(entries.len().min(limit));
+        for e in entries.iter().rev().take(limit) {
+            let (state, available_at) = match e.state {
+                State::Pending { available_at } => ("pending", Some(available_at)),
+                State::Available => ("available", None),
+                State::Voided => ("voided", None),
+            };
+            let mut why = Vec::new();
+            if let Some(ev) = evaluations.get(subject_of(&e.op)) {
+                let target = match &e.source {
+                    crate::loyalty::ledger::Source::OrderLine { line_no, .. } => {
+                        Some(serde_json::json!({ "on": "line", "line_no": line_no }))
+                    }
+                    _ => None,
+                };
+                for x in ev.evaluation["explanations"].as_array().into_iter().flatten() {
+                    let on_target = target.as_ref().is_none_or(|t| x["target"] == *t || x["target"]["on"] == "order");
+                    if on_target {
+                        let mark = if x["applied"].as_bool() == Some(true) { "applied" } else { "not applied" };
+                        why.push(format!(
+                            "{} (v{}): {mark}: {}",
+                            text(x["rule_id"].clone()),
+                            ev.rule_version,
+                            text(x["reason"].clone())
+                        ));
+                    }
+                }
+            }
+            out.push(HistoryEntry {
+                at: e.at,
+                wallet: serde_json::to_value(e.wallet).map(text).unwrap_or_default(),
+                amount: e.amount,
+                kind: serde_json::to_value(e.kind).map(text).unwrap_or_default(),
+                state: state.to_string(),
+                available_at,
+                expires_at: e.expires_at,
+                op: e.op.clone(),
+                source: serde_json::to_value(&e.source).unwrap_or_default(),
+                why,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// 签到: record today's check-in (once per local day, whatever the channel) and earn by the streak.
+    /// Returns the streak day and what today's check-in earned (also on a repeat the same day).
+    pub async fn check_in(
+        &self,
+        member: MemberId,
+        channel: Option<String>,
+    ) -> Result<Result<CheckInOutcome, crate::error::Invalid>, super::AppError> {
+        let now = self.now();
+        let tz = match self.earner.rules().await? {
+            Some((_, r)) => r.time_zone,
+            None => self.ledger_config()?.tz,
+        };
+        let day = now.with_timezone(&tz).date_naive();
+        let input = crate::events::EventInput {
+            event_type: "check_in".into(),
+            occurred_at: now,
+            member_id: Some(member),
+            identity: None,
+            anonymous_id: None,
+            session_id: None,
+            channel,
+            sku: None,
+            event_id: Some(format!("check_in:{day}")),
+            properties: serde_json::Map::new(),
+        };
+        let stored = self.record_events(std::slice::from_ref(&input)).await?;
+        let first = match stored.into_iter().next() {
+            Some(crate::store::EventOutcome::Rejected(e)) => return Ok(Err(e)),
+            Some(crate::store::EventOutcome::Stored) => true,
+            _ => false,
+        };
+        let subject = format!("checkin:{day}");
+        let entries = self.store.ledger_entries(member).await?;
+        let mine: Vec<_> = entries.iter().filter(|e| subject_of(&e.op) == subject).collect();
+        let points = mine.iter().filter(|e| e.wallet == crate::loyalty::ledger::Wallet::Points).map(|e| e.amount).sum();
+        let earlier = self.store.event_times(member, "check_in", now - Duration::days(STREAK_LOOKBACK_DAYS)).await?;
+        let days: Vec<_> = earlier.iter().map(|t| t.with_timezone(&tz).date_naive()).filter(|d| *d < day).collect();
+        Ok(Ok(CheckInOutcome { day, streak_day: earning::streak_on(day, &days), points, first_today: first }))
+    }
+
+    /// The server's loyalty timers: settle leftovers (work a crash interrupted) and run the ledger jobs
+    /// (maturing, expiry) on their intervals, until the process ends.
+    pub fn spawn_loyalty_timers(self: &Arc<Self>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let settle_every = std::time::Duration::from_secs(app.config.loyalty.settle_interval_secs.max(1));
+            let jobs_every = std::time::Duration::from_secs(app.config.loyalty.jobs_interval_secs.max(1));
+            let mut settle = tokio::time::interval(settle_every);
+            let mut jobs = tokio::time::interval(jobs_every);
+            loop {
+                tokio::select! {
+                    _ = settle.tick() => {
+                        if let Err(e) = app.settle_loyalty().await {
+                            tracing::error!(error = %e, "settling loyalty work failed");
+                        }
+                    }
+                    _ = jobs.tick() => {
+                        match app.run_ledger_jobs(app.now()).await {
+                            Ok((members, entries)) if entries > 0 => tracing::info!(members, entries, "ledger jobs ran"),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "ledger jobs failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Settle everything queued (the server's timer and the bulk paths call this).
+    pub async fn settle_loyalty(&self) -> Result<u64, super::AppError> {
+        Ok(self.earner.settle().await?)
+    }
+}
+
+/// What a check-in did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckInOutcome {
+    /// The local day (business time zone) checked in.
+    pub day: chrono::NaiveDate,
+    /// 1 on the first day of a streak.
+    pub streak_day: u32,
+    /// Points today's check-in earned.
+    pub points: i64,
+    /// False when the member had already checked in today (nothing new was written).
+    pub first_today: bool,
+}

@@ -1,0 +1,345 @@
+//! The loyalty engine's storage, shared by both backends like `common.rs`: rule-set versions, the loyalty
+//! work queue, batched ledger writes with the evaluations that explain them, and the reads earning needs.
+//!
+//! Expanded inside the same module as `shared_store!`, so it uses that expansion's helpers
+//! (`load_ledger`, `append_ledger`, `lock_name`, `orders_with_lines`, …).
+
+/// Expand the `LoyaltyStore` implementation for `$store` over database `$db`.
+macro_rules! loyalty_store {
+    ($store:ty, $db:ty) => {
+        /// Queue loyalty work in the caller's transaction: `(member, kind, ref)`; guests (member 0) earn nothing.
+        async fn enqueue_loyalty(conn: &mut Conn, tasks: &[(MemberId, &str, String)], at: DateTime<Utc>) -> StoreResult<()> {
+            let tasks: Vec<&(MemberId, &str, String)> = tasks.iter().filter(|t| t.0 != 0).collect();
+            for chunk in tasks.chunks(5000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_queue (member_id, kind, ref, created_at) ");
+                q.push_values(chunk, |mut b, (m, kind, r)| {
+                    b.push_bind(*m).push_bind(kind.to_string()).push_bind(r.clone()).push_bind(Ts(at));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        /// Ledgers of several members in one query, each in write order.
+        async fn load_ledgers(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashMap<MemberId, Vec<LedgerEntry>>> {
+            let mut out: HashMap<MemberId, Vec<LedgerEntry>> = members.iter().map(|m| (*m, Vec::new())).collect();
+            for chunk in members.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT member_id, entry_key, op, request, wallet, amount, kind, state, available_at, source, at, lot, expires_at \
+                     FROM ledger_entries WHERE member_id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(") ORDER BY member_id, entry_id");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let m: MemberId = row.try_get("member_id")?;
+                    out.entry(m).or_default().push(ledger_entry_from_row(&row)?);
+                }
+            }
+            Ok(out)
+        }
+
+        #[async_trait]
+        impl LoyaltyStore for $store {
+            async fn rule_sets(&self) -> StoreResult<Vec<RuleSetRecord>> {
+                let rows: Vec<(i64, Ts, String)> =
+                    sqlx::query_as("SELECT version, created_at, actor FROM rule_sets ORDER BY version DESC")
+                        .fetch_all(self.reader())
+                        .await?;
+                Ok(rows.into_iter().map(|(version, at, actor)| RuleSetRecord { version, created_at: at.0, actor }).collect())
+            }
+
+            async fn rule_set(&self, version: Option<i64>) -> StoreResult<Option<(RuleSetRecord, String)>> {
+                let row: Option<(i64, Ts, String, String)> = sqlx::query_as(
+                    "SELECT version, created_at, actor, body FROM rule_sets WHERE ($1 IS NULL OR version = $1) \
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .bind(version)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(|(version, at, actor, body)| (RuleSetRecord { version, created_at: at.0, actor }, body)))
+            }
+
+            async fn insert_rule_set(&self, version: i64, body: &str, actor: &Actor) -> StoreResult<Result<(), i64>> {
+                let mut tx = self.write_tx().await?;
+                Self::lock_keys(&mut tx, &[lock_name(&["rule_sets"])]).await?;
+                let current: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM rule_sets")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if version != current + 1 {
+                    return Ok(Err(current));
+                }
+                sqlx::query("INSERT INTO rule_sets (version, body, created_at, actor) VALUES ($1, $2, $3, $4)")
+                    .bind(version)
+                    .bind(body)
+                    .bind(Ts(actor.at))
+                    .bind(&actor.id)
+                    .execute(&mut *tx)
+                    .await?;
+                audit(&mut tx, actor, "loyalty.rules", None, json!({ "version": version })).await?;
+                tx.commit().await?;
+                Ok(Ok(()))
+            }
+
+            async fn loyalty_tasks(&self, limit: i64) -> StoreResult<Vec<LoyaltyTask>> {
+                let rows: Vec<(i64, MemberId, String, String, Ts)> = sqlx::query_as(
+                    "SELECT task_id, member_id, kind, ref, created_at FROM loyalty_queue WHERE failed_at IS NULL \
+                     ORDER BY task_id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(task_id, member_id, kind, reference, at)| LoyaltyTask { task_id, member_id, kind, reference, created_at: at.0 })
+                    .collect())
+            }
+
+            async fn loyalty_backlog(&self) -> StoreResult<(i64, i64)> {
+                let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM loyalty_queue WHERE failed_at IS NULL")
+                    .fetch_one(self.reader())
+                    .await?;
+                let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM loyalty_queue WHERE failed_at IS NOT NULL")
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok((open, failed))
+            }
+
+            async fn ledger_apply(&self, jobs: Vec<LedgerJob>, at: DateTime<Utc>) -> StoreResult<Vec<Result<Vec<LedgerEntry>, LedgerError>>> {
+                if jobs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.write_tx().await?;
+                let mut members: Vec<MemberId> = jobs.iter().map(|j| j.member).collect();
+                members.sort_unstable();
+                members.dedup();
+                let locks: Vec<String> = members.iter().map(|m| lock_name(&["ledger", &m.to_string()])).collect();
+                Self::lock_keys(&mut tx, &locks).await?;
+                let mut ledgers = load_ledgers(&mut tx, &members).await?;
+                let mut out = Vec::with_capacity(jobs.len());
+                let mut fresh: HashMap<MemberId, Vec<LedgerEntry>> = HashMap::new();
+                let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
+                let (mut done, mut failed): (Vec<i64>, Vec<(i64, String)>) = (Vec::new(), Vec::new());
+                for job in jobs {
+                    let history = ledgers.remove(&job.member).unwrap_or_default();
+                    let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
+                    match (job.op)(history.clone()) {
+                        Ok(applied) => {
+                            let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
+                            // Later jobs of the same member see this one's entries.
+                            let mut next = history;
+                            next.extend(new.iter().cloned());
+                            ledgers.insert(job.member, next);
+                            fresh.entry(job.member).or_default().extend(new);
+                            evaluations.extend(applied.evaluations.into_iter().map(|e| (job.member, e)));
+                            done.extend(job.tasks);
+                            out.push(Ok(applied.entries));
+                        }
+                        Err(e) => {
+                            ledgers.insert(job.member, history);
+                            failed.extend(job.tasks.into_iter().map(|t| (t, e.to_string())));
+                            out.push(Err(e));
+                        }
+                    }
+                }
+                for m in &members {
+                    if let Some(entries) = fresh.get(m).filter(|e| !e.is_empty()) {
+                        append_ledger(&mut tx, *m, entries).await?;
+                    }
+                }
+                for chunk in evaluations.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
+                    q.push_values(chunk, |mut b, (m, e)| {
+                        b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.clone())).push_bind(Ts(e.at));
+                    });
+                    q.push(" ON CONFLICT (member_id, op) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in done.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("DELETE FROM loyalty_queue WHERE task_id IN (");
+                    let mut sep = q.separated(", ");
+                    for t in chunk {
+                        sep.push_bind(*t);
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                for (task, error) in failed {
+                    sqlx::query("UPDATE loyalty_queue SET failed_at = $1, error = $2 WHERE task_id = $3")
+                        .bind(Ts(at))
+                        .bind(error)
+                        .bind(task)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn orders_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<OrderView>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(format!("{ORDER_SELECT} WHERE o.order_id IN ("));
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    let rows = q.build().fetch_all(&mut *conn).await?;
+                    out.extend(orders_with_lines(&mut conn, rows).await?);
+                }
+                Ok(out)
+            }
+
+            async fn refund_reversals(&self, refund_ids: &[i64]) -> StoreResult<Vec<RefundReversal>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = Vec::with_capacity(refund_ids.len());
+                for &id in refund_ids {
+                    let head: Option<(MemberId, Option<i64>, Ts)> =
+                        sqlx::query_as("SELECT member_id, order_id, refunded_at FROM refunds WHERE refund_id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    let Some((member_id, Some(order_id), at)) = head else { continue };
+                    // Cumulative per line as of this refund: a later refund of the same line is its own step.
+                    let rows: Vec<(i32, i64, i64)> = sqlx::query_as(
+                        "SELECT l.line_no, CAST(l.quantity AS BIGINT), CAST(COALESCE(SUM(r.quantity), 0) AS BIGINT) \
+                         FROM order_lines l JOIN refund_lines r ON r.order_id = l.order_id AND r.line_no = l.line_no \
+                         WHERE l.order_id = $1 AND r.refund_id <= $2 \
+                           AND l.line_no IN (SELECT line_no FROM refund_lines WHERE refund_id = $2 AND line_no IS NOT NULL) \
+                         GROUP BY l.line_no, l.quantity ORDER BY l.line_no",
+                    )
+                    .bind(order_id)
+                    .bind(id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    let lines = rows
+                        .into_iter()
+                        .map(|(line_no, line_quantity, refunded)| $crate::loyalty::ledger::RefundedLine {
+                            line_no,
+                            line_quantity,
+                            refunded_quantity: refunded.min(line_quantity),
+                        })
+                        .collect();
+                    out.push(RefundReversal { refund_id: id, member_id, order_id, refunded_at: at.0, lines });
+                }
+                Ok(out)
+            }
+
+            async fn sku_attributes(&self, skus: &[String]) -> StoreResult<HashMap<String, (Option<String>, Option<String>)>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = HashMap::new();
+                for chunk in skus.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT sku, category_path, brand FROM skus WHERE sku IN (");
+                    let mut sep = q.separated(", ");
+                    for s in chunk {
+                        sep.push_bind(s.clone());
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, Option<String>, Option<String>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    out.extend(rows.into_iter().map(|(s, c, b)| (s, (c, b))));
+                }
+                Ok(out)
+            }
+
+            async fn first_paid_orders(&self, members: &[MemberId]) -> StoreResult<HashMap<MemberId, i64>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = HashMap::new();
+                for chunk in members.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT member_id, order_id FROM orders WHERE status IN ('paid', 'shipped', 'completed') AND member_id IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for m in chunk {
+                        sep.push_bind(*m);
+                    }
+                    q.push(") ORDER BY member_id, placed_at, order_id");
+                    let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (m, o) in rows {
+                        out.entry(m).or_insert(o);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT event_id, member_id, event_type, event_key, occurred_at FROM events WHERE event_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    let rows: Vec<(i64, MemberId, String, String, Ts)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    out.extend(rows.into_iter().map(|(id, m, t, k, at)| (id, m, t, k, at.0)));
+                }
+                Ok(out)
+            }
+
+            async fn event_times(&self, member: MemberId, event_type: &str, since: DateTime<Utc>) -> StoreResult<Vec<DateTime<Utc>>> {
+                let rows: Vec<Ts> = sqlx::query_scalar(
+                    "SELECT occurred_at FROM events WHERE member_id = $1 AND event_type = $2 AND occurred_at >= $3 ORDER BY occurred_at",
+                )
+                .bind(member)
+                .bind(event_type)
+                .bind(Ts(since))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().map(|t| t.0).collect())
+            }
+
+            async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberFactsRow>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = HashMap::new();
+                for chunk in ids.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT member_id, status, birthday, registered_at, \
+                         CASE WHEN name_sealed IS NOT NULL AND gender IS NOT NULL AND birthday IS NOT NULL AND city IS NOT NULL \
+                         THEN 1 ELSE 0 END AS complete FROM members WHERE member_id IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for m in chunk {
+                        sep.push_bind(*m);
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&mut *conn).await? {
+                        let birthday: Option<String> = row.try_get("birthday")?;
+                        let birthday = match birthday {
+                            Some(b) => Some(NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt("birthday", &b))?),
+                            None => None,
+                        };
+                        let status: String = row.try_get("status")?;
+                        let complete: i32 = row.try_get("complete")?;
+                        out.insert(
+                            row.try_get("member_id")?,
+                            MemberFactsRow {
+                                active: status == "active",
+                                birthday,
+                                registered_at: row.try_get::<Ts, _>("registered_at")?.0,
+                                profile_complete: complete == 1,
+                            },
+                        );
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>> {
+                let rows: Vec<(String, i64, Json<serde_json::Value>, Ts)> = sqlx::query_as(
+                    "SELECT op, rule_version, evaluation, at FROM loyalty_evaluations WHERE member_id = $1 ORDER BY at, op",
+                )
+                .bind(member)
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().map(|(op, rule_version, e, at)| EvaluationRecord { op, rule_version, evaluation: e.0, at: at.0 }).collect())
+            }
+        }
+    };
+}
+
+pub(crate) use loyalty_store;
