@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod conformance;
 mod demo;
+mod earning;
 mod import;
 mod ledger;
 mod openapi;

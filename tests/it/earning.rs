@@ -1,0 +1,236 @@
+//! Earning end to end over HTTP, on both stores: rule versions, orders earning pending points per line,
+//! refunds reversing exactly the refunded line, check-ins, the simulator, history with reasons, and
+//! recovery of work a crash left queued.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use huiyuan::security::Role;
+
+use crate::support::{TestServer, servers};
+
+async fn member(s: &TestServer, phone: &str) -> i64 {
+    let (status, body) = s.post("/v1/members", json!({"identities": [{"kind": "phone", "value": phone}]})).await;
+    assert_eq!(status, 201, "{body}");
+    body["member_id"].as_i64().unwrap()
+}
+
+async fn points(s: &TestServer, m: i64) -> Value {
+    let (status, body) = s.get(&format!("/v1/members/{m}/points")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Monday 2026-06-01 12:00 in Shanghai: no member day, no campaign, no birthday.
+fn order(no: &str, m: i64) -> Value {
+    json!({
+        "channel": "web", "order_no": no, "member_id": m,
+        "placed_at": "2026-06-01T12:00:00+08:00",
+        "lines": [
+            {"sku": "TEA-1", "quantity": 2, "unit_price": 5000, "name": "绿茶"},
+            {"sku": "CUP-1", "quantity": 1, "unit_price": 5050, "name": "茶杯"}
+        ],
+        "shipping_fee": 1000
+    })
+}
+
+#[tokio::test]
+async fn rule_versions_are_sequential_validated_and_audited() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let (status, current) = s.get("/v1/loyalty/rules").await;
+        assert_eq!(status, 200, "{b}: {current}");
+        assert_eq!(current["version"], 1, "{b}: the built-in rules are stored as version 1");
+        let mut draft = current["rules"].clone();
+        draft["version"] = json!(3);
+        let put = |body: Value, role: Role| s.req(role, Method::PUT, "/v1/loyalty/rules").json(&body).send();
+        let skip = put(draft.clone(), Role::Operator).await.unwrap();
+        assert_eq!(skip.status().as_u16(), 409, "{b}: versions cannot skip");
+        let e: Value = skip.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "version_conflict", "{b}");
+        draft["version"] = json!(2);
+        let analyst = put(draft.clone(), Role::Analyst).await.unwrap();
+        assert_eq!(analyst.status().as_u16(), 403, "{b}");
+        let mut bad = draft.clone();
+        bad["rules"][0]["points_per_unit"] = json!(-1);
+        let bad = put(bad, Role::Operator).await.unwrap();
+        assert_eq!(bad.status().as_u16(), 422, "{b}");
+        let e: Value = bad.json().await.unwrap();
+        assert_eq!(e["error"]["field"], "rules[0].points_per_unit", "{b}: {e}");
+        let mut wrong_type = draft.clone();
+        wrong_type["rules"][0]["points_per_unit"] = json!("two");
+        let wrong_type = put(wrong_type, Role::Operator).await.unwrap();
+        assert_eq!(wrong_type.status().as_u16(), 422, "{b}");
+        draft["rules"][0]["points_per_unit"] = json!(2);
+        let ok = put(draft.clone(), Role::Operator).await.unwrap();
+        assert_eq!(ok.status().as_u16(), 201, "{b}");
+        let again = put(draft, Role::Operator).await.unwrap();
+        assert_eq!(again.status().as_u16(), 409, "{b}: the same version twice is a conflict, never last-write-wins");
+        let (_, versions) = s.get("/v1/loyalty/rules/versions").await;
+        let v: Vec<i64> = versions.as_array().unwrap().iter().map(|r| r["version"].as_i64().unwrap()).collect();
+        assert_eq!(v, [2, 1], "{b}");
+        let (_, one) = s.get("/v1/loyalty/rules/versions/1").await;
+        assert_eq!(one["rules"]["rules"][0]["points_per_unit"], 1, "{b}: old versions stay as they were");
+        let (_, audit) = s.get("/v1/audit?limit=50").await;
+        assert!(audit.to_string().contains("loyalty.rules"), "{b}: {audit}");
+    }
+}
+
+#[tokio::test]
+async fn orders_earn_pending_points_per_line_and_refunds_reverse_exactly_the_refunded_line() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000101").await;
+        let joined = points(&s, m).await;
+        assert_eq!(joined["available"], 100, "{b}: the registration rule: {joined}");
+        let (status, o) = s.post("/v1/orders", order("E-1", m)).await;
+        assert_eq!(status, 201, "{b}: {o}");
+        let p = points(&s, m).await;
+        // 1 point per yuan per line, floored: 100.00 → 100, 50.50 → 50; shipping does not earn.
+        assert_eq!((p["pending"].as_i64(), p["growth_pending"].as_i64()), (Some(150), Some(150)), "{b}: {p}");
+        assert_eq!(p["available"], 100, "{b}: order points wait for the return window");
+        // A retried order earns nothing more.
+        let (status, _) = s.post("/v1/orders", order("E-1", m)).await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 150, "{b}");
+        // Refund the cup (line 2): exactly its 50 points and 50 growth go.
+        let order_id = o["id"].as_i64().unwrap();
+        let (status, r) = s
+            .post(
+                "/v1/refunds",
+                json!({"channel": "web", "refund_no": "R-1", "order_id": order_id,
+                       "refunded_at": "2026-06-02T10:00:00+08:00", "lines": [{"line_no": 2, "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}: {r}");
+        let p = points(&s, m).await;
+        assert_eq!((p["pending"].as_i64(), p["growth_pending"].as_i64()), (Some(100), Some(100)), "{b}: {p}");
+        // Half the tea (1 of 2 units): half its points.
+        let (status, _) = s
+            .post(
+                "/v1/refunds",
+                json!({"channel": "web", "refund_no": "R-2", "order_id": order_id,
+                       "refunded_at": "2026-06-03T10:00:00+08:00", "lines": [{"line_no": 1, "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 50, "{b}");
+        // History: newest first, every order entry says which rules applied.
+        let (status, h) = s.get(&format!("/v1/members/{m}/points/history")).await;
+        assert_eq!(status, 200, "{b}");
+        let entries = h.as_array().unwrap();
+        let earn = entries
+            .iter()
+            .find(|e| e["op"] == "order:1:1:points" || e["op"].as_str().is_some_and(|o| o.ends_with(":1:points")))
+            .unwrap_or_else(|| panic!("{b}: no order earn entry in {h}"));
+        let why = earn["why"].to_string();
+        assert!(why.contains("base") && why.contains("applied"), "{b}: {why}");
+        assert!(why.contains("member_day") && why.contains("Wednesday"), "{b}: the rules that did not apply say why: {why}");
+        assert_eq!(entries.iter().filter(|e| e["kind"] == "reverse").count(), 4, "{b}: two refunds × two wallets");
+        // The ledger is sound.
+        let report = s.app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}
+
+#[tokio::test]
+async fn the_simulator_explains_and_writes_nothing() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000102").await;
+        let before = points(&s, m).await;
+        // Wednesday 2026-06-03: member day doubles points.
+        let input = json!({"type": "order", "channel": "web", "placed_at": "2026-06-03T02:00:00Z", "paid": true,
+            "lines": [{"line_no": 1, "sku": "TEA-1", "kind": "product", "amount": 12345}], "shipping_fee": 0});
+        let r = s
+            .req(Role::Analyst, Method::POST, "/v1/loyalty/simulate")
+            .json(&json!({"member_id": m, "input": input}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{b}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!((v["points"].as_i64(), v["growth"].as_i64()), (Some(246), Some(123)), "{b}: {v}");
+        let member_day = v["explanations"].as_array().unwrap().iter().find(|e| e["rule_id"] == "member_day").unwrap();
+        assert_eq!(member_day["applied"], true, "{b}");
+        assert_eq!(points(&s, m).await, before, "{b}: a simulation writes nothing");
+        // A draft rule set is tried without being stored; a bad draft names its field.
+        let (_, current) = s.get("/v1/loyalty/rules").await;
+        let mut draft = current["rules"].clone();
+        draft["rules"][0]["points_per_unit"] = json!(3);
+        let (status, v) = s.post("/v1/loyalty/simulate", json!({"input": input, "rules": draft})).await;
+        assert_eq!(status, 200, "{b}: {v}");
+        assert_eq!(v["points"], 740, "{b}: 123.45 yuan × 3 × 2 on member day = 740.7, floored: {v}");
+        draft["rules"][0]["points_per_unit"] = json!(-3);
+        let (status, v) = s.post("/v1/loyalty/simulate", json!({"input": input, "rules": draft})).await;
+        assert_eq!(status, 422, "{b}");
+        assert_eq!(v["error"]["field"], "rules.rules[0].points_per_unit", "{b}: {v}");
+        let (_, versions) = s.get("/v1/loyalty/rules/versions").await;
+        assert_eq!(versions.as_array().unwrap().len(), 1, "{b}: drafts are not stored");
+        let (status, _) = s.post("/v1/loyalty/simulate", json!({"member_id": 999999, "input": input})).await;
+        assert_eq!(status, 422, "{b}");
+    }
+}
+
+#[tokio::test]
+async fn a_check_in_earns_once_a_day() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000103").await;
+        let before = points(&s, m).await["available"].as_i64().unwrap();
+        let check_in = || s.req(Role::Integration, Method::POST, &format!("/v1/members/{m}/check-ins")).send();
+        let first = check_in().await.unwrap();
+        assert_eq!(first.status().as_u16(), 201, "{b}");
+        let v: Value = first.json().await.unwrap();
+        assert_eq!((v["streak_day"].as_i64(), v["points"].as_i64()), (Some(1), Some(1)), "{b}: {v}");
+        let second = check_in().await.unwrap();
+        assert_eq!(second.status().as_u16(), 200, "{b}");
+        let v: Value = second.json().await.unwrap();
+        assert_eq!((v["first_today"].as_bool(), v["points"].as_i64()), (Some(false), Some(1)), "{b}: {v}");
+        assert_eq!(points(&s, m).await["available"], before + 1, "{b}");
+        // A check-in event from another channel the same day earns nothing more.
+        let (status, _) = s
+            .post(
+                "/v1/events",
+                json!({"events": [{"type": "check_in", "member_id": m, "channel": "app",
+                    "occurred_at": chrono::Utc::now().to_rfc3339()}]}),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{b}: {status}");
+        assert_eq!(points(&s, m).await["available"], before + 1, "{b}");
+        let bad = s
+            .req(Role::Integration, Method::POST, &format!("/v1/members/{m}/check-ins"))
+            .body("{\"chanel\": \"app\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status().as_u16(), 422, "{b}: unknown fields are refused");
+        let (_, backlog) = (0, s.app.store.loyalty_backlog().await.unwrap());
+        assert_eq!(backlog, (0, 0), "{b}: nothing left queued or failed");
+    }
+}
+
+#[tokio::test]
+async fn work_left_queued_by_a_crash_is_settled_once() {
+    use huiyuan::commerce::OrderInput;
+    use huiyuan::store::{Actor, BuyerKey, OrderWrite};
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000104").await;
+        // Write an order straight to the store, as if the process died right after its commit.
+        let input: OrderInput = serde_json::from_value(order("CRASH-1", m)).unwrap();
+        let draft = input.validate("CNY", chrono::Utc::now()).unwrap();
+        let digest = huiyuan::security::content_digest(&draft);
+        let w = OrderWrite { draft, buyer: BuyerKey::Member(m), digest };
+        let actor = Actor { id: "test".into(), at: chrono::Utc::now() };
+        s.app.store.insert_orders(&[w], &actor).await.unwrap();
+        assert_eq!(s.app.store.loyalty_backlog().await.unwrap(), (1, 0), "{b}");
+        assert_eq!(points(&s, m).await["pending"], 0, "{b}");
+        assert_eq!(s.app.settle_loyalty().await.unwrap(), 1, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 150, "{b}");
+        assert_eq!(s.app.settle_loyalty().await.unwrap(), 0, "{b}: settled once");
+        let entries = s.app.store.ledger_entries(m).await.unwrap().len();
+        s.app.settle_loyalty().await.unwrap();
+        assert_eq!(s.app.store.ledger_entries(m).await.unwrap().len(), entries, "{b}");
+    }
+}
