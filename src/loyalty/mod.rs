@@ -3,3 +3,4 @@
 
 pub mod ledger;
 pub mod rules;
+pub mod tiers;
