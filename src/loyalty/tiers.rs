@@ -534,6 +534,9 @@ pub enum TierError {
     Mismatch { expected: String, found: String },
     #[error("grace cancelled while no grace is running")]
     NoGrace,
+    /// Grace started while grace is running, or without an end after its start.
+    #[error("grace record is malformed")]
+    BadGrace,
     /// Date arithmetic beyond the calendar's range.
     #[error("date out of range")]
     OutOfRange,
@@ -572,7 +575,10 @@ impl TierState {
                 self.grace = None;
             }
             ChangeKind::GraceStarted => {
-                let ends_at = change.grace_ends_at.unwrap_or(change.at);
+                let ends_at = change.grace_ends_at.filter(|e| *e > change.at).ok_or(TierError::BadGrace)?;
+                if self.grace.is_some() {
+                    return Err(TierError::BadGrace);
+                }
                 self.grace = Some(Grace { started_at: change.at, ends_at });
             }
             ChangeKind::GraceCancelled => {
@@ -618,7 +624,7 @@ fn thousands(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -715,7 +721,7 @@ impl TierProgram {
         let base = start.with_day(1)?;
         (0..=13).find_map(|k| {
             let month = base.checked_add_months(Months::new(k))?;
-            if month.month0() % every != 0 {
+            if !month.month0().is_multiple_of(every) {
                 return None;
             }
             let day = month.with_day(self.reevaluation.day)?;
