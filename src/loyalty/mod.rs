@@ -4,3 +4,4 @@
 pub mod earning;
 pub mod ledger;
 pub mod rules;
+pub mod tiers;
