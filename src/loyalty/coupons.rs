@@ -389,7 +389,11 @@ impl CouponTemplate {
     /// both included and excluded. The error names the field (`benefit.off_bp`, `scope.skus[2]`).
     pub fn validate(&self) -> Checked<()> {
         if !is_id(&self.id) {
-            return Err(Invalid::new("invalid_code", "id", "a template id is 1-64 lower-case letters, digits, `_` or `-`"));
+            return Err(Invalid::new(
+                "invalid_code",
+                "id",
+                "a template id is 1-64 lower-case letters, digits, `_` or `-`",
+            ));
         }
         if self.name.trim().is_empty() {
             return Err(Invalid::missing("name"));
@@ -574,7 +578,7 @@ pub struct Coupon {
 
 /// Where a coupon is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CouponState {
     Available,
     /// Used on the order `order_ref` (the order's natural key as the caller names it) at `at`.
@@ -880,24 +884,42 @@ pub struct NotApplied {
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum Reason {
     /// The coupon was issued from another template than the one given with it.
-    TemplateMismatch { expected: String },
+    TemplateMismatch {
+        expected: String,
+    },
     /// The coupon belongs to another member.
     NotYourCoupon,
     /// The same code is listed twice.
     DuplicateCode,
     /// Already redeemed, expired or voided.
-    NotAvailable { state: String },
-    NotYetValid { valid_from: DateTime<Utc> },
-    Expired { valid_until: DateTime<Utc> },
-    ChannelNotAllowed { channel: String },
+    NotAvailable {
+        state: String,
+    },
+    NotYetValid {
+        valid_from: DateTime<Utc>,
+    },
+    Expired {
+        valid_until: DateTime<Utc>,
+    },
+    ChannelNotAllowed {
+        channel: String,
+    },
     /// No line of the cart is in the coupon's scope.
     NoQualifyingItems,
     /// Another coupon already applies and the two do not combine.
-    NotCombinable { with: String },
+    NotCombinable {
+        with: String,
+    },
     /// The in-scope lines come to less than the threshold (amounts in fen).
-    ThresholdNotMet { qualifying: i64, threshold: i64 },
+    ThresholdNotMet {
+        qualifying: i64,
+        threshold: i64,
+    },
     /// Fewer in-scope units than `n` of an `nth_item` coupon.
-    NotEnoughItems { units: i64, needed: i64 },
+    NotEnoughItems {
+        units: i64,
+        needed: i64,
+    },
     /// A `free_shipping` coupon on a cart without a shipping fee.
     NoShippingFee,
     /// A `free_shipping` coupon when another has already waived the fee.
