@@ -14,13 +14,14 @@
 //! # Codes
 //!
 //! A code is [`CODE_BODY_LEN`] random characters plus one check character, from a 31-symbol alphabet without
-//! the look-alikes `0 O 1 I L` ([`CODE_ALPHABET`]). It is shown in groups of four (`7KQ2-MXWD-93TF`) and read
-//! back case-insensitively with spaces and dashes ignored ([`check_code`]). The check character makes the
-//! weighted sum `Σ (position + 1) × value` of the whole code divisible by 31; since 31 is prime and every
-//! weight is below 31, **every single-character typo and every swap of two different characters is
-//! rejected** before anything is looked up. The 11 random characters carry 31¹¹ ≈ 2.5 × 10¹⁶ (54 bits), so
-//! codes cannot be guessed; uniqueness within a batch is guaranteed here (a collision is redrawn), uniqueness
-//! across batches by the store's unique index (redraw with [`generate_code`] on conflict).
+//! the look-alikes `0 O 1 I L` ([`CODE_ALPHABET`]). It is shown in groups of four (`7KQ2-MXWD-93TG`) and read
+//! back case-insensitively with spaces and dashes ignored ([`check_code`]). With the body's characters weighted
+//! 2, 3, …, 12 and the check character weighted 1, the check character makes the weighted sum of the symbol
+//! values divisible by 31. Since 31 is prime and the weights are distinct and below 31, **every
+//! single-character typo and every swap of two different characters is rejected** before anything is looked
+//! up. The 11 random characters carry 31¹¹ ≈ 2.5 × 10¹⁶ (54 bits), so codes cannot be guessed; uniqueness
+//! within a batch is guaranteed here (a collision is redrawn), uniqueness across batches by the store's unique
+//! index (redraw with [`generate_code`] on conflict).
 //!
 //! # Pricing ([`price`])
 //!
@@ -450,10 +451,9 @@ fn validate_benefit(b: &Benefit) -> Checked<()> {
             if gift_sku.trim().is_empty() {
                 return Err(Invalid::missing("gift_sku"));
             }
-            check_entries(std::slice::from_ref(gift_sku), "gift_sku").map_err(|mut e| {
-                e.field = "gift_sku".to_string();
-                e
-            })?;
+            if gift_sku.chars().count() > 200 {
+                return Err(Invalid::new("too_long", "gift_sku", "`gift_sku` is at most 200 characters"));
+            }
             check_range(*gift_quantity, 1, MAX_GIFT_QUANTITY, "gift_quantity")?;
             check_range(*threshold, 0, MAX_AMOUNT, "threshold")
         }
@@ -513,8 +513,8 @@ fn symbol_value(c: u8) -> Option<u32> {
     CODE_ALPHABET.iter().position(|&a| a == c).map(|p| p as u32)
 }
 
-/// The check character for a body of at most 29 symbol values: it makes `Σ (i + 1) × vᵢ ≡ 0 (mod 31)` over
-/// body and check character, the check character being position 0 (weight 1) after the body's weights 2….
+/// The check character's value for a body of at most 29 symbol values: with body value `vᵢ` weighted `i + 2`
+/// and the check value `c` weighted 1, `c + Σ (i + 2) × vᵢ ≡ 0 (mod 31)`.
 fn check_value(body: &[u32]) -> u32 {
     let sum: u32 = body.iter().enumerate().map(|(i, v)| (i as u32 + 2) * v).sum();
     (31 - sum % 31) % 31
@@ -551,7 +551,7 @@ pub fn check_code(input: &str) -> Result<String, CodeError> {
     Ok(chars.into_iter().collect())
 }
 
-/// A canonical code in groups of four for people (`7KQ2MXWD93TF` → `7KQ2-MXWD-93TF`).
+/// A canonical code in groups of four for people (`7KQ2MXWD93TG` → `7KQ2-MXWD-93TG`).
 pub fn display_code(code: &str) -> String {
     let chars: Vec<char> = code.chars().collect();
     chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")

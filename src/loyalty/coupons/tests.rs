@@ -783,6 +783,8 @@ fn codes_are_deterministic_and_well_formed() {
         assert!(!CODE_ALPHABET.contains(&(ambiguous as u8)));
     }
     assert_eq!(check_code(&a), Ok(a.clone()));
+    assert_eq!(check_code("7kq2-mxwd-93tg"), Ok("7KQ2MXWD93TG".to_string()), "the documented example");
+    assert_eq!(display_code("7KQ2MXWD93TG"), "7KQ2-MXWD-93TG");
     let shown = display_code(&a);
     assert_eq!(shown.len(), 14);
     assert_eq!(shown.matches('-').count(), 2);
