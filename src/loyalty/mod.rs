@@ -2,4 +2,6 @@
 //! Pure kernels live here (no I/O); the store and the API wrap them.
 
 pub mod ledger;
+pub mod rewards;
+pub mod risk;
 pub mod rules;
