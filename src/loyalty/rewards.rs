@@ -31,14 +31,16 @@
 //!
 //! A reward may list several windows; a redemption must fall inside **all** of them (they narrow each
 //! other: "from the 20th to month end, on weekends, during 2026"). No window means always open. The forms,
-//! all in local time of the business time zone:
+//! all in local time of the business time zone (shown as TOML inline tables; JSON has the same fields):
 //!
-//! | form | meaning |
-//! | --- | --- |
-//! | `{ type = "monthly", from_day = 20 }` | from local midnight of day `from_day` to the end of `to_day` (default: the month's last day), every month. `to_day` beyond the month's length means its last day; a month shorter than `from_day` has no window. |
-//! | `{ type = "weekly", days = ["Sat", "Sun"] }` | on these local weekdays, all day. |
-//! | `{ type = "daily", start = "10:00:00", end = "22:00:00" }` | every day, from `start` (inclusive) to `end` (exclusive); no wrap past midnight. |
-//! | `{ type = "fixed", start = "2026-01-01T00:00:00", end = "2027-01-01T00:00:00" }` | `[start, end)`; either end may be absent. |
+//! * `{ type = "monthly", from_day = 20, to_day = 25 }`: every month, from local midnight of day `from_day`
+//!   to the end of day `to_day` (absent: the month's last day). A `to_day` beyond the month's length means
+//!   its last day; a month shorter than `from_day` has no window (`from_day = 30` skips February).
+//! * `{ type = "weekly", days = ["Sat", "Sun"] }`: on these local weekdays, all day.
+//! * `{ type = "daily", start = "10:00:00", end = "22:00:00" }`: every day from `start` (inclusive) to
+//!   `end` (exclusive); a window does not wrap past midnight.
+//! * `{ type = "fixed", start = "2026-01-01T00:00:00", end = "2027-01-01T00:00:00" }`: `[start, end)`;
+//!   either end may be absent.
 //!
 //! A refusal for being outside the windows carries the next instant at which all windows hold, if there is
 //! one within [`WINDOW_HORIZON_DAYS`] days.
