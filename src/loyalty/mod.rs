@@ -4,5 +4,7 @@
 pub mod coupons;
 pub mod earning;
 pub mod ledger;
+pub mod rewards;
+pub mod risk;
 pub mod rules;
 pub mod tiers;

@@ -1,0 +1,422 @@
+//! Risk control (风控) against points farming and abusive redemption: velocity limits over a member's recent
+//! activity, and the flags that block a member's redemptions until an operator clears them. Pure: no I/O, no
+//! clock (the new activity carries its time), no floats.
+//!
+//! # Design
+//!
+//! * **A policy is a list of limits.** Each [`VelocityLimit`] counts one kind of activity (earning or
+//!   redeeming), by number of events or by points, over a sliding window of minutes or the local day of the
+//!   business time zone, and has an id that names the flag it raises. The usual three — earn events per
+//!   hour, redemptions per day, points earned per day — are in [`EXAMPLE_TOML`]; any may be left out.
+//! * **Judged when something happens.** [`crossed`] takes the policy, the member's recent activity and the
+//!   new activity, and returns every limit the new activity takes past its maximum, each with words the
+//!   operator can read ("31 earn events in the last hour, limit 30"). A limit is judged only when the new
+//!   activity counts towards it (same kind; for a points limit, some points), so an earn never re-reports
+//!   a redemption limit.
+//! * **Windows are exact.** A sliding window of `m` minutes ending at `now` is `(now − m, now]`: an event
+//!   exactly 60 minutes before `now` is outside an hour's window, one 59 minutes 59 seconds before is
+//!   inside. The local day is `[local midnight, now]` in the policy's time zone. Activity after `now` (a
+//!   clock ahead of ours) is not counted.
+//! * **Crossing is strictly above.** A limit of 30 allows 30; the 31st crosses it.
+//! * **Flags are records.** The caller stores a [`RiskFlag`] per crossing (see [`new_flags`], which does
+//!   not raise a second flag for a rule that is still open). Any uncleared flag blocks redemptions
+//!   ([`is_blocked`], [`block_reason`]); earning goes on, so nothing a member did is lost. Clearing
+//!   ([`clear`]) needs an operator and a note, and keeps the flag for the record.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::commerce::order::MAX_AMOUNT;
+use crate::error::{Checked, Invalid};
+use crate::loyalty::rewards::BlockReason;
+
+#[cfg(test)]
+mod tests;
+
+/// Longest sliding window: one week.
+pub const MAX_WINDOW_MINUTES: u32 = 7 * 24 * 60;
+
+/// A sensible starting policy, and the reference for the format.
+pub const EXAMPLE_TOML: &str = r#"
+time_zone = "Asia/Shanghai"
+
+[[limits]]
+id = "earn_events_per_hour"
+description = "more than 30 earning events in any 60 minutes looks scripted"
+activity = "earn"
+measure = "events"
+window = { type = "sliding", minutes = 60 }
+max = 30
+
+[[limits]]
+id = "redemptions_per_day"
+description = "more than 5 redemptions in a local day"
+activity = "redeem"
+measure = "events"
+window = { type = "local_day" }
+max = 5
+
+[[limits]]
+id = "points_earned_per_day"
+description = "more than 5000 points earned in a local day"
+activity = "earn"
+measure = "points"
+window = { type = "local_day" }
+max = 5000
+"#;
+
+/// The velocity limits of the program. Validate with [`RiskPolicy::validate`] (the parsers do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskPolicy {
+    /// The business time zone, for local-day limits.
+    #[serde(default = "default_tz", with = "tz_name")]
+    pub time_zone: Tz,
+    /// Judged in this order; crossings are reported in this order.
+    #[serde(default)]
+    pub limits: Vec<VelocityLimit>,
+}
+
+impl Default for RiskPolicy {
+    /// No limits: nothing is ever flagged.
+    fn default() -> Self {
+        Self { time_zone: default_tz(), limits: Vec::new() }
+    }
+}
+
+fn default_tz() -> Tz {
+    chrono_tz::Asia::Shanghai
+}
+
+/// Time zones are written by IANA name (`Asia/Shanghai`); an unknown name fails to parse.
+mod tz_name {
+    use chrono_tz::Tz;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(tz.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse::<Tz>().map_err(|_| serde::de::Error::custom(format!("unknown time zone `{name}`")))
+    }
+}
+
+/// One limit: at most `max` of `measure` of `activity` within `window`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VelocityLimit {
+    /// Slug, unique in the policy; the `rule` of the flags it raises.
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    pub activity: ActivityKind,
+    pub measure: Measure,
+    pub window: Span,
+    /// The most allowed; one more crosses the limit. At least 1.
+    pub max: i64,
+}
+
+/// What a member did, as risk control sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// Points credited by a rule or an order.
+    Earn,
+    /// A reward redeemed.
+    Redeem,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Number of activities.
+    Events,
+    /// Sum of their points.
+    Points,
+}
+
+/// The time a limit counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Span {
+    /// `(now − minutes, now]`.
+    Sliding { minutes: u32 },
+    /// From local midnight of `now`'s local day to `now`, in the policy's time zone.
+    LocalDay,
+}
+
+/// A policy that could not be loaded: either not well-formed, or well-formed but invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RiskPolicyError {
+    #[error("risk policy does not parse: {0}")]
+    Parse(String),
+    #[error("risk policy is invalid: {0}")]
+    Invalid(Invalid),
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl RiskPolicy {
+    /// Parse and validate a TOML policy.
+    pub fn from_toml(text: &str) -> Result<RiskPolicy, RiskPolicyError> {
+        let p: RiskPolicy = toml::from_str(text).map_err(|e| RiskPolicyError::Parse(e.to_string()))?;
+        p.validate().map_err(RiskPolicyError::Invalid)?;
+        Ok(p)
+    }
+
+    /// Parse and validate a JSON policy (the API's form).
+    pub fn from_json(text: &str) -> Result<RiskPolicy, RiskPolicyError> {
+        let p: RiskPolicy = serde_json::from_str(text).map_err(|e| RiskPolicyError::Parse(e.to_string()))?;
+        p.validate().map_err(RiskPolicyError::Invalid)?;
+        Ok(p)
+    }
+
+    /// Check what serde cannot; the error names the field (`limits[1].window.minutes`).
+    pub fn validate(&self) -> Checked<()> {
+        let mut ids = BTreeSet::new();
+        for (i, l) in self.limits.iter().enumerate() {
+            let at = format!("limits[{i}]");
+            if !is_slug(&l.id) {
+                return Err(Invalid::new(
+                    "invalid_code",
+                    format!("{at}.id"),
+                    "a limit id is 1-64 lower-case letters, digits, `_` or `-`",
+                ));
+            }
+            if !ids.insert(l.id.as_str()) {
+                return Err(Invalid::new(
+                    "duplicate",
+                    format!("{at}.id"),
+                    format!("limit id `{}` is used twice", l.id),
+                ));
+            }
+            if !(1..=MAX_AMOUNT).contains(&l.max) {
+                return Err(Invalid::new(
+                    "out_of_range",
+                    format!("{at}.max"),
+                    format!("`max` must be between 1 and {MAX_AMOUNT}"),
+                ));
+            }
+            if let Span::Sliding { minutes } = l.window
+                && !(1..=MAX_WINDOW_MINUTES).contains(&minutes)
+            {
+                return Err(Invalid::new(
+                    "out_of_range",
+                    format!("{at}.window.minutes"),
+                    format!("`minutes` must be between 1 and {MAX_WINDOW_MINUTES}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Judging activity
+// ---------------------------------------------------------------------------------------------------------
+
+/// One thing a member did: earned or redeemed `points` at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    pub at: DateTime<Utc>,
+    pub kind: ActivityKind,
+    /// Points earned or spent, as a positive number (a negative value counts as 0).
+    pub points: i64,
+}
+
+/// A limit the new activity took past its maximum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crossing {
+    /// The limit's id.
+    pub rule: String,
+    /// The count or points in the window, the new activity included.
+    pub observed: i64,
+    pub limit: i64,
+    /// In words, for the operator: "31 earn events in the last hour, limit 30".
+    pub detail: String,
+}
+
+fn span_words(span: Span, now: DateTime<Utc>, tz: Tz) -> String {
+    match span {
+        Span::Sliding { minutes: 60 } => "in the last hour".to_string(),
+        Span::Sliding { minutes } if minutes % 60 == 0 => format!("in the last {} hours", minutes / 60),
+        Span::Sliding { minutes: 1 } => "in the last minute".to_string(),
+        Span::Sliding { minutes } => format!("in the last {minutes} minutes"),
+        Span::LocalDay => format!("on {} ({} day)", now.with_timezone(&tz).date_naive(), tz.name()),
+    }
+}
+
+fn what_words(activity: ActivityKind, measure: Measure) -> &'static str {
+    match (activity, measure) {
+        (ActivityKind::Earn, Measure::Events) => "earn events",
+        (ActivityKind::Redeem, Measure::Events) => "redemptions",
+        (ActivityKind::Earn, Measure::Points) => "points earned",
+        (ActivityKind::Redeem, Measure::Points) => "points redeemed",
+    }
+}
+
+/// Whether `at` lies in `span` ending at `now`.
+fn in_span(span: Span, at: DateTime<Utc>, now: DateTime<Utc>, tz: Tz) -> bool {
+    if at > now {
+        return false;
+    }
+    match span {
+        Span::Sliding { minutes } => at > now - Duration::minutes(i64::from(minutes)),
+        Span::LocalDay => at.with_timezone(&tz).date_naive() == now.with_timezone(&tz).date_naive(),
+    }
+}
+
+/// The limits of `policy` that `new` takes past their maximum, in policy order, given the member's `recent`
+/// activity (which must not already contain `new`; `new.at` is now). The caller flags the member for each
+/// (see [`new_flags`]).
+pub fn crossed(policy: &RiskPolicy, recent: &[Activity], new: &Activity) -> Vec<Crossing> {
+    let now = new.at;
+    let tz = policy.time_zone;
+    let mut out = Vec::new();
+    for limit in &policy.limits {
+        if limit.activity != new.kind || (limit.measure == Measure::Points && new.points <= 0) {
+            continue;
+        }
+        let measure = |a: &Activity| match limit.measure {
+            Measure::Events => 1,
+            Measure::Points => a.points.max(0),
+        };
+        let observed = recent
+            .iter()
+            .filter(|a| a.kind == limit.activity && in_span(limit.window, a.at, now, tz))
+            .fold(measure(new), |acc, a| acc.saturating_add(measure(a)));
+        if observed > limit.max {
+            out.push(Crossing {
+                rule: limit.id.clone(),
+                observed,
+                limit: limit.max,
+                detail: format!(
+                    "{observed} {} {}, limit {}",
+                    what_words(limit.activity, limit.measure),
+                    span_words(limit.window, now, tz),
+                    limit.max
+                ),
+            });
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------------------------------------
+
+/// A member flagged by a limit. Stored per member; never deleted, only cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskFlag {
+    /// The id of the limit that raised it.
+    pub rule: String,
+    /// What was seen, in words.
+    pub detail: String,
+    pub flagged_at: DateTime<Utc>,
+    pub cleared_at: Option<DateTime<Utc>>,
+    /// The operator who cleared it.
+    pub cleared_by: Option<String>,
+    /// Why it was cleared.
+    pub note: Option<String>,
+}
+
+impl RiskFlag {
+    /// An open flag for a crossing.
+    pub fn from_crossing(c: &Crossing, at: DateTime<Utc>) -> RiskFlag {
+        RiskFlag {
+            rule: c.rule.clone(),
+            detail: c.detail.clone(),
+            flagged_at: at,
+            cleared_at: None,
+            cleared_by: None,
+            note: None,
+        }
+    }
+
+    /// Not cleared yet: blocks redemptions.
+    pub fn is_open(&self) -> bool {
+        self.cleared_at.is_none()
+    }
+}
+
+/// Whether the member's redemptions are blocked: any flag not cleared.
+pub fn is_blocked(flags: &[RiskFlag]) -> bool {
+    flags.iter().any(RiskFlag::is_open)
+}
+
+/// The reason to give [`crate::loyalty::rewards::check`]: the earliest open flag, if any.
+pub fn block_reason(flags: &[RiskFlag]) -> Option<BlockReason> {
+    flags
+        .iter()
+        .filter(|f| f.is_open())
+        .min_by_key(|f| f.flagged_at)
+        .map(|f| BlockReason::RiskFlag { rule: f.rule.clone() })
+}
+
+/// The flags to store for `crossings` at `at`: one per crossed rule that has no open flag already, so a
+/// burst raises one flag per rule, not one per event.
+pub fn new_flags(crossings: &[Crossing], existing: &[RiskFlag], at: DateTime<Utc>) -> Vec<RiskFlag> {
+    let mut open: BTreeSet<&str> = existing.iter().filter(|f| f.is_open()).map(|f| f.rule.as_str()).collect();
+    crossings.iter().filter(|c| open.insert(c.rule.as_str())).map(|c| RiskFlag::from_crossing(c, at)).collect()
+}
+
+/// Why a flag could not be cleared.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ClearRefusal {
+    /// The operator or the note is missing (the field is named).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("the flag was already cleared by {cleared_by} at {cleared_at}")]
+    AlreadyCleared { cleared_at: DateTime<Utc>, cleared_by: String },
+}
+
+impl ClearRefusal {
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClearRefusal::Invalid(e) => e.code,
+            ClearRefusal::AlreadyCleared { .. } => "already_cleared",
+        }
+    }
+}
+
+/// Clear `flag` at `now`: an operator and a note (why it is fine) are required. Returns the cleared flag;
+/// `cleared_at` is never before `flagged_at`.
+pub fn clear(flag: &RiskFlag, operator: &str, note: &str, now: DateTime<Utc>) -> Result<RiskFlag, ClearRefusal> {
+    if let Some(cleared_at) = flag.cleared_at {
+        return Err(ClearRefusal::AlreadyCleared {
+            cleared_at,
+            cleared_by: flag.cleared_by.clone().unwrap_or_default(),
+        });
+    }
+    if operator.trim().is_empty() {
+        return Err(Invalid::missing("operator").into());
+    }
+    if note.trim().is_empty() {
+        return Err(Invalid::missing("note").into());
+    }
+    if operator.len() > 128 {
+        return Err(Invalid::new("invalid_text", "operator", "`operator` is at most 128 bytes").into());
+    }
+    if note.chars().count() > 2000 {
+        return Err(Invalid::new("invalid_text", "note", "`note` is at most 2000 characters").into());
+    }
+    Ok(RiskFlag {
+        cleared_at: Some(now.max(flag.flagged_at)),
+        cleared_by: Some(operator.trim().to_string()),
+        note: Some(note.trim().to_string()),
+        ..flag.clone()
+    })
+}
