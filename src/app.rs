@@ -86,6 +86,8 @@ pub struct App {
     order_jobs: tokio::sync::mpsc::Sender<OrderJob>,
     /// Settles the loyalty queue into ledger entries.
     pub earner: Arc<Earner>,
+    /// Bulk writers (import, demo) defer settling to the end, when each ledger is loaded once.
+    defer_loyalty: std::sync::atomic::AtomicBool,
     /// Recently seen API keys, so a request does not cost a key look-up.
     principals: std::sync::Mutex<HashMap<String, (Option<Principal>, std::time::Instant)>>,
 }
@@ -220,12 +222,25 @@ impl App {
             stores: RwLock::new(HashMap::new()),
             order_jobs,
             earner,
+            defer_loyalty: std::sync::atomic::AtomicBool::new(false),
             principals: std::sync::Mutex::new(HashMap::new()),
         };
         if let Some(k) = app.config.admin_key.clone() {
             app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;
         }
         Ok(app)
+    }
+
+    /// Defer settling loyalty work (bulk loads); call [`App::settle_loyalty`] when done. Single-order writes
+    /// through the group writer always settle at once.
+    pub fn defer_loyalty(&self, on: bool) {
+        self.defer_loyalty.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn settle_now(&self) {
+        if !self.defer_loyalty.load(std::sync::atomic::Ordering::Relaxed) {
+            settle_or_log(&self.earner).await;
+        }
     }
 
     /// The current time at the precision both stores keep (microseconds), so a value read back equals
@@ -325,7 +340,7 @@ impl App {
         }
         let outcomes = self.store.upsert_members(&batch, &Actor { id: who.key_id.clone(), at: now }).await?;
         if outcomes.iter().any(|o| matches!(o, UpsertOutcome::Created(_) | UpsertOutcome::Updated(..))) {
-            settle_or_log(&self.earner).await;
+            self.settle_now().await;
         }
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Ok(outcome);
@@ -514,17 +529,23 @@ impl App {
         let (mut members, mut written) = (0u64, 0u64);
         let mut after = 0;
         loop {
-            let ids = self.store.ledger_members(after, 1000).await?;
+            let ids = self.store.ledger_members(after, 500).await?;
             let Some(&last) = ids.last() else { break };
-            for m in ids {
-                let cfg = cfg.clone();
-                let op: crate::store::LedgerOp = Box::new(move |history| {
-                    let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
-                    let mut out = ledger.mature(now)?;
-                    out.extend(ledger.expire_due(now)?);
-                    Ok(out)
-                });
-                match self.store.ledger_write(m, op).await? {
+            let jobs = ids
+                .iter()
+                .map(|&m| {
+                    let cfg = cfg.clone();
+                    let op: store::LoyaltyOp = Box::new(move |history| {
+                        let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
+                        let mut entries = ledger.mature(now)?;
+                        entries.extend(ledger.expire_due(now)?);
+                        Ok(store::Applied { entries, evaluations: Vec::new() })
+                    });
+                    store::LedgerJob { member: m, op, tasks: Vec::new() }
+                })
+                .collect();
+            for (m, r) in ids.iter().zip(self.store.ledger_apply(jobs, now).await?) {
+                match r {
                     Ok(entries) if !entries.is_empty() => {
                         members += 1;
                         written += entries.len() as u64;
@@ -670,7 +691,7 @@ impl App {
         if !batch.is_empty() {
             let outcomes = self.store.insert_orders(&batch, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
             if outcomes.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
-                settle_or_log(&self.earner).await;
+                self.settle_now().await;
             }
             for (slot, o) in slots.into_iter().zip(outcomes) {
                 results[slot] = o;
@@ -702,7 +723,7 @@ impl App {
         let digest = content_digest(input);
         let out = self.store.insert_refund(input, &digest, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
         if matches!(out, WriteOutcome::Created(_)) {
-            settle_or_log(&self.earner).await;
+            self.settle_now().await;
         }
         Ok(out)
     }
@@ -712,7 +733,7 @@ impl App {
         let batch: Vec<(RefundDraft, Vec<u8>)> = drafts.iter().map(|d| (d.clone(), content_digest(d))).collect();
         let out = self.store.import_refunds(&batch).await?;
         if out.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
-            settle_or_log(&self.earner).await;
+            self.settle_now().await;
         }
         Ok(out)
     }
@@ -748,7 +769,7 @@ impl App {
             let earning = batch.iter().any(|w| crate::loyalty::earning::earns(&w.draft.event_type.name()));
             let outcomes = self.store.insert_events(&batch).await?;
             if earning {
-                settle_or_log(&self.earner).await;
+                self.settle_now().await;
             }
             for (slot, o) in slots.into_iter().zip(outcomes) {
                 results[slot] = o;

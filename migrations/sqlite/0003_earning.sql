@@ -20,7 +20,8 @@ CREATE TABLE loyalty_queue (
     failed_at  INTEGER,
     error      TEXT
 );
-CREATE INDEX loyalty_queue_open ON loyalty_queue (task_id) WHERE failed_at IS NULL;
+-- Settled member by member (each member's tasks in order), so a batch loads each ledger once.
+CREATE INDEX loyalty_queue_open ON loyalty_queue (member_id, task_id) WHERE failed_at IS NULL;
 
 -- Why an operation earned what it did: the rule evaluation (effects and per-rule reasons), by operation key.
 CREATE TABLE loyalty_evaluations (

@@ -28,6 +28,27 @@ const SETTLE_BATCH: i64 = 2000;
 /// How far back check-ins are read to find a streak.
 const STREAK_LOOKBACK_DAYS: i64 = 400;
 
+/// A behaviour event as the rules see it; check-ins carry the streak they make, from the member's
+/// check-in times (`earlier`, any order; later ones are ignored).
+fn behaviour(
+    kind: &str,
+    key: &str,
+    at: DateTime<Utc>,
+    earlier: &[DateTime<Utc>],
+    rules: &RuleSet,
+) -> Option<BehaviourInput> {
+    let tz = rules.time_zone;
+    if kind == "check_in" {
+        let day = at.with_timezone(&tz).date_naive();
+        let days: Vec<_> = earlier.iter().map(|t| t.with_timezone(&tz).date_naive()).collect();
+        return Some(BehaviourInput::check_in(at, day, earning::streak_on(day, &days)));
+    }
+    earning::behaviour_of(kind, 1).map(|behaviour| BehaviourInput {
+        subject: format!("{}:{key}", kind.trim_start_matches("custom.")),
+        event: BehaviourEvent { at, behaviour },
+    })
+}
+
 /// The rule set shipped with Huiyuan, stored as version 1 on a shop's first start so earning works at once.
 pub fn default_rules() -> RuleSet {
     let mut set = RuleSet::from_toml(crate::loyalty::rules::EXAMPLE_TOML).unwrap_or_else(|e| {
@@ -143,6 +164,17 @@ impl Earner {
             .into_iter()
             .map(|(id, m, t, k, at)| (id, (m, t, k, at)))
             .collect();
+        let check_in_members: Vec<MemberId> = {
+            let mut v: Vec<MemberId> = events.values().filter(|e| e.1 == "check_in").map(|e| e.0).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let earliest = events.values().map(|e| e.3).min().unwrap_or_else(Utc::now);
+        let check_ins = self
+            .store
+            .event_times_many(&check_in_members, "check_in", earliest - Duration::days(STREAK_LOOKBACK_DAYS))
+            .await?;
         let mut members: Vec<MemberId> = tasks.iter().map(|t| t.member_id).collect();
         members.sort_unstable();
         members.dedup();
@@ -172,10 +204,10 @@ impl Earner {
                     first_paid: first_paid.get(&t.member_id) == Some(&o.id),
                 }),
                 "refund" => refunds.get(&id).cloned().map(Work::Refund),
-                "event" => match events.get(&id) {
-                    Some((m, kind, key, at)) => self.behaviour(*m, kind, key, *at, &rules).await?.map(Work::Behaviour),
-                    None => None,
-                },
+                "event" => events.get(&id).and_then(|(m, kind, key, at)| {
+                    let earlier = check_ins.get(m).map(Vec::as_slice).unwrap_or_default();
+                    behaviour(kind, key, *at, earlier, &rules).map(Work::Behaviour)
+                }),
                 "member" => facts.get(&t.member_id).map(|f| Work::Member {
                     registered_at: f.registered_at,
                     profile_complete: f.profile_complete,
@@ -202,28 +234,6 @@ impl Earner {
         Ok(())
     }
 
-    /// A behaviour event as the rules see it; check-ins carry the streak they make.
-    async fn behaviour(
-        &self,
-        member: MemberId,
-        kind: &str,
-        key: &str,
-        at: DateTime<Utc>,
-        rules: &RuleSet,
-    ) -> Result<Option<BehaviourInput>, StoreError> {
-        let tz = rules.time_zone;
-        if kind == "check_in" {
-            let day = at.with_timezone(&tz).date_naive();
-            let earlier = self.store.event_times(member, "check_in", at - Duration::days(STREAK_LOOKBACK_DAYS)).await?;
-            let days: Vec<_> = earlier.iter().map(|t| t.with_timezone(&tz).date_naive()).collect();
-            return Ok(Some(BehaviourInput::check_in(at, day, earning::streak_on(day, &days))));
-        }
-        Ok(earning::behaviour_of(kind, 1).map(|behaviour| BehaviourInput {
-            subject: format!("{}:{key}", kind.trim_start_matches("custom.")),
-            event: BehaviourEvent { at, behaviour },
-        }))
-    }
-
     fn member_op(&self, row: Option<MemberFactsRow>, work: Vec<Work>, rules: Arc<RuleSet>) -> LoyaltyOp {
         let cfg = self.ledger.clone();
         Box::new(move |history| {
@@ -244,9 +254,14 @@ impl Earner {
                 let at = e.entries.first().map_or(row.registered_at, |x| x.at);
                 if !e.entries.is_empty() {
                     applied.evaluations.push(EvaluationRecord {
-                        op: e.subject,
+                        op: e.subject.clone(),
                         rule_version: i64::from(e.evaluation.rule_version),
-                        evaluation: serde_json::to_value(&e.evaluation).unwrap_or_default(),
+                        evaluation: serde_json::to_value(earning::for_record(
+                            &e.evaluation,
+                            e.subject.starts_with("order:"),
+                            &rules,
+                        ))
+                        .unwrap_or_default(),
                         at,
                     });
                 }

@@ -34,15 +34,20 @@ pub async fn demo(
     eprintln!("Building the demo shop in {} ({} members, seed {seed})…", db.display(), members);
     let s = generate(&app, &opts).await.context("building the demo shop")?;
     eprintln!(
-        "Demo shop ready in {:.1} s: {} members, {} orders (+{} guest), {} refunds, {} events, {} SKUs",
+        "Demo shop ready in {:.1} s: {} members, {} orders (+{} guest), {} refunds, {} events, {} SKUs; \
+         {} loyalty tasks settled, {} ledger entries from maturing and expiry",
         s.elapsed.as_secs_f64(),
         s.members,
         s.orders,
         s.guest_orders,
         s.refunds,
         s.events,
-        s.skus
+        s.skus,
+        s.loyalty_tasks,
+        s.ledger_jobs
     );
+    let stages: Vec<String> = s.stages.iter().map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64())).collect();
+    eprintln!("  time by stage: {}", stages.join(", "));
     let (key, _) = app.create_key(Role::Admin, "demo-admin").await?;
     if no_serve {
         println!("admin key: {key}");
@@ -85,13 +90,24 @@ pub async fn import(
         reject_path: rejects,
         progress: is_terminal(),
     };
+    // Loyalty work of the imported history is settled once at the end, each member's ledger loaded once.
+    app.defer_loyalty(true);
     let s = import::run(app, &opts).await.with_context(|| format!("importing {}", file.display()))?;
+    app.defer_loyalty(false);
+    let t = std::time::Instant::now();
+    let settled = app.settle_loyalty().await?;
+    let (_, matured) = app.run_ledger_jobs(app.now()).await?;
     println!("rows read   {:>10}", s.read);
     println!("imported    {:>10}", s.imported);
     println!("duplicates  {:>10}  (already stored; skipped)", s.duplicates);
     println!("skipped     {:>10}", s.skipped);
     println!("rejected    {:>10}", s.rejected);
     println!("time        {:>10.2} s  ({:.0} rows/s)", s.elapsed.as_secs_f64(), s.rows_per_sec());
+    println!(
+        "loyalty     {:>10} tasks settled, {matured} ledger entries from maturing and expiry ({:.2} s)",
+        settled,
+        t.elapsed().as_secs_f64()
+    );
     for n in &s.notes {
         println!("note: {n}");
     }

@@ -66,6 +66,10 @@ pub struct DemoSummary {
     pub refunds: u64,
     pub events: u64,
     pub skus: u64,
+    /// Loyalty tasks settled (orders, refunds, earning events, members).
+    pub loyalty_tasks: u64,
+    /// Ledger entries written by maturing and expiry as of the end.
+    pub ledger_jobs: u64,
     /// Inputs the use cases refused (a generator bug if not zero; the reasons are logged).
     pub rejected: u64,
     pub elapsed: Duration,
@@ -146,6 +150,8 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
     let mut stages = Stages::default();
     let mut summary = DemoSummary::default();
     let pb = bar(opts);
+    // Loyalty work is settled once at the end, each member's ledger loaded once.
+    app.defer_loyalty(true);
 
     let t = Instant::now();
     let shop = Shop::new(opts.seed, opts.end);
@@ -281,6 +287,13 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
+    // The history through the loyalty program: earn, reverse refunds, then mature and expire as of now.
+    let t = Instant::now();
+    app.defer_loyalty(false);
+    summary.loyalty_tasks = app.settle_loyalty().await?;
+    let (_, written) = app.run_ledger_jobs(app.now()).await?;
+    summary.ledger_jobs = written;
+    stages.add("loyalty", t);
     summary.elapsed = started.elapsed();
     summary.stages = stages.0;
     Ok(summary)

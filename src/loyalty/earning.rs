@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{Entry, Kind, Ledger, LedgerError, RefundedLine, Source, Wallet};
 use super::rules::{
-    Behaviour, BehaviourEvent, Beneficiary, Evaluation, MemberSnapshot, Rule, RuleInput, RuleOrder, RuleSet, RuleUsage,
-    Target, Usage, evaluate,
+    Behaviour, BehaviourEvent, Beneficiary, Evaluation, MemberSnapshot, Rule, RuleInput, RuleOrder, RuleSet, Target,
+    Usage, evaluate,
 };
 use crate::members::MemberId;
 
@@ -89,7 +89,7 @@ pub fn usage(entries: &[Entry], rules: &RuleSet, at: DateTime<Utc>) -> (Usage, U
             continue;
         }
         let bump = |u: &mut Usage| {
-            let slot = u.by_rule.entry(rule.clone()).or_insert(RuleUsage::default());
+            let slot = u.by_rule.entry(rule.clone()).or_default();
             slot.points = slot.points.saturating_add(e.amount);
             slot.count = slot.count.saturating_add(1);
         };
@@ -162,6 +162,36 @@ pub fn earn_order(
         }
     }
     Ok(Earned { subject, evaluation, entries })
+}
+
+/// The part of an evaluation worth keeping beside the ledger: the explanations of the rules that could
+/// concern this kind of input (order rules for an order, the behaviour's own rule for an event) and of
+/// the caps. "Registration rules do not apply to orders" is true of every order and not worth storing.
+pub fn for_record(evaluation: &Evaluation, input_is_order: bool, rules: &RuleSet) -> Evaluation {
+    let relevant: BTreeSet<&str> = rules
+        .rules
+        .iter()
+        .filter(|r| {
+            let order_rule = matches!(r, Rule::Base(_) | Rule::Multiplier(_) | Rule::Referral(_));
+            if input_is_order {
+                order_rule
+            } else {
+                !order_rule && evaluation.effects.iter().any(|e| e.rule_id == r.id())
+            }
+        })
+        .map(Rule::id)
+        .chain(rules.caps.iter().map(|c| c.id.as_str()))
+        .collect();
+    Evaluation {
+        rule_version: evaluation.rule_version,
+        effects: evaluation.effects.clone(),
+        explanations: evaluation
+            .explanations
+            .iter()
+            .filter(|x| relevant.contains(x.rule_id.as_str()))
+            .cloned()
+            .collect(),
+    }
 }
 
 /// Credit points and growth value under `{key}:points` / `{key}:growth`; zero amounts write nothing.

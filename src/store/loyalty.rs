@@ -86,7 +86,7 @@ macro_rules! loyalty_store {
             async fn loyalty_tasks(&self, limit: i64) -> StoreResult<Vec<LoyaltyTask>> {
                 let rows: Vec<(i64, MemberId, String, String, Ts)> = sqlx::query_as(
                     "SELECT task_id, member_id, kind, ref, created_at FROM loyalty_queue WHERE failed_at IS NULL \
-                     ORDER BY task_id LIMIT $1",
+                     ORDER BY member_id, task_id LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(self.reader())
@@ -277,6 +277,25 @@ macro_rules! loyalty_store {
                     q.push(")");
                     let rows: Vec<(i64, MemberId, String, String, Ts)> = q.build_query_as().fetch_all(&mut *conn).await?;
                     out.extend(rows.into_iter().map(|(id, m, t, k, at)| (id, m, t, k, at.0)));
+                }
+                Ok(out)
+            }
+
+            async fn event_times_many(&self, members: &[MemberId], event_type: &str, since: DateTime<Utc>) -> StoreResult<HashMap<MemberId, Vec<DateTime<Utc>>>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out: HashMap<MemberId, Vec<DateTime<Utc>>> = HashMap::new();
+                for chunk in members.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT member_id, occurred_at FROM events WHERE event_type = ");
+                    q.push_bind(event_type.to_string()).push(" AND occurred_at >= ").push_bind(Ts(since)).push(" AND member_id IN (");
+                    let mut sep = q.separated(", ");
+                    for m in chunk {
+                        sep.push_bind(*m);
+                    }
+                    q.push(") ORDER BY member_id, occurred_at");
+                    let rows: Vec<(MemberId, Ts)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (m, t) in rows {
+                        out.entry(m).or_default().push(t.0);
+                    }
                 }
                 Ok(out)
             }

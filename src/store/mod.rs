@@ -425,7 +425,7 @@ pub trait LoyaltyStore {
     /// Store version `version`, which must be exactly one more than the newest (so two editors cannot both
     /// win); otherwise `Err(newest)` and nothing is written. Audited.
     async fn insert_rule_set(&self, version: i64, body: &str, actor: &Actor) -> StoreResult<Result<(), i64>>;
-    /// Open tasks, oldest first.
+    /// Open tasks, member by member, each member's in the order queued.
     async fn loyalty_tasks(&self, limit: i64) -> StoreResult<Vec<LoyaltyTask>>;
     /// (open, failed) task counts.
     async fn loyalty_backlog(&self) -> StoreResult<(i64, i64)>;
@@ -450,6 +450,13 @@ pub trait LoyaltyStore {
     async fn first_paid_orders(&self, members: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, i64>>;
     /// `(event_id, member, type, key, occurred_at)` of the given events.
     async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>>;
+    /// When each member's events of one type happened, since `since`, oldest first.
+    async fn event_times_many(
+        &self,
+        members: &[MemberId],
+        event_type: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<std::collections::HashMap<MemberId, Vec<DateTime<Utc>>>>;
     /// When a member's events of one type happened, since `since`, oldest first.
     async fn event_times(
         &self,

@@ -386,8 +386,12 @@ async fn operators_adjust_points_idempotently_and_balances_follow() {
         assert_eq!(again["points"]["available"], a0 + 100, "{b}: a retry changes nothing: {again}");
         let reused = adjust("goodwill-1", json!({"amount": 500, "reason": "快递延误补偿"})).await.unwrap();
         assert_eq!(reused.status().as_u16(), 409, "{b}");
-        let debit: Value =
-            adjust("fix-1", json!({"amount": -(a0 + 150), "reason": "重复发放冲正"})).await.unwrap().json().await.unwrap();
+        let debit: Value = adjust("fix-1", json!({"amount": -(a0 + 150), "reason": "重复发放冲正"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(
             (debit["points"]["available"].as_i64(), debit["points"]["redemption_blocked"].as_bool()),
             (Some(-50), Some(true)),
@@ -419,6 +423,10 @@ async fn operators_adjust_points_idempotently_and_balances_follow() {
             .json()
             .await
             .unwrap();
-        assert_eq!((analyst["available"].as_i64(), analyst["growth_value"].as_i64()), (Some(-50), Some(g0 + 30)), "{b}");
+        assert_eq!(
+            (analyst["available"].as_i64(), analyst["growth_value"].as_i64()),
+            (Some(-50), Some(g0 + 30)),
+            "{b}"
+        );
     }
 }

@@ -125,7 +125,10 @@ async fn orders_earn_pending_points_per_line_and_refunds_reverse_exactly_the_ref
             .unwrap_or_else(|| panic!("{b}: no order earn entry in {h}"));
         let why = earn["why"].to_string();
         assert!(why.contains("base") && why.contains("applied"), "{b}: {why}");
-        assert!(why.contains("member_day") && why.contains("Wednesday"), "{b}: the rules that did not apply say why: {why}");
+        assert!(
+            why.contains("member_day") && why.contains("Wednesday"),
+            "{b}: the rules that did not apply say why: {why}"
+        );
         assert_eq!(entries.iter().filter(|e| e["kind"] == "reverse").count(), 4, "{b}: two refunds × two wallets");
         // The ledger is sound.
         let report = s.app.verify_ledgers().await.unwrap();
