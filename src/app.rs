@@ -2,6 +2,7 @@
 //! importer and the demo generator all go through here, so they behave the same.
 
 mod loyalty;
+mod rewards;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use crate::store::{
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
 pub use loyalty::{CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, default_rules};
+pub use rewards::Redeemed;
 
 /// Why a use case failed, for the edges to render.
 #[derive(Debug, thiserror::Error)]

@@ -85,15 +85,7 @@ async fn adjust_points(
     ApiJson(req): ApiJson<AdjustRequest>,
 ) -> Result<Response, ApiError> {
     let who = caller.require(Permission::PointsAdjust)?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty());
-    let Some(key) = key else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "missing_idempotency_key",
-            "send an Idempotency-Key header",
-        )
-        .with_field("Idempotency-Key"));
-    };
+    let key = super::required_idempotency_key(&headers)?;
     let reason =
         optional_text(Some(&req.reason), "reason", 200)?.ok_or_else(|| crate::error::Invalid::missing("reason"))?;
     let wallet = match req.wallet {

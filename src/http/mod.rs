@@ -9,6 +9,7 @@ mod events;
 mod loyalty;
 mod members;
 mod metrics;
+mod rewards;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,8 @@ pub struct AppState {
         (name = "members", description = "Members, identities, merges"),
         (name = "commerce", description = "Orders, refunds, catalog, channels and stores"),
         (name = "events", description = "Behaviour events"),
-        (name = "loyalty", description = "Points and growth value"),
+        (name = "loyalty", description = "Points and growth value, earning rules, check-ins"),
+        (name = "rewards", description = "Rewards catalog and redemptions"),
         (name = "admin", description = "Keys, audit log, stats, health"),
     )
 )]
@@ -68,6 +70,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commerce::routes())
         .merge(events::routes())
         .merge(loyalty::routes())
+        .merge(rewards::routes())
         .merge(admin::routes())
         .split_for_parts()
 }
@@ -224,4 +227,14 @@ fn json(status: StatusCode, value: impl Serialize) -> Result<(StatusCode, serde_
         serde_json::to_value(value)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?,
     ))
+}
+
+/// The `Idempotency-Key` header of a write that requires one (400 if absent or empty).
+pub(crate) fn required_idempotency_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty()).ok_or_else(
+        || {
+            ApiError::new(StatusCode::BAD_REQUEST, "missing_idempotency_key", "send an Idempotency-Key header")
+                .with_field("Idempotency-Key")
+        },
+    )
 }

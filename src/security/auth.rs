@@ -40,7 +40,7 @@ impl Role {
         use Permission::*;
         use Role::*;
         match p {
-            MembersWrite | OrdersWrite | CatalogWrite => matches!(self, Admin | Operator | Integration),
+            MembersWrite | OrdersWrite | CatalogWrite | Redeem => matches!(self, Admin | Operator | Integration),
             EventsWrite => matches!(self, Admin | Integration),
             MemberRead | OrdersRead | CatalogRead | LoyaltyRead => true,
             MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
@@ -93,8 +93,10 @@ pub enum Permission {
     PointsAdjust,
     /// Read the loyalty program (rules, versions) and simulate earning.
     LoyaltyRead,
-    /// Change the loyalty program (store a new rule-set version).
+    /// Change the loyalty program (rule-set versions, rewards).
     LoyaltyConfigure,
+    /// Redeem a member's points for a reward.
+    Redeem,
     KeysManage,
     AuditRead,
 }

@@ -9,6 +9,7 @@
 mod common;
 mod loyalty;
 pub mod postgres;
+mod rewards;
 pub mod sqlite;
 mod ts;
 
@@ -244,7 +245,7 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: LoyaltyStore + Send + Sync + 'static {
+pub trait Store: LoyaltyStore + RewardStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -468,4 +469,101 @@ pub trait LoyaltyStore {
     async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, MemberFactsRow>>;
     /// The evaluations behind a member's entries, oldest first.
     async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>>;
+}
+
+pub use crate::loyalty::rewards::{CancelRefusal, RedeemRefusal, Redemption, Reward};
+
+/// A reward in the catalog with what is left of its stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewardRecord {
+    pub reward: Reward,
+    /// `None`: unlimited.
+    pub stock_left: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a redemption decides on, loaded under the member's and the reward's locks.
+#[derive(Debug, Clone)]
+pub struct RedeemInput {
+    pub history: Vec<LedgerEntry>,
+    pub reward: Reward,
+    pub stock_left: Option<i64>,
+    /// The member's earlier redemptions of this reward.
+    pub past: Vec<Redemption>,
+    /// The id the new redemption gets.
+    pub redemption_id: i64,
+}
+
+/// What an accepted redemption writes.
+#[derive(Debug, Clone)]
+pub struct RedeemWrite {
+    pub entries: Vec<LedgerEntry>,
+    pub redemption: Redemption,
+}
+
+/// Why a redemption or its cancellation was refused.
+#[derive(Debug, Clone)]
+pub enum RedeemFailure {
+    Refused(RedeemRefusal),
+    CancelRefused(CancelRefusal),
+    Ledger(LedgerError),
+}
+
+/// The pure decision of a redemption.
+pub type RedeemOp = Box<dyn FnOnce(RedeemInput) -> Result<RedeemWrite, RedeemFailure> + Send>;
+
+/// What the cancellation of a redemption decides on.
+#[derive(Debug, Clone)]
+pub struct CancelInput {
+    pub history: Vec<LedgerEntry>,
+    pub redemption: Redemption,
+}
+
+/// What an accepted cancellation writes: entries returning the points, the updated record, stock back.
+#[derive(Debug, Clone)]
+pub struct CancelWrite {
+    pub entries: Vec<LedgerEntry>,
+    pub redemption: Redemption,
+    pub stock_back: i64,
+}
+
+/// The pure decision of a cancellation.
+pub type CancelOp = Box<dyn FnOnce(CancelInput) -> Result<CancelWrite, RedeemFailure> + Send>;
+
+/// What storing a redemption (or its cancellation) did.
+#[derive(Debug, Clone)]
+pub enum RedeemStored {
+    Created(Redemption),
+    /// The idempotency key was used before for this reward: the original redemption, nothing new written.
+    Replayed(Redemption),
+    /// The idempotency key was used before for another reward.
+    KeyReused(Redemption),
+    NoSuchReward,
+    NoSuchRedemption,
+    Failed(RedeemFailure),
+}
+
+/// The rewards catalog and redemptions (`store/rewards.rs`).
+#[async_trait]
+pub trait RewardStore {
+    /// Create or replace a reward's definition. Stock: a new reward starts with `stock`; a changed `stock`
+    /// moves what is left by the difference (never below zero); unlimited stays `None`. Audited.
+    async fn put_reward(&self, reward: &Reward, actor: &Actor) -> StoreResult<RewardRecord>;
+    async fn rewards(&self) -> StoreResult<Vec<RewardRecord>>;
+    async fn reward(&self, id: &str) -> StoreResult<Option<RewardRecord>>;
+    /// Redeem under the member's and the reward's locks, in one transaction: the decision, the ledger
+    /// entries, the stock and the record, or nothing. Idempotent on `(member, key)`.
+    async fn redeem(
+        &self,
+        member: MemberId,
+        reward_id: &str,
+        key: &str,
+        op: RedeemOp,
+        at: DateTime<Utc>,
+    ) -> StoreResult<RedeemStored>;
+    /// Cancel a redemption in one transaction: points back on the ledger, stock back, record updated.
+    async fn cancel_redemption(&self, member: MemberId, redemption_id: i64, op: CancelOp) -> StoreResult<RedeemStored>;
+    /// A member's redemptions, newest first.
+    async fn member_redemptions(&self, member: MemberId) -> StoreResult<Vec<Redemption>>;
 }

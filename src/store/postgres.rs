@@ -9,6 +9,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
+use super::rewards::rewards_store;
 use super::{Backend, StoreResult};
 
 /// The PostgreSQL store.
@@ -73,3 +74,4 @@ impl PgStore {
 
 shared_store!(PgStore, sqlx::Postgres);
 loyalty_store!(PgStore, sqlx::Postgres);
+rewards_store!(PgStore, sqlx::Postgres);

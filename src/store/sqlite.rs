@@ -9,6 +9,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
+use super::rewards::rewards_store;
 use super::{Backend, StoreResult};
 
 /// The SQLite store: one writer connection, a small pool of readers.
@@ -72,3 +73,4 @@ impl SqliteStore {
 
 shared_store!(SqliteStore, sqlx::Sqlite);
 loyalty_store!(SqliteStore, sqlx::Sqlite);
+rewards_store!(SqliteStore, sqlx::Sqlite);

@@ -9,5 +9,6 @@ mod earning;
 mod import;
 mod ledger;
 mod openapi;
+mod rewards;
 #[allow(dead_code)]
 mod support;
