@@ -23,7 +23,9 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
-pub use loyalty::{CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, default_rules};
+pub use loyalty::{
+    CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
+};
 pub use rewards::Redeemed;
 
 /// Why a use case failed, for the edges to render.
@@ -492,7 +494,7 @@ impl App {
             expiring_within_days: days,
             growth_value: b.growth,
             growth_pending: b.growth_pending,
-            tier: None,
+            tier: self.tier_of(member).await?,
             redemption_blocked: b.available < 0,
         })
     }
@@ -528,6 +530,7 @@ impl App {
     /// twice, or after a crash, changes nothing more. Returns (members touched, entries written).
     pub async fn run_ledger_jobs(&self, now: DateTime<Utc>) -> Result<(u64, u64), AppError> {
         let cfg = self.ledger_config()?;
+        let program = self.earner.tier_program().await?.map(Arc::new);
         let (mut members, mut written) = (0u64, 0u64);
         let mut after = 0;
         loop {
@@ -537,11 +540,17 @@ impl App {
                 .iter()
                 .map(|&m| {
                     let cfg = cfg.clone();
-                    let op: store::LoyaltyOp = Box::new(move |history| {
+                    let program = program.clone();
+                    let op: store::LoyaltyOp = Box::new(move |history, tier_state| {
                         let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
                         let mut entries = ledger.mature(now)?;
                         entries.extend(ledger.expire_due(now)?);
-                        Ok(store::Applied { entries, evaluations: Vec::new() })
+                        // Scheduled tier work (re-evaluation, grace ends) and upgrades from matured growth.
+                        let enrol_at = history.first().map_or(now, |e| e.at);
+                        let tier = program
+                            .as_deref()
+                            .and_then(|p| loyalty::tier_update(p, tier_state, &ledger, enrol_at, now));
+                        Ok(store::Applied { entries, evaluations: Vec::new(), tier })
                     });
                     store::LedgerJob { member: m, op, tasks: Vec::new() }
                 })

@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::loyalty::earning::{self, BehaviourInput, Earned, MemberFacts};
 use crate::loyalty::ledger::{Config as LedgerConfig, Ledger, LedgerError};
 use crate::loyalty::rules::{Behaviour, BehaviourEvent, RuleOrder, RuleSet, RuleSetError};
+use crate::loyalty::tiers::{TierChange, TierProgram, TierState};
 use crate::members::MemberId;
 use crate::store::{
     Actor, Applied, EvaluationRecord, LedgerJob, LoyaltyOp, LoyaltyTask, MemberFactsRow, RuleSetRecord, Store,
@@ -47,6 +48,34 @@ fn behaviour(
         subject: format!("{}:{key}", kind.trim_start_matches("custom.")),
         event: BehaviourEvent { at, behaviour },
     })
+}
+
+/// The tier update a ledger operation carries: written when something changed or the member is new.
+pub(crate) fn tier_update(
+    program: &TierProgram,
+    state: Option<TierState>,
+    ledger: &Ledger,
+    enrol_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(TierState, Vec<TierChange>)> {
+    let new = state.is_none();
+    match earning::update_tier(program, state, ledger, enrol_at, now) {
+        Ok((s, changes)) if new || !changes.is_empty() => Some((s, changes)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "tier not updated: the member's tier state does not fit the tier program");
+            None
+        }
+    }
+}
+
+/// Setting under which the tier program lives (JSON).
+const TIERS_SETTING: &str = "loyalty.tiers";
+
+/// The tier program shipped with Huiyuan, stored on a shop's first start.
+pub fn default_tiers() -> TierProgram {
+    TierProgram::from_toml(crate::loyalty::tiers::EXAMPLE_TOML)
+        .unwrap_or_else(|e| panic!("the built-in tier program does not load: {e}"))
 }
 
 /// The rule set shipped with Huiyuan, stored as version 1 on a shop's first start so earning works at once.
@@ -119,12 +148,39 @@ impl Earner {
         }
     }
 
+    /// The tier program in force, if any.
+    pub async fn tier_program(&self) -> Result<Option<TierProgram>, StoreError> {
+        match self.store.setting(TIERS_SETTING).await? {
+            None => Ok(None),
+            Some(body) => {
+                TierProgram::from_json(&body).map(Some).map_err(|e| StoreError::Corrupt(format!("tier program: {e}")))
+            }
+        }
+    }
+
+    /// Replace the tier program (validated). Members keep their tier until their next update; a tier code
+    /// that disappears leaves those members' states unchanged (and logged) until they are moved.
+    pub async fn put_tier_program(
+        &self,
+        program: &TierProgram,
+    ) -> Result<Result<(), crate::error::Invalid>, StoreError> {
+        if let Err(e) = program.validate() {
+            return Ok(Err(e));
+        }
+        let body = serde_json::to_string(program).map_err(|e| StoreError::Corrupt(format!("tier program: {e}")))?;
+        self.store.set_setting(TIERS_SETTING, &body).await?;
+        Ok(Ok(()))
+    }
+
     /// Store the built-in rules as version 1 if the shop has none.
     pub async fn ensure_rules(&self) -> Result<(), StoreError> {
         if self.store.rule_set(None).await?.is_none() {
             let actor = Actor { id: "system".into(), at: Utc::now() };
             // A concurrent first start may have stored version 1 already; either way there is one now.
             let _ = self.put_rules(&default_rules(), &actor).await?;
+        }
+        if self.tier_program().await?.is_none() {
+            let _ = self.put_tier_program(&default_tiers()).await?;
         }
         Ok(())
     }
@@ -150,6 +206,8 @@ impl Earner {
             return Ok(());
         };
         let rules = Arc::new(rules);
+        let program = self.tier_program().await?.map(Arc::new);
+        let now = Utc::now();
         let ids = |kind: &str| -> Vec<i64> {
             tasks.iter().filter(|t| t.kind == kind).filter_map(|t| t.reference.parse().ok()).collect()
         };
@@ -222,10 +280,10 @@ impl Earner {
         let mut jobs = Vec::with_capacity(per_member.len());
         for (member, (task_ids, work)) in per_member {
             let row = facts.get(&member).cloned();
-            let op = self.member_op(row, work, rules.clone());
+            let op = self.member_op(row, work, rules.clone(), program.clone(), now);
             jobs.push(LedgerJob { member, op, tasks: task_ids });
         }
-        let results = self.store.ledger_apply(jobs, Utc::now()).await?;
+        let results = self.store.ledger_apply(jobs, now).await?;
         for r in results {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "a loyalty task was refused and marked failed");
@@ -234,17 +292,29 @@ impl Earner {
         Ok(())
     }
 
-    fn member_op(&self, row: Option<MemberFactsRow>, work: Vec<Work>, rules: Arc<RuleSet>) -> LoyaltyOp {
+    fn member_op(
+        &self,
+        row: Option<MemberFactsRow>,
+        work: Vec<Work>,
+        rules: Arc<RuleSet>,
+        program: Option<Arc<TierProgram>>,
+        now: DateTime<Utc>,
+    ) -> LoyaltyOp {
         let cfg = self.ledger.clone();
-        Box::new(move |history| {
+        Box::new(move |history, tier_state| {
             let mut applied = Applied::default();
             let Some(row) = row.filter(|r| r.active) else {
                 // Merged away: nothing earns on a member who no longer exists.
                 return Ok(applied);
             };
             let mut ledger = Ledger::from_entries(cfg, &history)?;
+            let tier = tier_state
+                .as_ref()
+                .map(|s| s.tier.clone())
+                .or_else(|| program.as_ref().and_then(|p| p.tiers.first().map(|t| t.code.clone())))
+                .unwrap_or_default();
             let facts = |first_paid_order: bool| MemberFacts {
-                tier: String::new(),
+                tier: tier.clone(),
                 birthday: row.birthday,
                 registered_at: row.registered_at,
                 referred_by: None,
@@ -301,6 +371,9 @@ impl Earner {
                         }
                     }
                 }
+            }
+            if let Some(p) = &program {
+                applied.tier = tier_update(p, tier_state, &ledger, row.registered_at, now);
             }
             Ok::<Applied, LedgerError>(applied)
         })
@@ -465,8 +538,8 @@ impl super::App {
     }
 
     /// The member's tier code, once tiers are defined.
-    pub(crate) async fn tier_of(&self, _member: MemberId) -> Result<Option<String>, super::AppError> {
-        Ok(None)
+    pub(crate) async fn tier_of(&self, member: MemberId) -> Result<Option<String>, super::AppError> {
+        Ok(self.store.member_tier(member).await?.map(|s| s.tier))
     }
 
     /// A member's ledger, newest first, each entry with the reasons behind it.
@@ -612,4 +685,71 @@ pub struct CheckInOutcome {
     pub points: i64,
     /// False when the member had already checked in today (nothing new was written).
     pub first_today: bool,
+}
+
+/// A member's tier as the API shows it: where they stand, what it gives, and how they got there.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TierView {
+    pub member_id: MemberId,
+    /// Tier code and display name.
+    pub tier: String,
+    pub name: String,
+    /// Growth in the window, the keep level, the next tier and what is missing; grace and next review.
+    #[schema(value_type = Object)]
+    pub progress: crate::loyalty::tiers::Progress,
+    /// The tier's benefits (paid cards not included).
+    #[schema(value_type = Object)]
+    pub benefits: crate::loyalty::tiers::Benefits,
+    /// Every change with its reason, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Vec<TierChange>,
+}
+
+impl super::App {
+    /// The member's tier, progress, benefits and tier history; `None` if the member is not enrolled.
+    pub async fn tier_view(&self, member: MemberId) -> Result<Option<TierView>, super::AppError> {
+        let Some(program) = self.earner.tier_program().await? else { return Ok(None) };
+        let Some(state) = self.store.member_tier(member).await? else { return Ok(None) };
+        let history = self.store.ledger_entries(member).await?;
+        let ledger = Ledger::from_entries(self.ledger_config()?, &history)
+            .map_err(|e| StoreError::Corrupt(format!("ledger of member {member}: {e}")))?;
+        let growth = earning::growth_history(&ledger);
+        let progress = program
+            .progress(&state, &growth, self.now())
+            .map_err(|e| StoreError::Corrupt(format!("tier of member {member}: {e}")))?;
+        let tier = program.tier(&state.tier).cloned();
+        Ok(Some(TierView {
+            member_id: member,
+            name: tier.as_ref().map_or_else(|| state.tier.clone(), |t| t.name.clone()),
+            benefits: tier.map(|t| t.benefits).unwrap_or_default(),
+            tier: state.tier,
+            progress,
+            history: self.store.tier_changes(member).await?,
+        }))
+    }
+
+    /// The tier program in force.
+    pub async fn tier_program(&self) -> Result<Option<TierProgram>, super::AppError> {
+        Ok(self.earner.tier_program().await?)
+    }
+
+    /// Replace the tier program; audited.
+    pub async fn put_tier_program(
+        &self,
+        program: &TierProgram,
+        who: &crate::security::Principal,
+    ) -> Result<Result<(), crate::error::Invalid>, super::AppError> {
+        let out = self.earner.put_tier_program(program).await?;
+        if out.is_ok() {
+            let entry = crate::security::AuditEntry {
+                at: self.now(),
+                actor: who.key_id.clone(),
+                action: "loyalty.tiers".into(),
+                member_id: None,
+                detail: serde_json::json!({ "version": program.version }),
+            };
+            self.store.append_audit(&[entry]).await?;
+        }
+        Ok(out)
+    }
 }

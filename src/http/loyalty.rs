@@ -11,9 +11,10 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::app::{CheckInOutcome, HistoryEntry, PointsRefused, PointsView, RulesRefused, SimulatedMember};
+use crate::app::{CheckInOutcome, HistoryEntry, PointsRefused, PointsView, RulesRefused, SimulatedMember, TierView};
 use crate::loyalty::ledger::{LedgerError, Wallet};
 use crate::loyalty::rules::{RuleInput, RuleSet, RuleSetError};
+use crate::loyalty::tiers::TierProgram;
 use crate::members::{MemberId, optional_text};
 use crate::security::Permission;
 use crate::store::RuleSetRecord;
@@ -28,6 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rule_versions))
         .routes(routes!(rule_version))
         .routes(routes!(simulate))
+        .routes(routes!(member_tier))
+        .routes(routes!(get_tiers, put_tiers))
 }
 
 /// A member's points: available, pending (return window), expiring soon, growth value.
@@ -277,4 +280,41 @@ async fn check_in(
     let out = s.app.check_in(id, req.channel).await??;
     let status = if out.first_today { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(out)).into_response())
+}
+
+/// A member's tier: code and name, progress (window growth, keep level, next tier), benefits and history.
+#[utoipa::path(get, path = "/v1/members/{id}/tier", tag = "loyalty", params(("id" = i64, Path)),
+    responses((status = 200, body = TierView), (status = 404, body = ErrorBody)))]
+async fn member_tier(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MemberId>,
+) -> Result<axum::Json<TierView>, ApiError> {
+    caller.require(Permission::MemberRead)?;
+    Ok(axum::Json(s.app.tier_view(id).await?.ok_or_else(|| ApiError::not_found("member with a tier"))?))
+}
+
+/// The tier program: tiers by growth over a rolling window, keep levels, grace, review schedule, paid cards.
+#[utoipa::path(get, path = "/v1/loyalty/tiers", tag = "loyalty",
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+async fn get_tiers(State(s): State<AppState>, caller: Caller) -> Result<axum::Json<TierProgram>, ApiError> {
+    caller.require(Permission::LoyaltyRead)?;
+    Ok(axum::Json(s.app.tier_program().await?.ok_or_else(|| ApiError::not_found("tier program"))?))
+}
+
+/// Replace the tier program (validated; the error names the field). Members move on their next update.
+#[utoipa::path(put, path = "/v1/loyalty/tiers", tag = "loyalty",
+    request_body(content = Object, description = "A tier program (see GET /v1/loyalty/tiers)"),
+    responses((status = 200, body = Object), (status = 422, body = ErrorBody)))]
+async fn put_tiers(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<axum::Json<TierProgram>, ApiError> {
+    let who = caller.require(Permission::LoyaltyConfigure)?;
+    let program: TierProgram = serde_path_to_error::deserialize(body).map_err(|e| {
+        ApiError::from(crate::error::Invalid::new("invalid_tiers", e.path().to_string(), e.inner().to_string()))
+    })?;
+    s.app.put_tier_program(&program, who).await??;
+    Ok(axum::Json(program))
 }

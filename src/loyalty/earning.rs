@@ -32,6 +32,7 @@ use super::rules::{
     Behaviour, BehaviourEvent, Beneficiary, Evaluation, MemberSnapshot, Rule, RuleInput, RuleOrder, RuleSet, Target,
     Usage, evaluate,
 };
+use super::tiers::{Growth, TierChange, TierError, TierProgram, TierState};
 use crate::members::MemberId;
 
 /// What the rules need to know about a member beyond their ledger.
@@ -228,6 +229,46 @@ pub fn behaviour_of(event_type: &str, streak_day: u32) -> Option<Behaviour> {
         "custom.review" => Some(Behaviour::Review),
         _ => None,
     }
+}
+
+/// Growth value as tiers count it: every available growth movement, at the time it became available
+/// (a matured lot counts from the end of its return window, whenever the maturing job ran).
+pub fn growth_history(ledger: &Ledger) -> Vec<Growth> {
+    let available_at: std::collections::HashMap<&str, DateTime<Utc>> =
+        ledger.lots().iter().filter_map(|l| l.available_at.map(|t| (l.id.0.as_str(), t))).collect();
+    ledger
+        .entries()
+        .iter()
+        .filter(|e| e.wallet == Wallet::Growth && e.state == super::ledger::State::Available)
+        .map(|e| {
+            let matured = e.kind == Kind::Earn && e.lot.as_ref().is_some_and(|l| l.0 != e.key);
+            let at = match e.lot.as_ref() {
+                Some(l) if matured => available_at.get(l.0.as_str()).copied().unwrap_or(e.at),
+                _ => e.at,
+            };
+            Growth { at, amount: e.amount }
+        })
+        .collect()
+}
+
+/// Bring a member's tier up to date as of `now`: enrol at `enrol_at` if the member has no tier yet, then
+/// apply every upgrade, grace and downgrade due. Returns the state and the new changes.
+pub fn update_tier(
+    program: &TierProgram,
+    state: Option<TierState>,
+    ledger: &Ledger,
+    enrol_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(TierState, Vec<TierChange>), TierError> {
+    let history = growth_history(ledger);
+    let (mut state, mut changes) = match state {
+        Some(s) => (s, Vec::new()),
+        None => program.enroll(&history, enrol_at.min(now))?,
+    };
+    if now > state.as_of {
+        changes.extend(program.advance(&mut state, &history, now)?);
+    }
+    Ok((state, changes))
 }
 
 /// A behaviour that may earn, with the key that makes it count once.

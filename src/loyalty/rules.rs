@@ -96,7 +96,7 @@ description = "普通会员 ×1.0"
 stacking = "multiply"
 priority = 100
 multiplier = 1.0
-when = { on = "tier", tiers = ["普通"] }
+when = { on = "tier", tiers = ["regular"] }
 
 [[rules]]
 id = "tier_silver"
@@ -105,7 +105,7 @@ description = "银卡 ×1.2"
 stacking = "multiply"
 priority = 100
 multiplier = 1.2
-when = { on = "tier", tiers = ["银卡"] }
+when = { on = "tier", tiers = ["silver"] }
 
 [[rules]]
 id = "tier_gold"
@@ -114,7 +114,7 @@ description = "金卡 ×1.5"
 stacking = "multiply"
 priority = 100
 multiplier = 1.5
-when = { on = "tier", tiers = ["金卡"] }
+when = { on = "tier", tiers = ["gold"] }
 
 [[rules]]
 id = "tier_diamond"
@@ -123,7 +123,7 @@ description = "钻石 ×2.0"
 stacking = "multiply"
 priority = 100
 multiplier = 2.0
-when = { on = "tier", tiers = ["钻石"] }
+when = { on = "tier", tiers = ["diamond"] }
 
 # Date bonuses: 会员日 and 生日月 are both ×2, but a member's birthday-month Wednesday is still ×2.
 [[rules]]

@@ -41,8 +41,81 @@ macro_rules! loyalty_store {
             Ok(out)
         }
 
+        async fn load_tiers(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashMap<MemberId, TierState>> {
+            let mut out = HashMap::new();
+            for chunk in members.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("SELECT member_id, state FROM member_tiers WHERE member_id IN (");
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(")");
+                let rows: Vec<(MemberId, Json<serde_json::Value>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                for (m, state) in rows {
+                    let state = serde_json::from_value(state.0).map_err(|e| StoreError::Corrupt(format!("tier state of member {m}: {e}")))?;
+                    out.insert(m, state);
+                }
+            }
+            Ok(out)
+        }
+
+        /// Upsert tier states and append their changes.
+        async fn write_tiers(conn: &mut Conn, writes: &[(MemberId, TierState, Vec<TierChange>)], at: DateTime<Utc>) -> StoreResult<()> {
+            for (m, state, changes) in writes {
+                let body = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(format!("tier state: {e}")))?;
+                sqlx::query(
+                    "INSERT INTO member_tiers (member_id, tier, state, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (member_id) DO UPDATE SET tier = excluded.tier, state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .bind(*m)
+                .bind(&state.tier)
+                .bind(Json(body))
+                .bind(Ts(at))
+                .execute(&mut *conn)
+                .await?;
+                if changes.is_empty() {
+                    continue;
+                }
+                let ids = <$store>::next_ids(conn, "tier_changes", "change_id", changes.len()).await?;
+                let mut rows = Vec::with_capacity(changes.len());
+                for (c, id) in changes.iter().zip(ids) {
+                    let record = serde_json::to_value(c).map_err(|e| StoreError::Corrupt(format!("tier change: {e}")))?;
+                    rows.push((id, c, enum_text(&c.kind)?, record));
+                }
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO tier_changes (member_id, change_id, kind, from_tier, to_tier, at, reason, record) ");
+                q.push_values(rows, |mut b, (id, c, kind, record)| {
+                    b.push_bind(*m)
+                        .push_bind(id)
+                        .push_bind(kind)
+                        .push_bind(c.from.clone())
+                        .push_bind(c.to.clone())
+                        .push_bind(Ts(c.at))
+                        .push_bind(c.reason.clone())
+                        .push_bind(Json(record));
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
         #[async_trait]
         impl LoyaltyStore for $store {
+            async fn member_tier(&self, member: MemberId) -> StoreResult<Option<TierState>> {
+                let mut conn = self.reader().acquire().await?;
+                Ok(load_tiers(&mut conn, &[member]).await?.remove(&member))
+            }
+
+            async fn tier_changes(&self, member: MemberId) -> StoreResult<Vec<TierChange>> {
+                let rows: Vec<Json<serde_json::Value>> =
+                    sqlx::query_scalar("SELECT record FROM tier_changes WHERE member_id = $1 ORDER BY change_id")
+                        .bind(member)
+                        .fetch_all(self.reader())
+                        .await?;
+                rows.into_iter()
+                    .map(|r| serde_json::from_value(r.0).map_err(|e| StoreError::Corrupt(format!("tier change: {e}"))))
+                    .collect()
+            }
+
             async fn rule_sets(&self) -> StoreResult<Vec<RuleSetRecord>> {
                 let rows: Vec<(i64, Ts, String)> =
                     sqlx::query_as("SELECT version, created_at, actor FROM rule_sets ORDER BY version DESC")
@@ -118,6 +191,8 @@ macro_rules! loyalty_store {
                 let locks: Vec<String> = members.iter().map(|m| lock_name(&["ledger", &m.to_string()])).collect();
                 Self::lock_keys(&mut tx, &locks).await?;
                 let mut ledgers = load_ledgers(&mut tx, &members).await?;
+                let mut tiers = load_tiers(&mut tx, &members).await?;
+                let mut tier_writes: Vec<(MemberId, TierState, Vec<TierChange>)> = Vec::new();
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut fresh: HashMap<MemberId, Vec<LedgerEntry>> = HashMap::new();
                 let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
@@ -125,8 +200,13 @@ macro_rules! loyalty_store {
                 for job in jobs {
                     let history = ledgers.remove(&job.member).unwrap_or_default();
                     let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
-                    match (job.op)(history.clone()) {
+                    let tier = tiers.get(&job.member).cloned();
+                    match (job.op)(history.clone(), tier) {
                         Ok(applied) => {
+                            if let Some((state, changes)) = applied.tier {
+                                tiers.insert(job.member, state.clone());
+                                tier_writes.push((job.member, state, changes));
+                            }
                             let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
                             // Later jobs of the same member see this one's entries.
                             let mut next = history;
@@ -166,6 +246,7 @@ macro_rules! loyalty_store {
                     q.push(")");
                     q.build().execute(&mut *tx).await?;
                 }
+                write_tiers(&mut tx, &tier_writes, at).await?;
                 for (task, error) in failed {
                     sqlx::query("UPDATE loyalty_queue SET failed_at = $1, error = $2 WHERE task_id = $3")
                         .bind(Ts(at))

@@ -383,7 +383,11 @@ pub struct EvaluationRecord {
 pub struct Applied {
     pub entries: Vec<LedgerEntry>,
     pub evaluations: Vec<EvaluationRecord>,
+    /// The member's tier state after the operation and the changes that led there (new ones only).
+    pub tier: Option<(TierState, Vec<TierChange>)>,
 }
+
+pub use crate::loyalty::tiers::{TierChange, TierState};
 
 /// A member as earning sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,8 +400,8 @@ pub struct MemberFactsRow {
     pub profile_complete: bool,
 }
 
-/// A pure loyalty operation over one member's ledger, run inside the batch transaction.
-pub type LoyaltyOp = Box<dyn FnOnce(Vec<LedgerEntry>) -> Result<Applied, LedgerError> + Send>;
+/// A pure loyalty operation over one member's ledger and tier state, run inside the batch transaction.
+pub type LoyaltyOp = Box<dyn FnOnce(Vec<LedgerEntry>, Option<TierState>) -> Result<Applied, LedgerError> + Send>;
 
 /// One member's operation in a batch, and the queued tasks it settles.
 pub struct LedgerJob {
@@ -467,6 +471,10 @@ pub trait LoyaltyStore {
     ) -> StoreResult<Vec<DateTime<Utc>>>;
     /// What earning needs to know of each member.
     async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, MemberFactsRow>>;
+    /// A member's tier state, if enrolled.
+    async fn member_tier(&self, member: MemberId) -> StoreResult<Option<TierState>>;
+    /// A member's tier history, oldest first.
+    async fn tier_changes(&self, member: MemberId) -> StoreResult<Vec<TierChange>>;
     /// The evaluations behind a member's entries, oldest first.
     async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>>;
 }

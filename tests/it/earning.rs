@@ -237,3 +237,68 @@ async fn work_left_queued_by_a_crash_is_settled_once() {
         assert_eq!(s.app.store.ledger_entries(m).await.unwrap().len(), entries, "{b}");
     }
 }
+
+#[tokio::test]
+async fn tiers_upgrade_at_once_keep_through_grace_and_drop_one_tier_at_a_time() {
+    use huiyuan::app::App;
+    use huiyuan::commerce::{OrderInput, RefundInput};
+    use huiyuan::members::MemberInput;
+    use huiyuan::security::Principal;
+    use std::sync::Arc;
+    for db in crate::support::test_dbs().await {
+        let b = db.backend;
+        let mut cfg = crate::support::config_for(&db);
+        // Order growth counts at once here, so the tier follows each order.
+        cfg.loyalty.return_window_days = 0;
+        let app = Arc::new(App::start(cfg).await.unwrap());
+        let who = Principal::cli();
+        let input: MemberInput =
+            serde_json::from_value(json!({"identities": [{"kind": "phone", "value": "13900000301"}]})).unwrap();
+        let m = app.upsert_members(&[input], &who).await.unwrap()[0].as_ref().unwrap().member_id().unwrap();
+        let now = app.now();
+        let order = |no: &str, yuan: i64, days_ago: i64| -> OrderInput {
+            let placed_at = now - chrono::Duration::days(days_ago);
+            serde_json::from_value(json!({"channel": "web", "order_no": no, "member_id": m, "placed_at": placed_at,
+                "lines": [{"sku": "BAG-1", "quantity": 1, "unit_price": yuan * 100}]}))
+            .unwrap()
+        };
+        let t = app.tier_view(m).await.unwrap().expect("enrolled on joining");
+        assert_eq!(t.tier, "regular", "{b}");
+        app.record_orders(&[order("T-1", 2500, 1)], &who).await.unwrap();
+        let t = app.tier_view(m).await.unwrap().unwrap();
+        assert_eq!(t.tier, "silver", "{b}: 2,500 growth reaches 银卡 (2,000) at once");
+        let up = t.history.last().unwrap();
+        assert!(up.reason.contains("银卡") && up.reason.contains("2,000"), "{b}: {}", up.reason);
+        assert_eq!(app.points(m).await.unwrap().unwrap().tier.as_deref(), Some("silver"), "{b}");
+        // Silver earns ×1.2 from now on (the rule set's tier multiplier): 100 yuan → 120 points. (The first
+        // order was yesterday: its 2,500 points were capped at the daily 2,000, which today does not touch.)
+        let before = app.points(m).await.unwrap().unwrap().available;
+        app.record_orders(&[order("T-2", 100, 0)], &who).await.unwrap();
+        assert_eq!(app.points(m).await.unwrap().unwrap().available - before, 120, "{b}");
+        // Both orders refunded: growth falls to 0, but the tier is only reviewed on schedule.
+        for (no, id) in [("T-1", 1), ("T-2", 2)] {
+            let order_id = app.store.order_id_by_no("web", no).await.unwrap().unwrap();
+            let r: RefundInput = serde_json::from_value(json!({"channel": "web", "refund_no": format!("R-{id}"),
+                "order_id": order_id, "refunded_at": now}))
+            .unwrap();
+            app.record_refund(&r, &who).await.unwrap();
+        }
+        assert_eq!(app.tier_view(m).await.unwrap().unwrap().tier, "silver", "{b}");
+        // The next monthly review starts 30 days of grace; when it ends without recovery, down one tier.
+        app.run_ledger_jobs(now + chrono::Duration::days(32)).await.unwrap();
+        let t = app.tier_view(m).await.unwrap().unwrap();
+        assert_eq!(t.tier, "silver", "{b}: in grace");
+        assert!(t.progress.grace_ends_at.is_some(), "{b}");
+        app.run_ledger_jobs(now + chrono::Duration::days(70)).await.unwrap();
+        let t = app.tier_view(m).await.unwrap().unwrap();
+        assert_eq!(t.tier, "regular", "{b}");
+        let kinds: Vec<String> =
+            t.history.iter().map(|c| serde_json::to_value(c.kind).unwrap().as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds, ["enrolled", "upgraded", "grace_started", "downgraded"], "{b}");
+        // Running the jobs again at the same time writes nothing more.
+        app.run_ledger_jobs(now + chrono::Duration::days(70)).await.unwrap();
+        assert_eq!(app.tier_view(m).await.unwrap().unwrap().history.len(), 4, "{b}");
+        let report = app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}

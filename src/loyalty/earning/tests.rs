@@ -11,7 +11,7 @@ fn rules() -> RuleSet {
 
 fn facts() -> MemberFacts {
     MemberFacts {
-        tier: "普通".into(),
+        tier: "regular".into(),
         birthday: NaiveDate::from_ymd_opt(1990, 1, 15),
         registered_at: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
         referred_by: None,

@@ -71,7 +71,7 @@ fn example_toml_parses_validates_and_round_trips_through_json() {
 
 #[test]
 fn base_rate_floors_per_line_and_growth_has_its_own_rate() {
-    let ev = evaluate(&order(monday(), vec![line(1, 12_399), line(2, 99)]), &member("普通"), &example());
+    let ev = evaluate(&order(monday(), vec![line(1, 12_399), line(2, 99)]), &member("regular"), &example());
     assert_eq!(line_points(&ev, 1), 123);
     assert_eq!(line_points(&ev, 2), 0);
     assert_eq!(ev.member_points(), 123);
@@ -94,7 +94,7 @@ fn excluded_lines_and_shipping_earn_nothing_and_say_why() {
         unreachable!()
     };
     o.shipping_fee = 1_200;
-    let ev = evaluate(&RuleInput::Order(o), &member("普通"), &example());
+    let ev = evaluate(&RuleInput::Order(o), &member("regular"), &example());
     assert_eq!(ev.effects.len(), 2, "{:#?}", ev.effects);
     assert_eq!(line_points(&ev, 1), 100);
     assert_eq!(line_points(&ev, 4), 100, "礼品卡套 is not under 礼品卡: prefixes match whole segments");
@@ -109,7 +109,7 @@ fn excluded_lines_and_shipping_earn_nothing_and_say_why() {
 #[test]
 fn tier_multipliers_multiply() {
     let set = example();
-    for (tier, expected) in [("普通", 100), ("银卡", 120), ("金卡", 150), ("钻石", 200), ("未知", 100)] {
+    for (tier, expected) in [("regular", 100), ("silver", 120), ("gold", 150), ("diamond", 200), ("unknown", 100)] {
         let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &member(tier), &set);
         assert_eq!(ev.member_points(), expected, "{tier}");
         assert_eq!(ev.member_growth(), 100, "growth is not multiplied by tier ({tier})");
@@ -121,14 +121,14 @@ fn member_day_is_wednesday_in_shanghai_even_when_utc_says_tuesday() {
     let set = example();
     // Tuesday 2025-06-03 23:30 UTC is Wednesday 07:30 in Shanghai.
     let tue_utc = Utc.with_ymd_and_hms(2025, 6, 3, 23, 30, 0).unwrap();
-    let ev = evaluate(&order(tue_utc, vec![line(1, 10_000)]), &member("普通"), &set);
+    let ev = evaluate(&order(tue_utc, vec![line(1, 10_000)]), &member("regular"), &set);
     assert_eq!(ev.member_points(), 200);
     let e = explanation(&ev, "member_day", Target::Line { line_no: 1 });
     assert!(e.applied);
     assert_eq!(e.reason, "member day is Wednesday");
     // Wednesday 2025-06-04 16:30 UTC is Thursday 00:30 in Shanghai.
     let wed_utc = Utc.with_ymd_and_hms(2025, 6, 4, 16, 30, 0).unwrap();
-    let ev = evaluate(&order(wed_utc, vec![line(1, 10_000)]), &member("普通"), &set);
+    let ev = evaluate(&order(wed_utc, vec![line(1, 10_000)]), &member("regular"), &set);
     assert_eq!(ev.member_points(), 100);
     let e = explanation(&ev, "member_day", Target::Order);
     assert!(!e.applied);
@@ -137,7 +137,7 @@ fn member_day_is_wednesday_in_shanghai_even_when_utc_says_tuesday() {
 
 #[test]
 fn best_of_keeps_only_the_best_in_its_group() {
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.birthday = NaiveDate::from_ymd_opt(1990, 6, 20);
     let wed = Utc.with_ymd_and_hms(2025, 6, 4, 2, 0, 0).unwrap();
     let ev = evaluate(&order(wed, vec![line(1, 10_000)]), &m, &example());
@@ -157,7 +157,7 @@ fn add_bonuses_sum_then_multiply_factors_apply() {
     l.brand = Some("青禾".to_string());
     let RuleInput::Order(mut o) = order(monday(), vec![l]) else { unreachable!() };
     o.channel = "wechat_mp".to_string();
-    let ev = evaluate(&RuleInput::Order(o), &member("银卡"), &example());
+    let ev = evaluate(&RuleInput::Order(o), &member("silver"), &example());
     // add: 1 + 0.5 + 0.1 + 0.2 = 1.8; multiply by 银卡 1.2 → 2.16.
     assert_eq!(ev.effects[0].multiplier_bp, 21_600);
     assert_eq!(ev.member_points(), 216);
@@ -205,7 +205,7 @@ fn two_multipliers(stacking: Stacking) -> RuleSet {
 #[test]
 fn each_stacking_mode_combines_as_documented() {
     let input = order(monday(), vec![line(1, 10_000)]);
-    let m = member("普通");
+    let m = member("regular");
     let add = evaluate(&input, &m, &two_multipliers(Stacking::Add));
     assert_eq!(add.member_points(), 250, "add: 1 + 1 + 0.5");
     let mul = evaluate(&input, &m, &two_multipliers(Stacking::Multiply));
@@ -219,7 +219,7 @@ fn each_stacking_mode_combines_as_documented() {
 #[test]
 fn campaign_window_is_half_open_in_local_time() {
     let set = example();
-    let m = member("普通");
+    let m = member("regular");
     // 2025-11-11 23:59 Shanghai = 15:59 UTC: inside. 2025-11-12 00:00 Shanghai = 16:00 UTC: outside.
     let inside =
         evaluate(&order(Utc.with_ymd_and_hms(2025, 11, 11, 15, 59, 0).unwrap(), vec![line(1, 10_000)]), &m, &set);
@@ -238,7 +238,7 @@ fn growth_is_multiplied_only_when_a_rule_says_so() {
     if let Rule::Multiplier(m) = &mut set.rules[1] {
         m.applies_to_growth = true;
     }
-    let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &member("普通"), &set);
+    let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &member("regular"), &set);
     assert_eq!(ev.member_points(), 300);
     assert_eq!(ev.member_growth(), 200);
 }
@@ -249,7 +249,7 @@ fn birthday_day_handles_29_february() {
     if let Rule::Multiplier(m) = &mut set.rules[1] {
         m.when = Condition::BirthdayDay;
     }
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.birthday = NaiveDate::from_ymd_opt(2000, 2, 29);
     // 2025-02-28 10:00 Shanghai.
     let ev = evaluate(&order(Utc.with_ymd_and_hms(2025, 2, 28, 2, 0, 0).unwrap(), vec![line(1, 10_000)]), &m, &set);
@@ -260,7 +260,7 @@ fn birthday_day_handles_29_february() {
 #[test]
 fn check_in_streak_follows_the_cycle() {
     let set = example();
-    let m = member("普通");
+    let m = member("regular");
     let got: Vec<i64> =
         (1..=9).map(|day| evaluate(&event(Behaviour::CheckIn { streak_day: day }), &m, &set).member_points()).collect();
     assert_eq!(got, vec![1, 2, 3, 5, 5, 5, 10, 1, 2]);
@@ -276,7 +276,7 @@ fn check_in_streak_follows_the_cycle() {
 #[test]
 fn behaviour_rules_award_fixed_points_and_once_only_rules_once() {
     let set = example();
-    let mut m = member("普通");
+    let mut m = member("regular");
     assert_eq!(evaluate(&event(Behaviour::Registration), &m, &set).member_points(), 100);
     assert_eq!(evaluate(&event(Behaviour::Review), &m, &set).member_points(), 20);
     assert_eq!(evaluate(&event(Behaviour::Share), &m, &set).member_points(), 5);
@@ -290,7 +290,7 @@ fn behaviour_rules_award_fixed_points_and_once_only_rules_once() {
 #[test]
 fn share_is_capped_at_three_a_day() {
     let set = example();
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.today = usage("share", 10, 2);
     assert_eq!(evaluate(&event(Behaviour::Share), &m, &set).member_points(), 5);
     m.today = usage("share", 15, 3);
@@ -306,7 +306,7 @@ fn share_is_capped_at_three_a_day() {
 #[test]
 fn daily_cap_trims_lines_in_order_and_keeps_the_sum_exact() {
     let set = example();
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.today = usage("base", 1_850, 3);
     let ev = evaluate(&order(monday(), vec![line(1, 10_000), line(2, 10_000), line(3, 10_000)]), &m, &set);
     assert_eq!([line_points(&ev, 1), line_points(&ev, 2), line_points(&ev, 3)], [100, 50, 0]);
@@ -329,7 +329,7 @@ fn daily_cap_trims_lines_in_order_and_keeps_the_sum_exact() {
 #[test]
 fn monthly_cap_counts_the_whole_month() {
     let set = example();
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.this_month = Usage {
         by_rule: BTreeMap::from([
             ("base".to_string(), RuleUsage { points: 19_000, count: 40 }),
@@ -344,7 +344,7 @@ fn monthly_cap_counts_the_whole_month() {
 #[test]
 fn referral_rewards_both_sides_on_the_first_paid_order_only() {
     let set = example();
-    let mut m = member("普通");
+    let mut m = member("regular");
     m.referred_by = Some(42);
     m.first_paid_order = true;
     let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &m, &set);
@@ -370,7 +370,7 @@ fn referral_rewards_both_sides_on_the_first_paid_order_only() {
 #[test]
 fn every_rule_and_cap_is_explained_for_every_kind_of_input() {
     let set = example();
-    let m = member("普通");
+    let m = member("regular");
     let inputs = [
         order(monday(), vec![line(1, 10_000)]),
         order(monday(), vec![]),
@@ -539,7 +539,7 @@ fn rule_order_from_draft_reads_the_catalog() {
     assert_eq!(o.shipping_fee, 800);
     assert_eq!(o.lines[0].amount, 9_500);
     assert_eq!(o.lines[0].brand.as_deref(), Some("青禾"));
-    let ev = evaluate(&RuleInput::Order(o), &member("普通"), &example());
+    let ev = evaluate(&RuleInput::Order(o), &member("regular"), &example());
     assert_eq!(ev.member_points(), 114, "95 yuan × (1 + 0.2 own brand) = 114");
 }
 
@@ -550,7 +550,7 @@ fn arb_line() -> impl Strategy<Value = (i64, u8, u8, u8)> {
 fn arb_snapshot() -> impl Strategy<Value = MemberSnapshot> {
     (0usize..5, 1u32..=12, 0i64..2_500, 0i64..25_000, 0u32..5, any::<bool>(), any::<bool>()).prop_map(
         |(tier, bmonth, day_pts, month_pts, shares, first, referred)| {
-            let mut m = member(["普通", "银卡", "金卡", "钻石", "未知"][tier]);
+            let mut m = member(["regular", "silver", "gold", "diamond", "unknown"][tier]);
             m.birthday = NaiveDate::from_ymd_opt(1990, bmonth, 10);
             m.today = Usage {
                 by_rule: BTreeMap::from([
