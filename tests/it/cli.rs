@@ -385,3 +385,157 @@ async fn serve_answers_with_a_cli_key_and_keeps_its_data_across_a_restart() {
         assert_eq!(r.status().as_u16(), 200, "{b}: the phone's blind index survives the restart");
     }
 }
+
+/// One request of the crash workload: retried as is after the restart, so each must be idempotent.
+#[derive(Clone)]
+enum Req {
+    Order { member: i64, no: String, placed_at: String },
+    Redeem { member: i64, key: String },
+    Adjust { member: i64, key: String },
+}
+
+async fn send(client: &reqwest::Client, base: &str, key: &str, r: &Req) -> Result<u16, reqwest::Error> {
+    let rb = match r {
+        Req::Order { member, no, placed_at } => client.post(format!("{base}/v1/orders")).json(&json!({
+            "channel": "web", "order_no": no, "member_id": member, "placed_at": placed_at,
+            "lines": [{"sku": "TEA-1", "quantity": 1, "unit_price": 1000}]
+        })),
+        Req::Redeem { member, key } => client
+            .post(format!("{base}/v1/rewards/cup/redemptions"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"member_id": member})),
+        Req::Adjust { member, key } => client
+            .post(format!("{base}/v1/members/{member}/points/adjust"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": 7, "reason": "补偿"})),
+    };
+    Ok(rb.bearer_auth(key).send().await?.status().as_u16())
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_load_loses_and_doubles_nothing_once_every_request_is_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    for db in support::test_dbs().await {
+        let b = db.backend;
+        let key = run(dir.path(), &["keys", "create", "--role", "admin", "--db", &db.url]);
+        assert!(key.ok, "{b}: {key}");
+        let key = key.stdout.trim().to_string();
+        let server = serve(dir.path(), &db.url).await;
+        let base = server.base.clone();
+        let mut members = Vec::new();
+        for i in 0..20 {
+            let r = client
+                .post(format!("{base}/v1/members"))
+                .bearer_auth(&key)
+                .json(&json!({"identities": [{"kind": "phone", "value": format!("1370000{i:04}")}]}))
+                .send()
+                .await
+                .expect("member");
+            assert_eq!(r.status().as_u16(), 201, "{b}");
+            members.push(r.json::<Value>().await.expect("JSON")["member_id"].as_i64().expect("id"));
+        }
+        let r = client
+            .put(format!("{base}/v1/rewards/cup"))
+            .bearer_auth(&key)
+            .json(&json!({"id": "cup", "name": "杯子", "kind": {"type": "service"}, "points": 10}))
+            .send()
+            .await
+            .expect("reward");
+        assert_eq!(r.status().as_u16(), 200, "{b}");
+        // Per member: 10 orders of 10 yuan (10 pending points each), 5 redemptions of 10 points, 2 adjustments
+        // of +7: the 100 registration points cover the redemptions in any order.
+        // Placed now, so their points stay pending (the return window) whatever the restart's jobs do.
+        let placed_at = chrono::Utc::now().to_rfc3339();
+        let mut load = Vec::new();
+        for &m in &members {
+            for k in 0..10 {
+                load.push(Req::Order { member: m, no: format!("C-{m}-{k}"), placed_at: placed_at.clone() });
+            }
+            for k in 0..5 {
+                load.push(Req::Redeem { member: m, key: format!("r-{m}-{k}") });
+            }
+            for k in 0..2 {
+                load.push(Req::Adjust { member: m, key: format!("a-{m}-{k}") });
+            }
+        }
+        // Interleave the kinds so the kill lands among all of them.
+        load.sort_by_key(|r| match r {
+            Req::Order { no, .. } => no.clone(),
+            Req::Redeem { key, .. } | Req::Adjust { key, .. } => key.clone(),
+        });
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let fire = {
+            let (client, base, key, load, done) =
+                (client.clone(), base.clone(), key.clone(), load.clone(), done.clone());
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                futures::stream::iter(load)
+                    .for_each_concurrent(16, |r| {
+                        let (client, base, key, done) = (client.clone(), base.clone(), key.clone(), done.clone());
+                        async move {
+                            if send(&client, &base, &key, &r).await.is_ok() {
+                                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                        }
+                    })
+                    .await;
+            })
+        };
+        // Kill it (SIGKILL) once a third of the requests have been answered.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.load(std::sync::atomic::Ordering::SeqCst) < load.len() / 3 {
+            assert!(Instant::now() < deadline, "{b}: the load did not progress");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(server);
+        let answered_before_kill = done.load(std::sync::atomic::Ordering::SeqCst);
+        let _ = fire.await;
+        assert!(answered_before_kill < load.len(), "{b}: the kill landed after the load finished");
+
+        // Restart and retry every request: each is either applied now or recognised as applied before.
+        let server = serve(dir.path(), &db.url).await;
+        for r in &load {
+            let status = send(&client, &server.base, &key, r).await.expect("retry");
+            assert!(status == 200 || status == 201, "{b}: a retry answered {status}");
+        }
+        // Work queued when the process died is settled by the restarted server's timer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for &m in &members {
+            loop {
+                let r = client.get(format!("{}/v1/members/{m}/points", server.base)).bearer_auth(&key).send().await;
+                let p = r.expect("points").json::<Value>().await.expect("JSON");
+                // 100 − 5 × 10 + 2 × 7 available; 10 × 10 pending points and growth.
+                let got = (p["available"].as_i64(), p["pending"].as_i64(), p["growth_pending"].as_i64());
+                if got == (Some(64), Some(100), Some(100)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{b}: member {m} has {p}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let h: Value = client
+                .get(format!("{}/v1/members/{m}/points/history?limit=1000", server.base))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .expect("history")
+                .json()
+                .await
+                .expect("JSON");
+            let mut by_op: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+            for e in h.as_array().expect("entries") {
+                *by_op.entry(e["op"].as_str().expect("op").to_string()).or_default() +=
+                    e["amount"].as_i64().expect("amount");
+            }
+            let redeems = by_op.iter().filter(|(k, v)| k.starts_with("redeem:") && **v == -10).count();
+            let adjusts = by_op.iter().filter(|(k, v)| k.starts_with("adjust:") && **v == 7).count();
+            let orders =
+                by_op.iter().filter(|(k, v)| k.starts_with("order:") && k.ends_with(":points") && **v == 10).count();
+            assert_eq!((redeems, adjusts, orders), (5, 2, 10), "{b}: member {m}: {by_op:?}");
+            assert_eq!(by_op.len(), 1 + 5 + 2 + 10 + 10, "{b}: member {m}: no operation missing or extra: {by_op:?}");
+        }
+        drop(server);
+        let verify = run(dir.path(), &["loyalty", "verify", "--db", &db.url]);
+        assert!(verify.ok, "{b}: {verify}");
+    }
+}
