@@ -183,7 +183,7 @@ pub struct CouponTemplate {
     #[serde(default)]
     pub stackable: bool,
     /// The shop's time zone, for the dates in messages ("expired on 2026-11-01").
-    #[serde(default = "default_tz", with = "tz_name")]
+    #[serde(default = "default_tz", with = "crate::loyalty::rules::tz_name")]
     pub time_zone: Tz,
 }
 
@@ -197,21 +197,6 @@ fn one_i64() -> i64 {
 
 fn default_tz() -> Tz {
     chrono_tz::Asia::Shanghai
-}
-
-/// Time zones are written by IANA name (`Asia/Shanghai`); an unknown name fails to parse.
-mod tz_name {
-    use chrono_tz::Tz;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(tz.name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse::<Tz>().map_err(|_| serde::de::Error::custom(format!("unknown time zone `{name}`")))
-    }
 }
 
 /// What a coupon gives. `kind` selects the variant in TOML/JSON; amounts are fen, rates basis points.

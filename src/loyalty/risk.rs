@@ -74,7 +74,7 @@ max = 5000
 #[serde(deny_unknown_fields)]
 pub struct RiskPolicy {
     /// The business time zone, for local-day limits.
-    #[serde(default = "default_tz", with = "tz_name")]
+    #[serde(default = "default_tz", with = "crate::loyalty::rules::tz_name")]
     pub time_zone: Tz,
     /// Judged in this order; crossings are reported in this order.
     #[serde(default)]
@@ -90,21 +90,6 @@ impl Default for RiskPolicy {
 
 fn default_tz() -> Tz {
     chrono_tz::Asia::Shanghai
-}
-
-/// Time zones are written by IANA name (`Asia/Shanghai`); an unknown name fails to parse.
-mod tz_name {
-    use chrono_tz::Tz;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(tz.name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse::<Tz>().map_err(|_| serde::de::Error::custom(format!("unknown time zone `{name}`")))
-    }
 }
 
 /// One limit: at most `max` of `measure` of `activity` within `window`.

@@ -267,7 +267,7 @@ fn default_tz() -> Tz {
 }
 
 /// Time zones are written by IANA name (`Asia/Shanghai`); an unknown name fails to parse.
-mod tz_name {
+pub(crate) mod tz_name {
     use chrono_tz::Tz;
     use serde::{Deserialize, Deserializer, Serializer};
 

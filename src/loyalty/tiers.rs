@@ -137,7 +137,7 @@ birthday_coupon = "birthday_plus"
 pub struct TierProgram {
     pub version: u32,
     /// The business time zone: windows, schedules and card validity are calendar arithmetic there.
-    #[serde(default = "default_tz", with = "tz_name")]
+    #[serde(default = "default_tz", with = "crate::loyalty::rules::tz_name")]
     pub time_zone: Tz,
     /// How many calendar months of growth count.
     #[serde(default = "default_window_months")]
@@ -159,21 +159,6 @@ fn default_tz() -> Tz {
 
 fn default_window_months() -> u32 {
     12
-}
-
-/// Time zones are written by IANA name (`Asia/Shanghai`); an unknown name fails to parse.
-mod tz_name {
-    use chrono_tz::Tz;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(tz.name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse::<Tz>().map_err(|_| serde::de::Error::custom(format!("unknown time zone `{name}`")))
-    }
 }
 
 /// When re-evaluations run: at 00:00 local on `day` of every `every_months`-th month, counted from January
