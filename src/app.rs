@@ -2,6 +2,7 @@
 //! importer and the demo generator all go through here, so they behave the same.
 
 mod loyalty;
+mod reports;
 mod rewards;
 
 use std::collections::HashMap;
@@ -315,6 +316,7 @@ impl App {
             registered_at: d.registered_at,
             registration_channel: d.registration_channel.clone(),
             consent: d.consent,
+            referred_by: d.referred_by,
         }
     }
 
@@ -331,7 +333,7 @@ impl App {
         let mut slots = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
             match input.validate(now) {
-                Ok(d) => match self.check_channel(d.registration_channel.as_deref(), "registration_channel").await {
+                Ok(d) => match self.check_member_refs(&d).await? {
                     Ok(()) => {
                         batch.push(self.upsert_record(&d, now));
                         slots.push(i);
@@ -350,6 +352,24 @@ impl App {
             results[slot] = Ok(outcome);
         }
         Ok(results)
+    }
+
+    /// A member input's references: its registration channel must be known and its referrer an active member.
+    async fn check_member_refs(&self, d: &MemberDraft) -> Result<Result<(), Invalid>, AppError> {
+        if let Err(e) = self.check_channel(d.registration_channel.as_deref(), "registration_channel").await {
+            return Ok(Err(e));
+        }
+        if let Some(r) = d.referred_by {
+            let facts = self.store.member_facts(&[r]).await?;
+            if !facts.get(&r).is_some_and(|f| f.active) {
+                return Ok(Err(Invalid::new(
+                    "unknown_member",
+                    "referred_by",
+                    format!("member {r} does not exist or is no longer active"),
+                )));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// A member as the caller may see them. Clear personal data is audited.

@@ -46,6 +46,8 @@ pub struct LoyaltyConfig {
     pub settle_interval_secs: u64,
     /// The server matures pending points and expires due lots this often (seconds).
     pub jobs_interval_secs: u64,
+    /// What points cost the brand when redeemed, in fen per 100 points (liability and backtest reports).
+    pub cost_per_100_points_fen: i64,
 }
 
 impl Default for LoyaltyConfig {
@@ -57,6 +59,7 @@ impl Default for LoyaltyConfig {
             expiring_soon_days: 30,
             settle_interval_secs: 5,
             jobs_interval_secs: 3600,
+            cost_per_100_points_fen: 100,
         }
     }
 }

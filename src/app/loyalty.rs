@@ -31,7 +31,7 @@ const STREAK_LOOKBACK_DAYS: i64 = 400;
 
 /// A behaviour event as the rules see it; check-ins carry the streak they make, from the member's
 /// check-in times (`earlier`, any order; later ones are ignored).
-fn behaviour(
+pub(crate) fn behaviour(
     kind: &str,
     key: &str,
     at: DateTime<Utc>,
@@ -107,10 +107,24 @@ pub struct Earner {
 
 /// One settled task's data, loaded before the member's transaction.
 enum Work {
-    Order { order_id: i64, order: RuleOrder, first_paid: bool },
+    Order {
+        order_id: i64,
+        order: RuleOrder,
+        first_paid: bool,
+    },
     Refund(crate::store::RefundReversal),
     Behaviour(BehaviourInput),
-    Member { registered_at: DateTime<Utc>, profile_complete: bool, at: DateTime<Utc> },
+    Member {
+        registered_at: DateTime<Utc>,
+        profile_complete: bool,
+        at: DateTime<Utc>,
+    },
+    /// The referrer's share of a referral, on the referee's first paid order.
+    Referral {
+        referee: MemberId,
+        order_id: i64,
+        placed_at: DateTime<Utc>,
+    },
 }
 
 impl Earner {
@@ -211,8 +225,9 @@ impl Earner {
         let ids = |kind: &str| -> Vec<i64> {
             tasks.iter().filter(|t| t.kind == kind).filter_map(|t| t.reference.parse().ok()).collect()
         };
+        let order_ids: Vec<i64> = ids("order").into_iter().chain(ids("referral")).collect();
         let orders: HashMap<i64, crate::commerce::OrderView> =
-            self.store.orders_by_ids(&ids("order")).await?.into_iter().map(|o| (o.id, o)).collect();
+            self.store.orders_by_ids(&order_ids).await?.into_iter().map(|o| (o.id, o)).collect();
         let refunds: HashMap<i64, crate::store::RefundReversal> =
             self.store.refund_reversals(&ids("refund")).await?.into_iter().map(|r| (r.refund_id, r)).collect();
         let events: HashMap<i64, (MemberId, String, String, DateTime<Utc>)> = self
@@ -233,11 +248,22 @@ impl Earner {
             .store
             .event_times_many(&check_in_members, "check_in", earliest - Duration::days(STREAK_LOOKBACK_DAYS))
             .await?;
-        let mut members: Vec<MemberId> = tasks.iter().map(|t| t.member_id).collect();
+        // Referees of referral tasks are looked up too: their referrer and first paid order decide.
+        let mut members: Vec<MemberId> = tasks
+            .iter()
+            .map(|t| t.member_id)
+            .chain(
+                tasks
+                    .iter()
+                    .filter(|t| t.kind == "referral")
+                    .filter_map(|t| t.reference.parse().ok().and_then(|id: i64| orders.get(&id)?.member_id)),
+            )
+            .collect();
         members.sort_unstable();
         members.dedup();
         let facts = self.store.member_facts(&members).await?;
         let order_members: Vec<MemberId> = {
+            // Includes the referees of referral tasks (their orders are loaded above).
             let mut v: Vec<MemberId> = orders.values().filter_map(|o| o.member_id).collect();
             v.sort_unstable();
             v.dedup();
@@ -270,6 +296,14 @@ impl Earner {
                     registered_at: f.registered_at,
                     profile_complete: f.profile_complete,
                     at: t.created_at,
+                }),
+                // Paid only when the order is the referee's first paid one and the referee names this member.
+                "referral" => orders.get(&id).and_then(|o| {
+                    let referee = o.member_id?;
+                    let referee_facts = facts.get(&referee)?;
+                    let paid = RuleOrder::from_view(o, |_| (None, None)).paid;
+                    (paid && referee_facts.referred_by == Some(t.member_id) && first_paid.get(&referee) == Some(&o.id))
+                        .then_some(Work::Referral { referee, order_id: o.id, placed_at: o.placed_at })
                 }),
                 _ => None,
             };
@@ -317,7 +351,7 @@ impl Earner {
                 tier: tier.clone(),
                 birthday: row.birthday,
                 registered_at: row.registered_at,
-                referred_by: None,
+                referred_by: row.referred_by,
                 first_paid_order,
             };
             let keep = |e: Earned, applied: &mut Applied| {
@@ -328,7 +362,8 @@ impl Earner {
                         rule_version: i64::from(e.evaluation.rule_version),
                         evaluation: serde_json::to_value(earning::for_record(
                             &e.evaluation,
-                            e.subject.starts_with("order:"),
+                            // A referral's explanation is an order rule's, like an order's.
+                            e.subject.starts_with("order:") || e.subject.starts_with("referral:"),
                             &rules,
                         ))
                         .unwrap_or_default(),
@@ -355,6 +390,9 @@ impl Earner {
                     Work::Behaviour(input) => {
                         let e = earning::earn_behaviour(&mut ledger, &input, &facts(false), &rules)?;
                         keep(e, &mut applied);
+                    }
+                    Work::Referral { referee, order_id, placed_at } => {
+                        keep(earning::earn_referrer(&mut ledger, referee, order_id, placed_at, &rules)?, &mut applied);
                     }
                     Work::Member { registered_at, profile_complete, at } => {
                         let reg = BehaviourInput {

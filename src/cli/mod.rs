@@ -1,6 +1,7 @@
 //! The `huiyuan` command line: serve the API, build a demo shop, import files, migrate, manage keys and
 //! print stats. Each subcommand is a thin layer over `App`.
 
+mod backtest;
 mod jobs;
 
 use std::io::IsTerminal;
@@ -124,6 +125,26 @@ pub enum LoyaltyAction {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Replay the shop's history under a draft rule set (and tier program) beside the one in force, writing
+    /// nothing: points issued, liability, cost at the redemption rate, and the tier migration matrix.
+    Backtest {
+        /// The draft earning rules (TOML, or JSON if the file ends in .json).
+        #[arg(long)]
+        rules: PathBuf,
+        /// A draft tier program (TOML or JSON); the tiers in force otherwise.
+        #[arg(long)]
+        tiers: Option<PathBuf>,
+        /// First day of the reported period (YYYY-MM-DD, business time zone; default: a year before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day replayed and reported (YYYY-MM-DD; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -214,6 +235,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = start(cfg).await?;
             let (members, entries) = app.run_ledger_jobs(app.now()).await?;
             println!("{entries} ledger entries written for {members} members");
+        }
+        Command::Loyalty { action: LoyaltyAction::Backtest { rules, tiers, from, to, json, db } } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            backtest::run(&app, &rules, tiers.as_deref(), from.as_deref(), to.as_deref(), json).await?;
         }
         Command::Stats { db, json } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

@@ -310,6 +310,7 @@ pub fn plan_member(seed: u64, index: usize, cal: &Calendar, catalog: &Catalog) -
         registered_at: Some(registered_at),
         registration_channel: Some(signup_channel.to_string()),
         consent: Some(consent),
+        referred_by: None,
     };
     MemberPlan {
         index,

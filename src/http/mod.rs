@@ -9,6 +9,7 @@ mod events;
 mod loyalty;
 mod members;
 mod metrics;
+mod reports;
 mod rewards;
 
 use std::net::SocketAddr;
@@ -71,6 +72,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(events::routes())
         .merge(loyalty::routes())
         .merge(rewards::routes())
+        .merge(reports::routes())
         .merge(admin::routes())
         .split_for_parts()
 }

@@ -121,6 +121,7 @@ pub(crate) fn member_row(rec: &csv::StringRecord, c: &MemberCols) -> Result<Memb
         registered_at,
         registration_channel: text("registration_channel"),
         consent: (consent != ConsentInput::default()).then_some(consent),
+        referred_by: None,
     })
 }
 

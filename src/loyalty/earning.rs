@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{Entry, Kind, Ledger, LedgerError, RefundedLine, Source, Wallet};
 use super::rules::{
-    Behaviour, BehaviourEvent, Beneficiary, Evaluation, MemberSnapshot, Rule, RuleInput, RuleOrder, RuleSet, Target,
-    Usage, evaluate,
+    Behaviour, BehaviourEvent, Beneficiary, Effect, Evaluation, Explanation, MemberSnapshot, Rule, RuleInput,
+    RuleOrder, RuleSet, Target, Usage, evaluate,
 };
 use super::tiers::{Growth, TierChange, TierError, TierProgram, TierState};
 use crate::members::MemberId;
@@ -287,6 +287,56 @@ impl BehaviourInput {
             event: BehaviourEvent { at, behaviour: Behaviour::CheckIn { streak_day } },
         }
     }
+}
+
+/// The referrer's share of a referral, credited to the referrer's ledger once per referee (key
+/// `referral:{referee}`), available at once. The caller has checked that the order is the referee's first
+/// paid order and that the referee names this member; the rule set in force gives the amount.
+pub fn earn_referrer(
+    ledger: &mut Ledger,
+    referee: MemberId,
+    order_id: i64,
+    at: DateTime<Utc>,
+    rules: &RuleSet,
+) -> Result<Earned, LedgerError> {
+    let subject = format!("referral:{referee}");
+    let mut evaluation = Evaluation { rule_version: rules.version, effects: Vec::new(), explanations: Vec::new() };
+    let mut entries = Vec::new();
+    let rule = rules.rules.iter().find_map(|r| match r {
+        Rule::Referral(r) => Some(r),
+        _ => None,
+    });
+    match rule {
+        Some(r) if r.referrer_points > 0 => {
+            evaluation.explanations.push(Explanation {
+                rule_id: r.id.clone(),
+                target: Target::Order,
+                applied: true,
+                reason: format!("member {referee}, whom this member referred, paid their first order ({order_id})"),
+            });
+            evaluation.effects.push(Effect {
+                target: Target::Order,
+                beneficiary: Beneficiary::Member,
+                rule_id: r.id.clone(),
+                rule_version: rules.version,
+                points: r.referrer_points,
+                growth: 0,
+                uncapped_points: r.referrer_points,
+                multiplier_bp: super::rules::BP,
+                multipliers: Vec::new(),
+            });
+            let source = Source::Rule { rule_id: r.id.clone(), version: i64::from(rules.version) };
+            entries = credit(ledger, &subject, r.referrer_points, 0, source, at)?;
+        }
+        Some(r) => evaluation.explanations.push(Explanation {
+            rule_id: r.id.clone(),
+            target: Target::Order,
+            applied: false,
+            reason: "the referral rule gives the referrer nothing".into(),
+        }),
+        None => {}
+    }
+    Ok(Earned { subject, evaluation, entries })
 }
 
 /// Earn on a behaviour (check-in, share, review, registration, profile completion).

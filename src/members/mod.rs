@@ -119,6 +119,8 @@ pub struct MemberInput {
     /// A channel code (`web`, `tmall`, `store`…).
     pub registration_channel: Option<String>,
     pub consent: Option<ConsentInput>,
+    /// The member who referred this one (邀请人). Recorded once: a later, different referrer is ignored.
+    pub referred_by: Option<MemberId>,
 }
 
 /// A validated member input: identities normalized and de-duplicated, text trimmed.
@@ -133,6 +135,7 @@ pub struct MemberDraft {
     pub registered_at: Option<DateTime<Utc>>,
     pub registration_channel: Option<String>,
     pub consent: ConsentInput,
+    pub referred_by: Option<MemberId>,
 }
 
 impl MemberInput {
@@ -182,6 +185,7 @@ impl MemberInput {
             registered_at: self.registered_at,
             registration_channel: self.registration_channel.clone(),
             consent: self.consent.unwrap_or_default(),
+            referred_by: self.referred_by,
         })
     }
 }

@@ -212,10 +212,44 @@ macro_rules! shared_store {
                 });
                 q.build().execute(&mut *conn).await?;
             }
+            let referred: Vec<(MemberId, MemberId)> =
+                rows.iter().filter_map(|(id, m)| m.referred_by.filter(|r| r != id).map(|r| (*id, r))).collect();
+            record_referrals(conn, &referred, actor.at).await?;
             // Registration (and a complete profile) may earn: the loyalty engine settles it.
             let tasks: Vec<(MemberId, &str, String)> = ids.iter().map(|id| (*id, "member", id.to_string())).collect();
             enqueue_loyalty(conn, &tasks, actor.at).await?;
             Ok(ids)
+        }
+
+        /// Record who referred whom; a member already referred keeps the first referrer. Returns how many
+        /// were new.
+        async fn record_referrals(conn: &mut Conn, pairs: &[(MemberId, MemberId)], at: DateTime<Utc>) -> StoreResult<u64> {
+            let mut n = 0;
+            for chunk in pairs.chunks(5000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO referrals (member_id, referrer_id, created_at) ");
+                q.push_values(chunk, |mut b, (m, r)| {
+                    b.push_bind(*m).push_bind(*r).push_bind(Ts(at));
+                });
+                q.push(" ON CONFLICT (member_id) DO NOTHING");
+                n += q.build().execute(&mut *conn).await?.rows_affected();
+            }
+            Ok(n)
+        }
+
+        /// The referrers of these buyers, for queuing the referrer's share of a referral with each order.
+        async fn referrers_of(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberId>> {
+            let mut out = HashMap::new();
+            for chunk in members.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("SELECT member_id, referrer_id FROM referrals WHERE member_id IN (");
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(")");
+                let rows: Vec<(MemberId, MemberId)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                out.extend(rows);
+            }
+            Ok(out)
         }
 
         async fn create_member(conn: &mut Conn, m: &MemberUpsert, actor: &Actor) -> StoreResult<MemberId> {
@@ -263,6 +297,12 @@ macro_rules! shared_store {
             }
             if added > 0 {
                 changed.push("identities".to_string());
+            }
+            if let Some(r) = m.referred_by.filter(|r| *r != id)
+                && record_referrals(conn, &[(id, r)], actor.at).await? == 1
+            {
+                changed.push("referred_by".to_string());
+                audit(conn, actor, "member.referred", Some(id), json!({ "referrer": r })).await?;
             }
             if changed.is_empty() {
                 return Ok(changed);
@@ -327,6 +367,7 @@ macro_rules! shared_store {
                 registered_at: Some(at),
                 registration_channel: Some(channel.to_string()),
                 consent: Default::default(),
+                referred_by: None,
             };
             create_member(conn, &upsert, actor).await
         }
@@ -1307,7 +1348,17 @@ macro_rules! shared_store {
                 let hints: Vec<&Sku> =
                     rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
                 write_skus(&mut tx, &hints, true, actor.at).await?;
-                let tasks: Vec<(MemberId, &str, String)> = rows.iter().map(|(_, m, id)| (*m, "order", id.to_string())).collect();
+                let mut tasks: Vec<(MemberId, &str, String)> = rows.iter().map(|(_, m, id)| (*m, "order", id.to_string())).collect();
+                // A referred buyer's order may pay their referrer too: that is the referrer's own task.
+                let buyers: Vec<MemberId> = rows.iter().map(|(_, m, _)| *m).filter(|m| *m != 0).collect();
+                let referrers = referrers_of(&mut tx, &buyers).await?;
+                if !referrers.is_empty() {
+                    for (_, m, id) in &rows {
+                        if let Some(r) = referrers.get(m) {
+                            tasks.push((*r, "referral", id.to_string()));
+                        }
+                    }
+                }
                 enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
                 tx.commit().await?;
                 Ok(out)

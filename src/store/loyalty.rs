@@ -105,6 +105,58 @@ macro_rules! loyalty_store {
                 Ok(load_tiers(&mut conn, &[member]).await?.remove(&member))
             }
 
+            async fn history_ids(
+                &self,
+                members: &[MemberId],
+                until: DateTime<Utc>,
+            ) -> StoreResult<(Vec<i64>, Vec<i64>, Vec<i64>)> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out = (Vec::new(), Vec::new(), Vec::new());
+                let queries: [(&str, &str, &str); 3] = [
+                    ("SELECT order_id FROM orders WHERE member_id IN (", ") AND placed_at <= ", " ORDER BY order_id"),
+                    (
+                        "SELECT refund_id FROM refunds WHERE order_id IS NOT NULL AND member_id IN (",
+                        ") AND refunded_at <= ",
+                        " ORDER BY refund_id",
+                    ),
+                    (
+                        "SELECT event_id FROM events WHERE event_type IN ('share', 'check_in', 'custom.review') AND member_id IN (",
+                        ") AND occurred_at <= ",
+                        " ORDER BY event_id",
+                    ),
+                ];
+                for chunk in members.chunks(1000) {
+                    for (i, (head, mid, tail)) in queries.iter().enumerate() {
+                        let mut q = QueryBuilder::<$db>::new(*head);
+                        let mut sep = q.separated(", ");
+                        for m in chunk {
+                            sep.push_bind(*m);
+                        }
+                        q.push(*mid).push_bind(Ts(until)).push(*tail);
+                        let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+                        match i {
+                            0 => out.0.extend(ids),
+                            1 => out.1.extend(ids),
+                            _ => out.2.extend(ids),
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn ledgers_and_tiers(
+                &self,
+                members: &[MemberId],
+            ) -> StoreResult<Vec<(MemberId, Vec<LedgerEntry>, Option<TierState>)>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut ledgers = load_ledgers(&mut conn, members).await?;
+                let mut tiers = load_tiers(&mut conn, members).await?;
+                Ok(members
+                    .iter()
+                    .map(|m| (*m, ledgers.remove(m).unwrap_or_default(), tiers.remove(m)))
+                    .collect())
+            }
+
             async fn tier_changes(&self, member: MemberId) -> StoreResult<Vec<TierChange>> {
                 let rows: Vec<Json<serde_json::Value>> =
                     sqlx::query_scalar("SELECT record FROM tier_changes WHERE member_id = $1 ORDER BY change_id")
@@ -398,9 +450,10 @@ macro_rules! loyalty_store {
                 let mut out = HashMap::new();
                 for chunk in ids.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new(
-                        "SELECT member_id, status, birthday, registered_at, \
-                         CASE WHEN name_sealed IS NOT NULL AND gender IS NOT NULL AND birthday IS NOT NULL AND city IS NOT NULL \
-                         THEN 1 ELSE 0 END AS complete FROM members WHERE member_id IN (",
+                        "SELECT m.member_id, m.status, m.birthday, m.registered_at, r.referrer_id, \
+                         CASE WHEN m.name_sealed IS NOT NULL AND m.gender IS NOT NULL AND m.birthday IS NOT NULL AND m.city IS NOT NULL \
+                         THEN 1 ELSE 0 END AS complete FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id \
+                         WHERE m.member_id IN (",
                     );
                     let mut sep = q.separated(", ");
                     for m in chunk {
@@ -422,6 +475,7 @@ macro_rules! loyalty_store {
                                 birthday,
                                 registered_at: row.try_get::<Ts, _>("registered_at")?.0,
                                 profile_complete: complete == 1,
+                                referred_by: row.try_get("referrer_id")?,
                             },
                         );
                     }

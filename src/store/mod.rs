@@ -98,6 +98,8 @@ pub struct MemberUpsert {
     pub registered_at: Option<DateTime<Utc>>,
     pub registration_channel: Option<String>,
     pub consent: ConsentInput,
+    /// The member who referred this one; recorded once (the first referral stands).
+    pub referred_by: Option<MemberId>,
 }
 
 /// What an upsert did.
@@ -398,6 +400,8 @@ pub struct MemberFactsRow {
     pub registered_at: DateTime<Utc>,
     /// Name, gender, birthday and city are all on file.
     pub profile_complete: bool,
+    /// The member who referred them, if any.
+    pub referred_by: Option<MemberId>,
 }
 
 /// A pure loyalty operation over one member's ledger and tier state, run inside the batch transaction.
@@ -473,6 +477,19 @@ pub trait LoyaltyStore {
     async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, MemberFactsRow>>;
     /// A member's tier state, if enrolled.
     async fn member_tier(&self, member: MemberId) -> StoreResult<Option<TierState>>;
+    /// What the backtest replays of these members up to `until`: ids of their orders, of their refunds
+    /// against an order, and of their earning events (`share`, `check_in`, `custom.review`).
+    async fn history_ids(
+        &self,
+        members: &[MemberId],
+        until: DateTime<Utc>,
+    ) -> StoreResult<(Vec<i64>, Vec<i64>, Vec<i64>)>;
+    /// Several members' ledger entries (in the order written) and tier states, for reports that stream
+    /// through the whole programme in batches.
+    async fn ledgers_and_tiers(
+        &self,
+        members: &[MemberId],
+    ) -> StoreResult<Vec<(MemberId, Vec<LedgerEntry>, Option<TierState>)>>;
     /// A member's tier history, oldest first.
     async fn tier_changes(&self, member: MemberId) -> StoreResult<Vec<TierChange>>;
     /// The evaluations behind a member's entries, oldest first.

@@ -302,3 +302,74 @@ async fn tiers_upgrade_at_once_keep_through_grace_and_drop_one_tier_at_a_time() 
         assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
     }
 }
+
+/// 邀请有礼: both sides earn on the referee's first paid order — once, whatever is retried or ordered later.
+#[tokio::test]
+async fn a_referral_pays_both_sides_once_on_the_referees_first_paid_order() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let referrer = member(&s, "13900000601").await;
+        let before = points(&s, referrer).await["available"].as_i64().unwrap();
+        // An unknown referrer is refused, naming the field; nothing is created.
+        let (status, e) = s
+            .post(
+                "/v1/members",
+                json!({"identities": [{"kind": "phone", "value": "13900000602"}], "referred_by": 999_999}),
+            )
+            .await;
+        assert_eq!(status, 422, "{b}: {e}");
+        assert_eq!(e["error"]["field"], "referred_by", "{b}: {e}");
+        let (status, body) = s
+            .post(
+                "/v1/members",
+                json!({"identities": [{"kind": "phone", "value": "13900000602"}], "referred_by": referrer}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}: {body}");
+        let referee = body["member_id"].as_i64().unwrap();
+        let joined = points(&s, referee).await["available"].as_i64().unwrap();
+
+        // An unpaid order pays nobody.
+        let mut unpaid = order("REF-0", referee);
+        unpaid["status"] = json!("created");
+        let (status, _) = s.post("/v1/orders", unpaid).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, referrer).await["available"], before, "{b}");
+
+        let (status, _) = s.post("/v1/orders", order("REF-1", referee)).await;
+        assert_eq!(status, 201, "{b}");
+        // The example rules: 500 to each side, available at once; the referee's order points stay pending.
+        assert_eq!(points(&s, referee).await["available"], joined + 500, "{b}");
+        assert_eq!(points(&s, referrer).await["available"], before + 500, "{b}");
+        // A retry, a second order and a second settle pay nothing more.
+        let (status, _) = s.post("/v1/orders", order("REF-1", referee)).await;
+        assert_eq!(status, 200, "{b}");
+        let (status, _) = s.post("/v1/orders", order("REF-2", referee)).await;
+        assert_eq!(status, 201, "{b}");
+        s.app.settle_loyalty().await.unwrap();
+        assert_eq!(points(&s, referee).await["available"], joined + 500, "{b}");
+        assert_eq!(points(&s, referrer).await["available"], before + 500, "{b}");
+        // The referrer's history says why.
+        let (_, h) = s.get(&format!("/v1/members/{referrer}/points/history")).await;
+        let entry = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["op"].as_str().is_some_and(|o| o.starts_with(&format!("referral:{referee}"))))
+            .unwrap_or_else(|| panic!("{b}: no referral entry in {h}"));
+        assert!(entry["why"].to_string().contains("paid their first order"), "{b}: {entry}");
+        // A later, different referrer does not replace the first.
+        let other = member(&s, "13900000603").await;
+        let (status, _) = s
+            .post(
+                "/v1/members",
+                json!({"identities": [{"kind": "phone", "value": "13900000602"}], "referred_by": other}),
+            )
+            .await;
+        assert!(status == 200 || status == 201, "{b}: {status}");
+        let (_, o) = s.post("/v1/orders", order("REF-3", referee)).await;
+        assert!(o["id"].is_i64(), "{b}: {o}");
+        let other_points = points(&s, other).await["available"].as_i64().unwrap();
+        assert_eq!(other_points, 100, "{b}: registration only; the referral stays with the first referrer");
+    }
+}

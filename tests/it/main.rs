@@ -9,6 +9,7 @@ mod earning;
 mod import;
 mod ledger;
 mod openapi;
+mod reports;
 mod rewards;
 #[allow(dead_code)]
 mod support;
