@@ -10,6 +10,7 @@ mod loyalty;
 mod members;
 mod metrics;
 mod rewards;
+mod risk;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(events::routes())
         .merge(loyalty::routes())
         .merge(rewards::routes())
+        .merge(risk::routes())
         .merge(admin::routes())
         .split_for_parts()
 }

@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use crate::commerce::order::MAX_AMOUNT;
 use crate::error::{Checked, Invalid};
+use crate::loyalty::ledger::{Entry, Kind, LotId, Source, Wallet};
 use crate::loyalty::rewards::BlockReason;
 
 #[cfg(test)]
@@ -294,6 +295,81 @@ pub fn crossed(policy: &RiskPolicy, recent: &[Activity], new: &Activity) -> Vec<
                 ),
             });
         }
+    }
+    out
+}
+
+/// How far back a member's activity can matter to any policy: the longest window and a local day more. The
+/// store loads this much of a member's redemptions for a judgement.
+pub fn lookback() -> Duration {
+    Duration::minutes(i64::from(MAX_WINDOW_MINUTES)) + Duration::days(1)
+}
+
+/// The longest window of the policy (a local day counts as a day).
+fn horizon(policy: &RiskPolicy) -> Duration {
+    policy
+        .limits
+        .iter()
+        .map(|l| match l.window {
+            Span::Sliding { minutes } => Duration::minutes(i64::from(minutes)),
+            Span::LocalDay => Duration::days(1),
+        })
+        .max()
+        .unwrap_or_else(Duration::zero)
+}
+
+/// Earning in ledger entries as risk control counts it: one activity per order or behaviour that credited
+/// points (the entries that open lots), at its first entry's time, with the points credited, keyed by its
+/// subject (`order:7`, or the operation). Maturing pending points, reversals, adjustments, campaign grants
+/// and points given back by a reward (a cancelled redemption, a lottery prize) are not the member's
+/// earning.
+pub fn earn_activities(entries: &[Entry]) -> Vec<(String, Activity)> {
+    let mut out: Vec<(String, Activity)> = Vec::new();
+    for e in entries {
+        let opens = e.lot.as_ref() == Some(&LotId(e.key.clone()));
+        if e.wallet != Wallet::Points || e.kind != Kind::Earn || e.amount <= 0 || !opens {
+            continue;
+        }
+        let subject = match &e.source {
+            Source::OrderLine { order_id, .. } => format!("order:{order_id}"),
+            // An order's own bonuses (`order:7:first_order:points`) belong to the order.
+            Source::Rule { .. } => match e.op.strip_prefix("order:").and_then(|r| r.split(':').next()) {
+                Some(id) => format!("order:{id}"),
+                None => e.op.clone(),
+            },
+            Source::Reward { .. } | Source::Campaign { .. } | Source::Operator { .. } => continue,
+        };
+        match out.iter_mut().find(|(s, _)| *s == subject) {
+            Some((_, a)) => {
+                a.points = a.points.saturating_add(e.amount);
+                a.at = a.at.min(e.at);
+            }
+            None => out.push((subject, Activity { at: e.at, kind: ActivityKind::Earn, points: e.amount })),
+        }
+    }
+    out
+}
+
+/// The limits crossed by the earning an operation writes (`new`), each activity judged in turn against the
+/// member's earlier earning (`history`) and the new activities before it. Not judged: activity already in
+/// `history` (a replay), and activity older than the policy's longest window before `now` — history loaded
+/// late (an import, a backfill) is not a member going fast now.
+pub fn judge_earning(policy: &RiskPolicy, history: &[Entry], new: &[Entry], now: DateTime<Utc>) -> Vec<Crossing> {
+    if policy.limits.is_empty() {
+        return Vec::new();
+    }
+    let mut recent = earn_activities(history);
+    let since = now - horizon(policy);
+    let mut out = Vec::new();
+    for (subject, a) in earn_activities(new) {
+        if recent.iter().any(|(s, _)| *s == subject) {
+            continue;
+        }
+        if a.at > since {
+            let earlier: Vec<Activity> = recent.iter().map(|(_, a)| *a).collect();
+            out.extend(crossed(policy, &earlier, &a));
+        }
+        recent.push((subject, a));
     }
     out
 }

@@ -10,5 +10,6 @@ mod import;
 mod ledger;
 mod openapi;
 mod rewards;
+mod risk;
 #[allow(dead_code)]
 mod support;
