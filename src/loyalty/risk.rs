@@ -23,7 +23,7 @@
 //!   ([`is_blocked`], [`block_reason`]); earning goes on, so nothing a member did is lost. Clearing
 //!   ([`clear`]) needs an operator and a note, and keeps the flag for the record.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -323,8 +323,9 @@ fn horizon(policy: &RiskPolicy) -> Duration {
 /// subject (`order:7`, or the operation). Maturing pending points, reversals, adjustments, campaign grants
 /// and points given back by a reward (a cancelled redemption, a lottery prize) are not the member's
 /// earning.
-pub fn earn_activities(entries: &[Entry]) -> Vec<(String, Activity)> {
+pub fn earn_activities<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<(String, Activity)> {
     let mut out: Vec<(String, Activity)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
     for e in entries {
         let opens = e.lot.as_ref() == Some(&LotId(e.key.clone()));
         if e.wallet != Wallet::Points || e.kind != Kind::Earn || e.amount <= 0 || !opens {
@@ -339,12 +340,16 @@ pub fn earn_activities(entries: &[Entry]) -> Vec<(String, Activity)> {
             },
             Source::Reward { .. } | Source::Campaign { .. } | Source::Operator { .. } => continue,
         };
-        match out.iter_mut().find(|(s, _)| *s == subject) {
-            Some((_, a)) => {
+        match index.get(&subject) {
+            Some(&i) => {
+                let a = &mut out[i].1;
                 a.points = a.points.saturating_add(e.amount);
                 a.at = a.at.min(e.at);
             }
-            None => out.push((subject, Activity { at: e.at, kind: ActivityKind::Earn, points: e.amount })),
+            None => {
+                index.insert(subject.clone(), out.len());
+                out.push((subject, Activity { at: e.at, kind: ActivityKind::Earn, points: e.amount }));
+            }
         }
     }
     out
@@ -358,18 +363,25 @@ pub fn judge_earning(policy: &RiskPolicy, history: &[Entry], new: &[Entry], now:
     if policy.limits.is_empty() {
         return Vec::new();
     }
-    let mut recent = earn_activities(history);
     let since = now - horizon(policy);
+    // A judged activity is after `since` and looks back at most one horizon: older entries cannot count, and
+    // a replay's entries carry the original's time, so they are never cut off while it could be judged.
+    let cutoff = since - horizon(policy);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut recent: Vec<Activity> = Vec::new();
+    for (subject, a) in earn_activities(history.iter().filter(|e| e.at > cutoff)) {
+        seen.insert(subject);
+        recent.push(a);
+    }
     let mut out = Vec::new();
     for (subject, a) in earn_activities(new) {
-        if recent.iter().any(|(s, _)| *s == subject) {
+        if !seen.insert(subject) {
             continue;
         }
         if a.at > since {
-            let earlier: Vec<Activity> = recent.iter().map(|(_, a)| *a).collect();
-            out.extend(crossed(policy, &earlier, &a));
+            out.extend(crossed(policy, &recent, &a));
         }
-        recent.push((subject, a));
+        recent.push(a);
     }
     out
 }
