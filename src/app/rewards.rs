@@ -1,6 +1,8 @@
 //! Rewards and redemptions: the catalog, redeeming points for a reward (points, stock and the record in one
 //! transaction, idempotent by the caller's key), and cancelling a redemption (points and stock back).
 
+use chrono::DateTime;
+
 use crate::loyalty::ledger::{Ledger, Source, Wallet};
 use crate::loyalty::rewards::{self, CancelPolicy, RedeemContext, Redemption, Reward};
 use crate::loyalty::risk::{self, Activity, ActivityKind};
@@ -91,8 +93,12 @@ impl App {
             }
             // Judged once accepted: the redemption that crosses a limit goes through and flags the member,
             // which blocks the next one until an operator clears the flag.
+            // `now` was read before the member's lock was taken; a redemption stored meanwhile may carry a
+            // later time, yet this one is decided after it: judge it as no earlier than the latest stored.
             let recent: Vec<Activity> = input.recent.iter().map(redeem_activity).collect();
-            let crossings = risk::crossed(&policy, &recent, &redeem_activity(&redemption));
+            let mut new = redeem_activity(&redemption);
+            new.at = recent.iter().map(|a| a.at).fold(new.at, DateTime::max);
+            let crossings = risk::crossed(&policy, &recent, &new);
             Ok(RedeemWrite { entries, redemption, crossings })
         });
         Ok(self.store.redeem(member, reward_id, key, op, now).await?.into())

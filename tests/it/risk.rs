@@ -266,3 +266,49 @@ async fn the_policy_starts_as_the_example_and_a_bad_one_is_refused_naming_the_fi
         assert_eq!(entry.map(|e| e["detail"]["policy"]["limits"][0]["id"].clone()), Some(json!("fast")), "{b}: {log}");
     }
 }
+
+#[tokio::test]
+async fn ten_concurrent_redemptions_over_a_limit_of_two_give_three_and_one_flag() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let policy =
+            json!({"limits": [limit("redemptions_per_day", "redeem", "events", json!({"type": "local_day"}), 2)]});
+        assert_eq!(put_policy(&s, Role::Operator, policy).await.0, 200, "{b}");
+        let m = member(&s, "13900000703").await;
+        top_up(&s, m, 1000).await;
+        put_reward(&s, "pen", 10).await;
+        let keys: Vec<String> = (0..10).map(|i| format!("c-{i}")).collect();
+        let results = futures::future::join_all(keys.iter().map(|k| redeem(&s, "pen", m, k))).await;
+        // Each decision runs under the member's lock and sees the flags raised before it: two within the
+        // limit, the third crosses it and flags, the rest are blocked.
+        assert_eq!(results.iter().filter(|(st, _)| *st == 201).count(), 3, "{b}: {results:?}");
+        for (st, body) in results.iter().filter(|(st, _)| *st != 201) {
+            assert_eq!((*st, body["error"]["code"].as_str()), (409, Some("blocked")), "{b}: {body}");
+        }
+        assert_eq!(flags(&s, m).await.len(), 1, "{b}");
+        assert_eq!(available(&s, m).await, 1000 + 100 - 30, "{b}: registration, top-up, three redemptions");
+    }
+}
+
+#[tokio::test]
+async fn points_earned_over_a_day_limit_flag() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let policy =
+            json!({"limits": [limit("points_earned_per_day", "earn", "points", json!({"type": "local_day"}), 120)]});
+        assert_eq!(put_policy(&s, Role::Operator, policy).await.0, 200, "{b}");
+        // Joining earns 100: within the limit. Operator top-ups are not earning.
+        let m = member(&s, "13900000704").await;
+        top_up(&s, m, 5000).await;
+        assert!(flags(&s, m).await.is_empty(), "{b}");
+        let order = json!({"channel": "web", "order_no": "RISK-P-1", "member_id": m,
+            "placed_at": chrono::Utc::now().to_rfc3339(),
+            "lines": [{"sku": "TEA-1", "quantity": 1, "unit_price": 5000, "name": "绿茶"}], "shipping_fee": 0});
+        let (status, body) = s.post("/v1/orders", order).await;
+        assert_eq!(status, 201, "{b}: {body}");
+        let f = flags(&s, m).await;
+        assert_eq!(f.len(), 1, "{b}: {f:?}");
+        assert_eq!(f[0]["rule"], "points_earned_per_day", "{b}");
+        assert!(f[0]["detail"].as_str().unwrap().ends_with("(Asia/Shanghai day), limit 120"), "{b}: {}", f[0]);
+    }
+}
