@@ -356,7 +356,9 @@ pub fn earn_activities<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<
 }
 
 /// The limits crossed by the earning an operation writes (`new`), each activity judged in turn against the
-/// member's earlier earning (`history`) and the new activities before it. Not judged: activity already in
+/// member's earlier earning (`history`) and the new activities before it — at its own time, and, when it
+/// arrives after activity that happened later, within those later activities' windows. Not judged: activity
+/// already in
 /// `history` (a replay), and activity older than the policy's longest window before `now` — history loaded
 /// late (an import, a backfill) is not a member going fast now.
 pub fn judge_earning(policy: &RiskPolicy, history: &[Entry], new: &[Entry], now: DateTime<Utc>) -> Vec<Crossing> {
@@ -380,6 +382,16 @@ pub fn judge_earning(policy: &RiskPolicy, history: &[Entry], new: &[Entry], now:
         }
         if a.at > since {
             out.extend(crossed(policy, &recent, &a));
+        }
+        // Activity that arrives after later activity (an event sent late, an order placed earlier) also
+        // falls in the later activities' windows: judge each of those again, with and without it, and report
+        // what only it makes cross. Costs nothing when activity arrives in order.
+        for (i, r) in recent.iter().enumerate().filter(|(_, r)| r.at > a.at && r.at > since && r.at <= now) {
+            let mut others: Vec<Activity> =
+                recent.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| *x).collect();
+            let before: Vec<String> = crossed(policy, &others, r).into_iter().map(|c| c.rule).collect();
+            others.push(a);
+            out.extend(crossed(policy, &others, r).into_iter().filter(|c| !before.contains(&c.rule)));
         }
         recent.push(a);
     }

@@ -418,4 +418,29 @@ mod from_the_ledger {
         assert_eq!(rules(&judge_earning(&p, &[], &fresh, now)), vec!["fast"]);
         assert!(judge_earning(&RiskPolicy::default(), &[], &fresh, now).is_empty());
     }
+
+    #[test]
+    fn earning_that_arrives_late_counts_in_the_windows_of_what_came_after_it() {
+        let p = three_an_hour();
+        let now = t("2026-03-02T02:00:00Z");
+        let share = |l: &mut Ledger, i: i64, at: DateTime<Utc>| {
+            l.earn(&format!("share:{i}:points"), Wallet::Points, 5, rule("share"), at).unwrap().entries
+        };
+        let mut l = ledger();
+        let mut history = Vec::new();
+        for i in 1..=3 {
+            history.extend(share(&mut l, i, now - Duration::minutes(6 - 2 * i)));
+        }
+        // Sent late: ten minutes ago, before the three stored. Its own window holds only itself, but the
+        // window of the latest holds all four.
+        let late = share(&mut l, 9, now - Duration::minutes(10));
+        let c = judge_earning(&p, &history, &late, now);
+        assert_eq!(rules(&c), vec!["fast"]);
+        assert_eq!(c[0].observed, 4);
+        // Already over the limit without it: nothing new to report.
+        let mut over = history.clone();
+        over.extend(share(&mut l, 4, now));
+        let late = share(&mut l, 10, now - Duration::minutes(50));
+        assert!(judge_earning(&p, &over, &late, now).is_empty());
+    }
 }
