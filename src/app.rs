@@ -4,6 +4,7 @@
 mod loyalty;
 mod reports;
 mod rewards;
+mod risk;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
 };
 pub use rewards::Redeemed;
+pub use risk::default_risk_policy;
 
 /// Why a use case failed, for the edges to render.
 #[derive(Debug, thiserror::Error)]
@@ -570,7 +572,7 @@ impl App {
                         let tier = program
                             .as_deref()
                             .and_then(|p| loyalty::tier_update(p, tier_state, &ledger, enrol_at, now));
-                        Ok(store::Applied { entries, evaluations: Vec::new(), tier })
+                        Ok(store::Applied { entries, evaluations: Vec::new(), tier, crossings: Vec::new() })
                     });
                     store::LedgerJob { member: m, op, tasks: Vec::new() }
                 })

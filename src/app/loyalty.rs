@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::loyalty::earning::{self, BehaviourInput, Earned, MemberFacts};
 use crate::loyalty::ledger::{Config as LedgerConfig, Ledger, LedgerError};
+use crate::loyalty::risk::RiskPolicy;
 use crate::loyalty::rules::{Behaviour, BehaviourEvent, RuleOrder, RuleSet, RuleSetError};
 use crate::loyalty::tiers::{TierChange, TierProgram, TierState};
 use crate::members::MemberId;
@@ -196,6 +197,7 @@ impl Earner {
         if self.tier_program().await?.is_none() {
             let _ = self.put_tier_program(&default_tiers()).await?;
         }
+        super::risk::ensure_policy(self.store.as_ref()).await?;
         Ok(())
     }
 
@@ -221,6 +223,7 @@ impl Earner {
         };
         let rules = Arc::new(rules);
         let program = self.tier_program().await?.map(Arc::new);
+        let risk = Arc::new(super::risk::policy_in_force(self.store.as_ref()).await?);
         let now = Utc::now();
         let ids = |kind: &str| -> Vec<i64> {
             tasks.iter().filter(|t| t.kind == kind).filter_map(|t| t.reference.parse().ok()).collect()
@@ -314,7 +317,7 @@ impl Earner {
         let mut jobs = Vec::with_capacity(per_member.len());
         for (member, (task_ids, work)) in per_member {
             let row = facts.get(&member).cloned();
-            let op = self.member_op(row, work, rules.clone(), program.clone(), now);
+            let op = self.member_op(row, work, rules.clone(), program.clone(), risk.clone(), now);
             jobs.push(LedgerJob { member, op, tasks: task_ids });
         }
         let results = self.store.ledger_apply(jobs, now).await?;
@@ -332,6 +335,7 @@ impl Earner {
         work: Vec<Work>,
         rules: Arc<RuleSet>,
         program: Option<Arc<TierProgram>>,
+        risk: Arc<RiskPolicy>,
         now: DateTime<Utc>,
     ) -> LoyaltyOp {
         let cfg = self.ledger.clone();
@@ -413,6 +417,8 @@ impl Earner {
             if let Some(p) = &program {
                 applied.tier = tier_update(p, tier_state, &ledger, row.registered_at, now);
             }
+            // Velocity limits: flagged, never refused; the points are earned either way.
+            applied.crossings = crate::loyalty::risk::judge_earning(&risk, &history, &applied.entries, now);
             Ok::<Applied, LedgerError>(applied)
         })
     }

@@ -1,8 +1,11 @@
 //! Rewards and redemptions: the catalog, redeeming points for a reward (points, stock and the record in one
 //! transaction, idempotent by the caller's key), and cancelling a redemption (points and stock back).
 
+use chrono::DateTime;
+
 use crate::loyalty::ledger::{Ledger, Source, Wallet};
 use crate::loyalty::rewards::{self, CancelPolicy, RedeemContext, Redemption, Reward};
+use crate::loyalty::risk::{self, Activity, ActivityKind};
 use crate::members::MemberId;
 use crate::security::Principal;
 use crate::store::{Actor, CancelWrite, RedeemFailure, RedeemStored, RedeemWrite, RewardRecord};
@@ -34,6 +37,11 @@ impl From<RedeemStored> for Redeemed {
     }
 }
 
+/// A redemption as risk control counts it.
+fn redeem_activity(r: &Redemption) -> Activity {
+    Activity { at: r.created_at, kind: ActivityKind::Redeem, points: r.points }
+}
+
 impl App {
     /// Create or replace a reward (validated; the error names the field).
     pub async fn put_reward(
@@ -58,6 +66,7 @@ impl App {
         let tier = self.tier_of(member).await?.unwrap_or_default();
         let now = self.now();
         let (op_key, seed) = (format!("redeem:{key}"), rewards::draw_seed(key));
+        let policy = super::risk::policy_in_force(self.store.as_ref()).await?;
         let op: crate::store::RedeemOp = Box::new(move |input| {
             let mut ledger = Ledger::from_entries(cfg.clone(), &input.history).map_err(RedeemFailure::Ledger)?;
             let available = ledger.balances(now, chrono::Duration::zero()).available;
@@ -66,7 +75,7 @@ impl App {
                 history: input.past.iter().map(Into::into).collect(),
                 stock_left: input.stock_left.unwrap_or(0),
                 available_points: available,
-                blocked: None,
+                blocked: risk::block_reason(&input.flags),
                 time_zone: cfg.tz,
                 seed,
             };
@@ -82,7 +91,15 @@ impl App {
                     .map_err(RedeemFailure::Ledger)?;
                 entries.extend(o.entries);
             }
-            Ok(RedeemWrite { entries, redemption })
+            // Judged once accepted: the redemption that crosses a limit goes through and flags the member,
+            // which blocks the next one until an operator clears the flag.
+            // `now` was read before the member's lock was taken; a redemption stored meanwhile may carry a
+            // later time, yet this one is decided after it: judge it as no earlier than the latest stored.
+            let recent: Vec<Activity> = input.recent.iter().map(redeem_activity).collect();
+            let mut new = redeem_activity(&redemption);
+            new.at = recent.iter().map(|a| a.at).fold(new.at, DateTime::max);
+            let crossings = risk::crossed(&policy, &recent, &new);
+            Ok(RedeemWrite { entries, redemption, crossings })
         });
         Ok(self.store.redeem(member, reward_id, key, op, now).await?.into())
     }

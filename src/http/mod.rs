@@ -11,6 +11,7 @@ mod members;
 mod metrics;
 mod reports;
 mod rewards;
+mod risk;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(loyalty::routes())
         .merge(rewards::routes())
         .merge(reports::routes())
+        .merge(risk::routes())
         .merge(admin::routes())
         .split_for_parts()
 }

@@ -23,7 +23,7 @@
 //!   ([`is_blocked`], [`block_reason`]); earning goes on, so nothing a member did is lost. Clearing
 //!   ([`clear`]) needs an operator and a note, and keeps the flag for the record.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -32,6 +32,7 @@ use thiserror::Error;
 
 use crate::commerce::order::MAX_AMOUNT;
 use crate::error::{Checked, Invalid};
+use crate::loyalty::ledger::{Entry, Kind, LotId, Source, Wallet};
 use crate::loyalty::rewards::BlockReason;
 
 #[cfg(test)]
@@ -294,6 +295,105 @@ pub fn crossed(policy: &RiskPolicy, recent: &[Activity], new: &Activity) -> Vec<
                 ),
             });
         }
+    }
+    out
+}
+
+/// How far back a member's activity can matter to any policy: the longest window and a local day more. The
+/// store loads this much of a member's redemptions for a judgement.
+pub fn lookback() -> Duration {
+    Duration::minutes(i64::from(MAX_WINDOW_MINUTES)) + Duration::days(1)
+}
+
+/// The longest window of the policy (a local day counts as a day).
+fn horizon(policy: &RiskPolicy) -> Duration {
+    policy
+        .limits
+        .iter()
+        .map(|l| match l.window {
+            Span::Sliding { minutes } => Duration::minutes(i64::from(minutes)),
+            Span::LocalDay => Duration::days(1),
+        })
+        .max()
+        .unwrap_or_else(Duration::zero)
+}
+
+/// Earning in ledger entries as risk control counts it: one activity per order or behaviour that credited
+/// points (the entries that open lots), at its first entry's time, with the points credited, keyed by its
+/// subject (`order:7`, or the operation). Maturing pending points, reversals, adjustments, campaign grants
+/// and points given back by a reward (a cancelled redemption, a lottery prize) are not the member's
+/// earning.
+pub fn earn_activities<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<(String, Activity)> {
+    let mut out: Vec<(String, Activity)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for e in entries {
+        let opens = e.lot.as_ref() == Some(&LotId(e.key.clone()));
+        if e.wallet != Wallet::Points || e.kind != Kind::Earn || e.amount <= 0 || !opens {
+            continue;
+        }
+        let subject = match &e.source {
+            Source::OrderLine { order_id, .. } => format!("order:{order_id}"),
+            // An order's own bonuses (`order:7:first_order:points`) belong to the order.
+            Source::Rule { .. } => match e.op.strip_prefix("order:").and_then(|r| r.split(':').next()) {
+                Some(id) => format!("order:{id}"),
+                None => e.op.clone(),
+            },
+            Source::Reward { .. } | Source::Campaign { .. } | Source::Operator { .. } => continue,
+        };
+        match index.get(&subject) {
+            Some(&i) => {
+                let a = &mut out[i].1;
+                a.points = a.points.saturating_add(e.amount);
+                a.at = a.at.min(e.at);
+            }
+            None => {
+                index.insert(subject.clone(), out.len());
+                out.push((subject, Activity { at: e.at, kind: ActivityKind::Earn, points: e.amount }));
+            }
+        }
+    }
+    out
+}
+
+/// The limits crossed by the earning an operation writes (`new`), each activity judged in turn against the
+/// member's earlier earning (`history`) and the new activities before it — at its own time, and, when it
+/// arrives after activity that happened later, within those later activities' windows. Not judged: activity
+/// already in
+/// `history` (a replay), and activity older than the policy's longest window before `now` — history loaded
+/// late (an import, a backfill) is not a member going fast now.
+pub fn judge_earning(policy: &RiskPolicy, history: &[Entry], new: &[Entry], now: DateTime<Utc>) -> Vec<Crossing> {
+    if policy.limits.is_empty() {
+        return Vec::new();
+    }
+    let since = now - horizon(policy);
+    // A judged activity is after `since` and looks back at most one horizon: older entries cannot count, and
+    // a replay's entries carry the original's time, so they are never cut off while it could be judged.
+    let cutoff = since - horizon(policy);
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut recent: Vec<Activity> = Vec::new();
+    for (subject, a) in earn_activities(history.iter().filter(|e| e.at > cutoff)) {
+        seen.insert(subject);
+        recent.push(a);
+    }
+    let mut out = Vec::new();
+    for (subject, a) in earn_activities(new) {
+        if !seen.insert(subject) {
+            continue;
+        }
+        if a.at > since {
+            out.extend(crossed(policy, &recent, &a));
+        }
+        // Activity that arrives after later activity (an event sent late, an order placed earlier) also
+        // falls in the later activities' windows: judge each of those again, with and without it, and report
+        // what only it makes cross. Costs nothing when activity arrives in order.
+        for (i, r) in recent.iter().enumerate().filter(|(_, r)| r.at > a.at && r.at > since && r.at <= now) {
+            let mut others: Vec<Activity> =
+                recent.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| *x).collect();
+            let before: Vec<String> = crossed(policy, &others, r).into_iter().map(|c| c.rule).collect();
+            others.push(a);
+            out.extend(crossed(policy, &others, r).into_iter().filter(|c| !before.contains(&c.rule)));
+        }
+        recent.push(a);
     }
     out
 }

@@ -44,7 +44,9 @@ impl Role {
             EventsWrite => matches!(self, Admin | Integration),
             MemberRead | OrdersRead | CatalogRead | LoyaltyRead => true,
             MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
-            MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure => matches!(self, Admin | Operator),
+            MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure | RiskReview => {
+                matches!(self, Admin | Operator)
+            }
             KeysManage | AuditRead => matches!(self, Admin),
         }
     }
@@ -97,6 +99,8 @@ pub enum Permission {
     LoyaltyConfigure,
     /// Redeem a member's points for a reward.
     Redeem,
+    /// Review and clear a member's risk flags (风控).
+    RiskReview,
     KeysManage,
     AuditRead,
 }

@@ -249,6 +249,7 @@ macro_rules! loyalty_store {
                 let mut fresh: HashMap<MemberId, Vec<LedgerEntry>> = HashMap::new();
                 let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
                 let (mut done, mut failed): (Vec<i64>, Vec<(i64, String)>) = (Vec::new(), Vec::new());
+                let mut crossings: Vec<(MemberId, Vec<Crossing>)> = Vec::new();
                 for job in jobs {
                     let history = ledgers.remove(&job.member).unwrap_or_default();
                     let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
@@ -266,6 +267,7 @@ macro_rules! loyalty_store {
                             ledgers.insert(job.member, next);
                             fresh.entry(job.member).or_default().extend(new);
                             evaluations.extend(applied.evaluations.into_iter().map(|e| (job.member, e)));
+                            crossings.push((job.member, applied.crossings));
                             done.extend(job.tasks);
                             out.push(Ok(applied.entries));
                         }
@@ -299,6 +301,9 @@ macro_rules! loyalty_store {
                     q.build().execute(&mut *tx).await?;
                 }
                 write_tiers(&mut tx, &tier_writes, at).await?;
+                for (m, c) in &crossings {
+                    raise_flags(&mut tx, *m, c, at).await?;
+                }
                 for (task, error) in failed {
                     sqlx::query("UPDATE loyalty_queue SET failed_at = $1, error = $2 WHERE task_id = $3")
                         .bind(Ts(at))

@@ -10,6 +10,7 @@ mod common;
 mod loyalty;
 pub mod postgres;
 mod rewards;
+mod risk;
 pub mod sqlite;
 mod ts;
 
@@ -247,7 +248,7 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: LoyaltyStore + RewardStore + Send + Sync + 'static {
+pub trait Store: LoyaltyStore + RewardStore + RiskStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -387,6 +388,9 @@ pub struct Applied {
     pub evaluations: Vec<EvaluationRecord>,
     /// The member's tier state after the operation and the changes that led there (new ones only).
     pub tier: Option<(TierState, Vec<TierChange>)>,
+    /// Velocity limits the operation's earning crossed; the store flags the member for each rule not
+    /// already open, in the same transaction.
+    pub crossings: Vec<Crossing>,
 }
 
 pub use crate::loyalty::tiers::{TierChange, TierState};
@@ -518,6 +522,10 @@ pub struct RedeemInput {
     pub past: Vec<Redemption>,
     /// The id the new redemption gets.
     pub redemption_id: i64,
+    /// The member's open risk flags: any blocks the redemption.
+    pub flags: Vec<RiskFlag>,
+    /// The member's redemptions of any reward within [`crate::loyalty::risk::lookback`], for velocity limits.
+    pub recent: Vec<Redemption>,
 }
 
 /// What an accepted redemption writes.
@@ -525,6 +533,8 @@ pub struct RedeemInput {
 pub struct RedeemWrite {
     pub entries: Vec<LedgerEntry>,
     pub redemption: Redemption,
+    /// Velocity limits this redemption crossed: the member is flagged (once per open rule) with it.
+    pub crossings: Vec<Crossing>,
 }
 
 /// Why a redemption or its cancellation was refused.
@@ -591,4 +601,44 @@ pub trait RewardStore {
     async fn cancel_redemption(&self, member: MemberId, redemption_id: i64, op: CancelOp) -> StoreResult<RedeemStored>;
     /// A member's redemptions, newest first.
     async fn member_redemptions(&self, member: MemberId) -> StoreResult<Vec<Redemption>>;
+}
+
+pub use crate::loyalty::risk::{ClearRefusal, Crossing, RiskFlag};
+
+/// A stored risk flag: its id (per member) and the flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskFlagRecord {
+    pub id: i64,
+    pub member_id: MemberId,
+    pub flag: RiskFlag,
+}
+
+/// The pure decision of clearing a flag: the stored flag in, the cleared flag (or a refusal) out. Returning
+/// a flag that was already cleared, unchanged, is a retry: nothing is written.
+pub type ClearOp = Box<dyn FnOnce(RiskFlag) -> Result<RiskFlag, ClearRefusal> + Send>;
+
+/// What clearing a flag came to.
+#[derive(Debug, Clone)]
+pub enum ClearStored {
+    Cleared(RiskFlagRecord),
+    Refused(ClearRefusal),
+    NoSuchFlag,
+}
+
+/// Risk control (`store/risk.rs`): the policy and the flags. Flags are raised by `ledger_apply` and `redeem`
+/// in their own transactions.
+#[async_trait]
+pub trait RiskStore {
+    /// Store the risk policy (JSON) under `key` in the settings. Audited in the same transaction.
+    async fn put_risk_policy(&self, key: &str, body: &str, actor: &Actor) -> StoreResult<()>;
+    /// A member's flags, newest first.
+    async fn risk_flags(&self, member: MemberId) -> StoreResult<Vec<RiskFlagRecord>>;
+    /// Clear a flag under the member's ledger lock (so it serializes with redemptions). Audited.
+    async fn clear_risk_flag(
+        &self,
+        member: MemberId,
+        flag_id: i64,
+        op: ClearOp,
+        actor: &Actor,
+    ) -> StoreResult<ClearStored>;
 }

@@ -10,6 +10,7 @@ use sqlx::{Postgres, Transaction};
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
 use super::rewards::rewards_store;
+use super::risk::risk_store;
 use super::{Backend, StoreResult};
 
 /// The PostgreSQL store.
@@ -75,3 +76,4 @@ impl PgStore {
 shared_store!(PgStore, sqlx::Postgres);
 loyalty_store!(PgStore, sqlx::Postgres);
 rewards_store!(PgStore, sqlx::Postgres);
+risk_store!(PgStore, sqlx::Postgres);

@@ -112,7 +112,9 @@ macro_rules! rewards_store {
                     .await?
                     .pop()
                     .ok_or_else(|| StoreError::Corrupt("no redemption id".into()))?;
-                let input = RedeemInput { history, reward: rec.reward, stock_left: rec.stock_left, past, redemption_id };
+                let flags = open_flags(&mut tx, member).await?;
+                let recent = redemptions_since(&mut tx, member, at - $crate::loyalty::risk::lookback()).await?;
+                let input = RedeemInput { history, reward: rec.reward, stock_left: rec.stock_left, past, redemption_id, flags, recent };
                 let write = match op(input) {
                     Ok(w) => w,
                     Err(f) => return Ok(RedeemStored::Failed(f)),
@@ -145,6 +147,7 @@ macro_rules! rewards_store {
                 .bind(Ts(at))
                 .execute(&mut *tx)
                 .await?;
+                raise_flags(&mut tx, member, &write.crossings, at).await?;
                 tx.commit().await?;
                 Ok(RedeemStored::Created(write.redemption))
             }

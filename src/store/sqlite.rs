@@ -10,6 +10,7 @@ use sqlx::{Sqlite, Transaction};
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
 use super::rewards::rewards_store;
+use super::risk::risk_store;
 use super::{Backend, StoreResult};
 
 /// The SQLite store: one writer connection, a small pool of readers.
@@ -74,3 +75,4 @@ impl SqliteStore {
 shared_store!(SqliteStore, sqlx::Sqlite);
 loyalty_store!(SqliteStore, sqlx::Sqlite);
 rewards_store!(SqliteStore, sqlx::Sqlite);
+risk_store!(SqliteStore, sqlx::Sqlite);

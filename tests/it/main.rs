@@ -11,5 +11,6 @@ mod ledger;
 mod openapi;
 mod reports;
 mod rewards;
+mod risk;
 #[allow(dead_code)]
 mod support;

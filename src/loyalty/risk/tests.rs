@@ -328,3 +328,119 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Earning read off the ledger
+// ---------------------------------------------------------------------------------------------------------
+
+mod from_the_ledger {
+    use super::*;
+    use crate::loyalty::ledger::{Config, Ledger, Source, Wallet};
+
+    fn ledger() -> Ledger {
+        Ledger::new(Config::default())
+    }
+
+    fn line(order_id: i64, line_no: i32) -> Source {
+        Source::OrderLine { order_id, line_no }
+    }
+
+    fn rule(id: &str) -> Source {
+        Source::Rule { rule_id: id.into(), version: 1 }
+    }
+
+    #[test]
+    fn an_order_is_one_earn_event_whatever_its_lines_and_maturing_is_not_earning() {
+        let mut l = ledger();
+        let at = t("2026-03-02T02:00:00Z");
+        let mut entries = l.earn("order:7:1:points", Wallet::Points, 100, line(7, 1), at).unwrap().entries;
+        entries.extend(l.earn("order:7:2:points", Wallet::Points, 50, line(7, 2), at).unwrap().entries);
+        entries.extend(l.earn("order:7:1:growth", Wallet::Growth, 100, line(7, 1), at).unwrap().entries);
+        entries.extend(l.mature(at + Duration::days(8)).unwrap());
+        entries.extend(l.earn("checkin:2026-03-02:points", Wallet::Points, 5, rule("check_in"), at).unwrap().entries);
+        // Points given back by a reward and operator adjustments are not earning.
+        let reward = Source::Reward { reward_id: "mug".into() };
+        entries.extend(l.earn("cancel:3", Wallet::Points, 80, reward, at).unwrap().entries);
+        let a = earn_activities(&entries);
+        assert_eq!(
+            a.iter().map(|(s, a)| (s.as_str(), a.points)).collect::<Vec<_>>(),
+            vec![("order:7", 150), ("checkin:2026-03-02:points", 5)]
+        );
+        assert!(a.iter().all(|(_, a)| a.at == at && a.kind == ActivityKind::Earn));
+    }
+
+    fn three_an_hour() -> RiskPolicy {
+        RiskPolicy::from_toml(
+            r#"
+            [[limits]]
+            id = "fast"
+            activity = "earn"
+            measure = "events"
+            window = { type = "sliding", minutes = 60 }
+            max = 3
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_fourth_earn_in_an_hour_crosses_and_a_replay_or_late_history_does_not() {
+        let p = three_an_hour();
+        let now = t("2026-03-02T02:00:00Z");
+        let mut l = ledger();
+        let mut history = Vec::new();
+        for i in 0..3 {
+            let at = now - Duration::minutes(10 * i);
+            history.extend(l.earn(&format!("share:{i}:points"), Wallet::Points, 5, rule("share"), at).unwrap().entries);
+        }
+        let new = l.earn("share:9:points", Wallet::Points, 5, rule("share"), now).unwrap().entries;
+        let c = judge_earning(&p, &history, &new, now);
+        assert_eq!(rules(&c), vec!["fast"]);
+        assert_eq!(c[0].observed, 4);
+        // The same entries again (a task settled twice) are not a new event.
+        let mut all = history.clone();
+        all.extend(new.iter().cloned());
+        assert!(judge_earning(&p, &all, &new, now).is_empty());
+        // Four old events loaded today (an import) flag nothing.
+        let mut old = ledger();
+        let mut late = Vec::new();
+        for i in 0..4 {
+            let at = now - Duration::days(30) + Duration::minutes(i);
+            late.extend(old.earn(&format!("share:{i}:points"), Wallet::Points, 5, rule("share"), at).unwrap().entries);
+        }
+        assert!(judge_earning(&p, &[], &late, now).is_empty());
+        // Four new ones in one operation: judged one after another.
+        let mut burst = ledger();
+        let mut fresh = Vec::new();
+        for i in 0..4 {
+            fresh.extend(burst.earn(&format!("s:{i}:points"), Wallet::Points, 5, rule("share"), now).unwrap().entries);
+        }
+        assert_eq!(rules(&judge_earning(&p, &[], &fresh, now)), vec!["fast"]);
+        assert!(judge_earning(&RiskPolicy::default(), &[], &fresh, now).is_empty());
+    }
+
+    #[test]
+    fn earning_that_arrives_late_counts_in_the_windows_of_what_came_after_it() {
+        let p = three_an_hour();
+        let now = t("2026-03-02T02:00:00Z");
+        let share = |l: &mut Ledger, i: i64, at: DateTime<Utc>| {
+            l.earn(&format!("share:{i}:points"), Wallet::Points, 5, rule("share"), at).unwrap().entries
+        };
+        let mut l = ledger();
+        let mut history = Vec::new();
+        for i in 1..=3 {
+            history.extend(share(&mut l, i, now - Duration::minutes(6 - 2 * i)));
+        }
+        // Sent late: ten minutes ago, before the three stored. Its own window holds only itself, but the
+        // window of the latest holds all four.
+        let late = share(&mut l, 9, now - Duration::minutes(10));
+        let c = judge_earning(&p, &history, &late, now);
+        assert_eq!(rules(&c), vec!["fast"]);
+        assert_eq!(c[0].observed, 4);
+        // Already over the limit without it: nothing new to report.
+        let mut over = history.clone();
+        over.extend(share(&mut l, 4, now));
+        let late = share(&mut l, 10, now - Duration::minutes(50));
+        assert!(judge_earning(&p, &over, &late, now).is_empty());
+    }
+}
