@@ -45,7 +45,7 @@ impl Role {
             MemberRead | OrdersRead | CatalogRead | LoyaltyRead => true,
             MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
             MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure => matches!(self, Admin | Operator),
-            KeysManage | AuditRead => matches!(self, Admin),
+            KeysManage | AuditRead | WebhooksManage => matches!(self, Admin),
         }
     }
 
@@ -99,6 +99,8 @@ pub enum Permission {
     Redeem,
     KeysManage,
     AuditRead,
+    /// Register webhook endpoints, see their deliveries and read the outbox.
+    WebhooksManage,
 }
 
 /// A stored API key: never the key itself, only its digest.

@@ -145,6 +145,7 @@ macro_rules! rewards_store {
                 .bind(Ts(at))
                 .execute(&mut *tx)
                 .await?;
+                emit_notices(&mut tx, &[$crate::notify::reward_redeemed(member, &write.redemption)], at).await?;
                 tx.commit().await?;
                 Ok(RedeemStored::Created(write.redemption))
             }

@@ -12,3 +12,4 @@ mod openapi;
 mod rewards;
 #[allow(dead_code)]
 mod support;
+mod webhooks;
