@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, deactivate_webhook))
         .routes(routes!(webhook_deliveries))
+        .routes(routes!(retry_delivery))
         .routes(routes!(outbox))
 }
 
@@ -154,6 +155,29 @@ async fn webhook_deliveries(
     let items = s.app.store.webhook_deliveries(id, p.after.unwrap_or(0), p.state, limit).await?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|d| d.seq)).flatten();
     Ok(axum::Json(Page { items, next_cursor }))
+}
+
+/// Send a `dead` delivery again: it becomes pending, due now, with a fresh count of attempts. Audited.
+/// Retrying one that is still pending changes nothing; a delivered one is a 409.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{seq}/retry", tag = "webhooks",
+    params(("id" = i64, Path), ("seq" = i64, Path, description = "The event's outbox `seq`")),
+    responses((status = 200, body = DeliveryRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn retry_delivery(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, seq)): Path<(i64, i64)>,
+) -> Result<axum::Json<DeliveryRecord>, ApiError> {
+    let who = caller.require(Permission::WebhooksManage)?;
+    let find = || async {
+        let found = s.app.store.webhook_deliveries(id, seq.saturating_sub(1), None, 1).await?;
+        Ok::<_, ApiError>(found.into_iter().find(|d| d.seq == seq))
+    };
+    let before = find().await?.ok_or_else(|| ApiError::not_found("delivery"))?;
+    if before.state == DeliveryState::Delivered {
+        return Err(ApiError::conflict("already_delivered", "this delivery was acknowledged"));
+    }
+    s.app.store.retry_delivery(id, seq, &crate::store::Actor { id: who.key_id.clone(), at: s.app.now() }).await?;
+    Ok(axum::Json(find().await?.ok_or_else(|| ApiError::not_found("delivery"))?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

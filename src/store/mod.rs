@@ -712,6 +712,7 @@ pub trait OutboxStore {
     ) -> StoreResult<Vec<DueDelivery>>;
     /// Record how an attempt ended.
     async fn finish_delivery(&self, endpoint: i64, seq: i64, result: &AttemptResult) -> StoreResult<()>;
-    /// Counts of deliveries per state, for metrics.
-    async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryState, i64)>>;
+    /// Make a `dead` delivery pending again, due at `actor.at`, with a fresh count of attempts; audited.
+    /// False (and nothing written) unless it was dead.
+    async fn retry_delivery(&self, endpoint: i64, seq: i64, actor: &Actor) -> StoreResult<bool>;
 }

@@ -269,7 +269,7 @@ macro_rules! outbox_store {
                 lease_until: DateTime<Utc>,
                 limit: i64,
             ) -> StoreResult<Vec<DueDelivery>> {
-                let mut tx = self.write_tx().await?;
+                // Looked for on a reader, so an idle worker never holds the (SQLite) writer.
                 let rows = sqlx::query(
                     "SELECT d.endpoint_id, d.seq, d.attempts, d.next_attempt_at AS due, w.url, w.secret_sealed, \
                      o.event_id, o.event_type, o.member_id, o.occurred_at, o.data, o.created_at \
@@ -280,8 +280,12 @@ macro_rules! outbox_store {
                 )
                 .bind(Ts(now))
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(self.reader())
                 .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.write_tx().await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in &rows {
                     let (endpoint_id, seq): (i64, i64) = (r.try_get("endpoint_id")?, r.try_get("seq")?);
@@ -335,12 +339,23 @@ macro_rules! outbox_store {
                 Ok(())
             }
 
-            async fn delivery_counts(&self) -> StoreResult<Vec<(DeliveryState, i64)>> {
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT state, CAST(COUNT(*) AS BIGINT) FROM webhook_deliveries GROUP BY state ORDER BY state")
-                        .fetch_all(self.reader())
-                        .await?;
-                rows.into_iter().map(|(s, n)| Ok((delivery_state_from(&s)?, n))).collect()
+            async fn retry_delivery(&self, endpoint: i64, seq: i64, actor: &Actor) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let changed = sqlx::query(
+                    "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1 \
+                     WHERE endpoint_id = $2 AND seq = $3 AND state = 'dead'",
+                )
+                .bind(Ts(actor.at))
+                .bind(endpoint)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed > 0 {
+                    audit(&mut tx, actor, "webhook.retry", None, json!({ "endpoint_id": endpoint, "seq": seq })).await?;
+                }
+                tx.commit().await?;
+                Ok(changed > 0)
             }
         }
     };

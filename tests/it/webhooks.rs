@@ -321,6 +321,28 @@ async fn a_receiver_that_never_answers_2xx_is_given_up_and_deactivated_endpoints
             "{b}: {d}"
         );
         assert!(d["last_error"].as_str().unwrap().contains("500"), "{b}: {d}");
+        // An operator sends it again once the receiver is back: pending, due now, delivered on the next round.
+        let seq = d["seq"].as_i64().unwrap();
+        rx.fail_next.lock().unwrap().insert("down".into(), 0);
+        let r = s
+            .req(Role::Operator, Method::POST, &format!("/v1/webhooks/{down_id}/deliveries/{seq}/retry"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{b}");
+        let (status, again) = s.post(&format!("/v1/webhooks/{down_id}/deliveries/{seq}/retry"), json!({})).await;
+        assert_eq!(
+            (status, again["state"].as_str(), again["attempts"].as_i64()),
+            (200, Some("pending"), Some(0)),
+            "{b}: {again}"
+        );
+        let r = app.deliver_once(app.now()).await.unwrap();
+        assert_eq!(r.delivered, 1, "{b}: {r:?}");
+        assert_eq!(rx.got("down").len(), 16, "{b}");
+        let (status, _) = s.post(&format!("/v1/webhooks/{down_id}/deliveries/{seq}/retry"), json!({})).await;
+        assert_eq!(status, 409, "{b}: a delivered one is not sent again");
+        let (_, audit) = s.get("/v1/audit?limit=50").await;
+        assert!(audit.to_string().contains("webhook.retry"), "{b}");
     }
 }
 
