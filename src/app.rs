@@ -3,6 +3,7 @@
 
 mod loyalty;
 mod reports;
+mod notify;
 mod rewards;
 mod risk;
 
@@ -28,6 +29,7 @@ use crate::store::{
 pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
 };
+pub use notify::{DeliveryReport, WebhookCreated};
 pub use rewards::Redeemed;
 pub use risk::default_risk_policy;
 
@@ -553,6 +555,7 @@ impl App {
     pub async fn run_ledger_jobs(&self, now: DateTime<Utc>) -> Result<(u64, u64), AppError> {
         let cfg = self.ledger_config()?;
         let program = self.earner.tier_program().await?.map(Arc::new);
+        let warn_within = chrono::Duration::days(self.config.loyalty.expiring_soon_days.max(0));
         let (mut members, mut written) = (0u64, 0u64);
         let mut after = 0;
         loop {
@@ -572,7 +575,10 @@ impl App {
                         let tier = program
                             .as_deref()
                             .and_then(|p| loyalty::tier_update(p, tier_state, &ledger, enrol_at, now));
-                        Ok(store::Applied { entries, evaluations: Vec::new(), tier, crossings: Vec::new() })
+                        // Warn of points about to expire (one event per expiry date, however often this runs).
+                        let tz = ledger.config().tz;
+                        let events = crate::notify::points_expiring(m, ledger.lots(), now, warn_within, tz);
+                        Ok(store::Applied { entries, evaluations: Vec::new(), tier, crossings: Vec::new(), events })
                     });
                     store::LedgerJob { member: m, op, tasks: Vec::new() }
                 })

@@ -28,6 +28,29 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// The points ledger's policies.
     pub loyalty: LoyaltyConfig,
+    /// Delivery of outbox events to webhook endpoints.
+    pub webhooks: WebhookConfig,
+}
+
+/// How the delivery worker sends webhooks: how often it looks for due deliveries, how long it waits for a
+/// receiver and how long it keeps retrying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    /// The server looks for due deliveries this often (seconds).
+    pub interval_secs: u64,
+    /// A receiver must answer within this many seconds.
+    pub timeout_secs: u64,
+    /// Attempts before a delivery is given up (`dead`); retries back off from 30 s, doubling.
+    pub max_attempts: u32,
+    /// The longest wait between two attempts (seconds).
+    pub max_backoff_secs: i64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self { interval_secs: 2, timeout_secs: 10, max_attempts: 15, max_backoff_secs: 6 * 3600 }
+    }
 }
 
 /// How points behave: expiry, the return window and what happens when a clawback finds points spent.
@@ -76,6 +99,7 @@ impl Default for Config {
             timezone: "Asia/Shanghai".into(),
             admin_key: None,
             loyalty: LoyaltyConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

@@ -15,5 +15,6 @@ pub mod http;
 pub mod import;
 pub mod loyalty;
 pub mod members;
+pub mod notify;
 pub mod security;
 pub mod store;

@@ -12,6 +12,7 @@ mod metrics;
 mod reports;
 mod rewards;
 mod risk;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub struct AppState {
         (name = "loyalty", description = "Points and growth value, earning rules, check-ins"),
         (name = "rewards", description = "Rewards catalog and redemptions"),
         (name = "admin", description = "Keys, audit log, stats, health"),
+        (name = "webhooks", description = "Webhook endpoints, their deliveries, and the outbox of events"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +78,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(reports::routes())
         .merge(risk::routes())
         .merge(admin::routes())
+        .merge(webhooks::routes())
         .split_for_parts()
 }
 
@@ -96,6 +99,7 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io:
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
     app.spawn_loyalty_timers();
+    app.spawn_delivery_worker();
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await
 }
 

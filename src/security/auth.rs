@@ -47,7 +47,7 @@ impl Role {
             MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure | RiskReview => {
                 matches!(self, Admin | Operator)
             }
-            KeysManage | AuditRead => matches!(self, Admin),
+            KeysManage | AuditRead | WebhooksManage => matches!(self, Admin),
         }
     }
 
@@ -103,6 +103,8 @@ pub enum Permission {
     RiskReview,
     KeysManage,
     AuditRead,
+    /// Register webhook endpoints, see their deliveries and read the outbox.
+    WebhooksManage,
 }
 
 /// A stored API key: never the key itself, only its digest.

@@ -59,8 +59,9 @@ macro_rules! loyalty_store {
             Ok(out)
         }
 
-        /// Upsert tier states and append their changes.
-        async fn write_tiers(conn: &mut Conn, writes: &[(MemberId, TierState, Vec<TierChange>)], at: DateTime<Utc>) -> StoreResult<()> {
+        /// Upsert tier states and append their changes; returns the events the changes call for.
+        async fn write_tiers(conn: &mut Conn, writes: &[(MemberId, TierState, Vec<TierChange>)], at: DateTime<Utc>) -> StoreResult<Vec<$crate::notify::Notice>> {
+            let mut notices = Vec::new();
             for (m, state, changes) in writes {
                 let body = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(format!("tier state: {e}")))?;
                 sqlx::query(
@@ -79,6 +80,7 @@ macro_rules! loyalty_store {
                 let ids = <$store>::next_ids(conn, "tier_changes", "change_id", changes.len()).await?;
                 let mut rows = Vec::with_capacity(changes.len());
                 for (c, id) in changes.iter().zip(ids) {
+                    notices.extend($crate::notify::tier_changed(*m, id, c));
                     let record = serde_json::to_value(c).map_err(|e| StoreError::Corrupt(format!("tier change: {e}")))?;
                     rows.push((id, c, enum_text(&c.kind)?, record));
                 }
@@ -95,7 +97,7 @@ macro_rules! loyalty_store {
                 });
                 q.build().execute(&mut *conn).await?;
             }
-            Ok(())
+            Ok(notices)
         }
 
         #[async_trait]
@@ -250,6 +252,7 @@ macro_rules! loyalty_store {
                 let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
                 let (mut done, mut failed): (Vec<i64>, Vec<(i64, String)>) = (Vec::new(), Vec::new());
                 let mut crossings: Vec<(MemberId, Vec<Crossing>)> = Vec::new();
+                let mut notices: Vec<$crate::notify::Notice> = Vec::new();
                 for job in jobs {
                     let history = ledgers.remove(&job.member).unwrap_or_default();
                     let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
@@ -261,6 +264,8 @@ macro_rules! loyalty_store {
                                 tier_writes.push((job.member, state, changes));
                             }
                             let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
+                            notices.extend($crate::notify::from_ledger_entries(job.member, &new));
+                            notices.extend(applied.events);
                             // Later jobs of the same member see this one's entries.
                             let mut next = history;
                             next.extend(new.iter().cloned());
@@ -300,7 +305,7 @@ macro_rules! loyalty_store {
                     q.push(")");
                     q.build().execute(&mut *tx).await?;
                 }
-                write_tiers(&mut tx, &tier_writes, at).await?;
+                notices.extend(write_tiers(&mut tx, &tier_writes, at).await?);
                 for (m, c) in &crossings {
                     raise_flags(&mut tx, *m, c, at).await?;
                 }
@@ -312,6 +317,7 @@ macro_rules! loyalty_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                emit_notices(&mut tx, &notices, at).await?;
                 tx.commit().await?;
                 Ok(out)
             }

@@ -8,6 +8,7 @@
 
 mod common;
 mod loyalty;
+mod outbox;
 pub mod postgres;
 mod rewards;
 mod risk;
@@ -248,7 +249,7 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: LoyaltyStore + RewardStore + RiskStore + Send + Sync + 'static {
+pub trait Store: LoyaltyStore + RewardStore + RiskStore + OutboxStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -391,6 +392,8 @@ pub struct Applied {
     /// Velocity limits the operation's earning crossed; the store flags the member for each rule not
     /// already open, in the same transaction.
     pub crossings: Vec<Crossing>,
+    /// Events to put in the outbox in the same transaction (ids derive from the cause; repeats are ignored).
+    pub events: Vec<crate::notify::Notice>,
 }
 
 pub use crate::loyalty::tiers::{TierChange, TierState};
@@ -641,4 +644,142 @@ pub trait RiskStore {
         op: ClearOp,
         actor: &Actor,
     ) -> StoreResult<ClearStored>;
+}
+
+/// A stored webhook endpoint. The secret is sealed; only the app can open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub id: i64,
+    pub url: String,
+    pub secret_sealed: Vec<u8>,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub deactivated_at: Option<DateTime<Utc>>,
+}
+
+/// A new endpoint in stored form, with the caller's idempotency key and the digest of what was asked.
+#[derive(Debug, Clone)]
+pub struct WebhookWrite {
+    pub url: String,
+    pub secret_sealed: Vec<u8>,
+    pub event_types: Vec<String>,
+    pub description: Option<String>,
+    pub idem_key: String,
+    pub request_digest: Vec<u8>,
+}
+
+/// What storing an endpoint did.
+#[derive(Debug, Clone)]
+pub enum WebhookStored {
+    Created(WebhookRecord),
+    /// The key was used before for the same request: the endpoint it created.
+    Replayed(WebhookRecord),
+    /// The key was used before for a different request.
+    KeyReused,
+}
+
+/// An event as the outbox keeps it; `seq` orders the outbox (commit order, so a poller never skips one).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub member_id: Option<MemberId>,
+    pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where one event stands with one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not yet acknowledged; retried at `next_attempt_at`.
+    Pending,
+    Delivered,
+    /// Given up after the last allowed attempt.
+    Dead,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct DeliveryRecord {
+    pub endpoint_id: i64,
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub state: DeliveryState,
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The receiver's HTTP status on the last attempt, if it answered.
+    pub last_status: Option<i32>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery claimed for one attempt: the endpoint, its sealed secret and the event.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub endpoint_id: i64,
+    pub url: String,
+    pub secret_sealed: Vec<u8>,
+    pub event: OutboxEvent,
+    /// Attempts including this one.
+    pub attempts: i32,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub at: DateTime<Utc>,
+    pub status: Option<i32>,
+    pub error: Option<String>,
+    /// `Delivered`, `Pending` (retry at `retry_at`) or `Dead`.
+    pub state: DeliveryState,
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// The outbox and webhook endpoints (`store/outbox.rs`).
+#[async_trait]
+pub trait OutboxStore {
+    /// Put events in the outbox in their own transaction (producers with a cause in the store write them in
+    /// the cause's transaction instead). An id already stored is ignored. Returns how many were new.
+    async fn emit_events(&self, events: &[crate::notify::Notice], at: DateTime<Utc>) -> StoreResult<u64>;
+    /// Events after `seq`, oldest first, optionally of one type.
+    async fn outbox_events(&self, after: i64, event_type: Option<&str>, limit: i64) -> StoreResult<Vec<OutboxEvent>>;
+    /// Register an endpoint, idempotent on `idem_key`; audited.
+    async fn insert_webhook(&self, w: &WebhookWrite, actor: &Actor) -> StoreResult<WebhookStored>;
+    async fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>>;
+    async fn webhook(&self, id: i64) -> StoreResult<Option<WebhookRecord>>;
+    /// Stop delivering to an endpoint (its pending deliveries stay, unsent); audited. `None` if unknown.
+    async fn deactivate_webhook(&self, id: i64, actor: &Actor) -> StoreResult<Option<WebhookRecord>>;
+    /// An endpoint's deliveries after `seq`, oldest first, optionally in one state.
+    async fn webhook_deliveries(
+        &self,
+        endpoint: i64,
+        after: i64,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Claim up to `limit` deliveries due at `now` for one attempt each: their attempt count goes up and
+    /// they are not due again before `lease_until` (so a crashed attempt is retried, and two workers never
+    /// send the same attempt).
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Record how an attempt ended.
+    async fn finish_delivery(&self, endpoint: i64, seq: i64, result: &AttemptResult) -> StoreResult<()>;
+    /// Make a `dead` delivery pending again, due at `actor.at`, with a fresh count of attempts; audited.
+    /// False (and nothing written) unless it was dead.
+    async fn retry_delivery(&self, endpoint: i64, seq: i64, actor: &Actor) -> StoreResult<bool>;
 }

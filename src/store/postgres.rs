@@ -9,6 +9,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
+use super::outbox::outbox_store;
 use super::rewards::rewards_store;
 use super::risk::risk_store;
 use super::{Backend, StoreResult};
@@ -77,3 +78,4 @@ shared_store!(PgStore, sqlx::Postgres);
 loyalty_store!(PgStore, sqlx::Postgres);
 rewards_store!(PgStore, sqlx::Postgres);
 risk_store!(PgStore, sqlx::Postgres);
+outbox_store!(PgStore, sqlx::Postgres);

@@ -148,6 +148,7 @@ macro_rules! rewards_store {
                 .execute(&mut *tx)
                 .await?;
                 raise_flags(&mut tx, member, &write.crossings, at).await?;
+                emit_notices(&mut tx, &[$crate::notify::reward_redeemed(member, &write.redemption)], at).await?;
                 tx.commit().await?;
                 Ok(RedeemStored::Created(write.redemption))
             }

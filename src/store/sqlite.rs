@@ -9,6 +9,7 @@ use sqlx::{Sqlite, Transaction};
 
 use super::common::shared_store;
 use super::loyalty::loyalty_store;
+use super::outbox::outbox_store;
 use super::rewards::rewards_store;
 use super::risk::risk_store;
 use super::{Backend, StoreResult};
@@ -76,3 +77,4 @@ shared_store!(SqliteStore, sqlx::Sqlite);
 loyalty_store!(SqliteStore, sqlx::Sqlite);
 rewards_store!(SqliteStore, sqlx::Sqlite);
 risk_store!(SqliteStore, sqlx::Sqlite);
+outbox_store!(SqliteStore, sqlx::Sqlite);

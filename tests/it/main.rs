@@ -14,3 +14,4 @@ mod rewards;
 mod risk;
 #[allow(dead_code)]
 mod support;
+mod webhooks;
