@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::common::shared_store;
+use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
 use super::rewards::rewards_store;
 use super::{Backend, StoreResult};
@@ -75,3 +76,4 @@ impl PgStore {
 shared_store!(PgStore, sqlx::Postgres);
 loyalty_store!(PgStore, sqlx::Postgres);
 rewards_store!(PgStore, sqlx::Postgres);
+coupons_store!(PgStore, sqlx::Postgres);

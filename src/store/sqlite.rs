@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::common::shared_store;
+use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
 use super::rewards::rewards_store;
 use super::{Backend, StoreResult};
@@ -74,3 +75,4 @@ impl SqliteStore {
 shared_store!(SqliteStore, sqlx::Sqlite);
 loyalty_store!(SqliteStore, sqlx::Sqlite);
 rewards_store!(SqliteStore, sqlx::Sqlite);
+coupons_store!(SqliteStore, sqlx::Sqlite);
