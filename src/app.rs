@@ -24,10 +24,10 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
+pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
 };
-pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use rewards::Redeemed;
 
 /// Why a use case failed, for the edges to render.

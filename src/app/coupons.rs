@@ -23,7 +23,10 @@ pub enum CouponFault {
     /// Bad input, the field named (422).
     Invalid(Invalid),
     /// The code cannot be a coupon code (length, alphabet, check character): `field` names where it was given.
-    InvalidCode { field: String, error: CodeError },
+    InvalidCode {
+        field: String,
+        error: CodeError,
+    },
     /// No coupon has this (well-formed) code.
     NotFound(String),
     NoSuchTemplate,
@@ -32,7 +35,10 @@ pub enum CouponFault {
     /// The order is not the coupon holder's.
     NotYourOrder,
     /// Priced on the order, the coupon does not apply: the kernel's reason code and words.
-    NotApplicable { code: &'static str, message: String },
+    NotApplicable {
+        code: &'static str,
+        message: String,
+    },
     /// The coupon's state refuses the transition (already used on another order, voided, expired).
     Refused(CouponRefusal),
     KeyReused,

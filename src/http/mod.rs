@@ -4,6 +4,7 @@
 
 mod admin;
 mod commerce;
+mod coupons;
 pub mod error;
 mod events;
 mod loyalty;
@@ -48,6 +49,7 @@ pub struct AppState {
         (name = "events", description = "Behaviour events"),
         (name = "loyalty", description = "Points and growth value, earning rules, check-ins"),
         (name = "rewards", description = "Rewards catalog and redemptions"),
+        (name = "coupons", description = "Coupon templates, issuing, pricing a cart, redeeming on an order"),
         (name = "admin", description = "Keys, audit log, stats, health"),
     )
 )]
@@ -71,6 +73,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(events::routes())
         .merge(loyalty::routes())
         .merge(rewards::routes())
+        .merge(coupons::routes())
         .merge(admin::routes())
         .split_for_parts()
 }

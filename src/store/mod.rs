@@ -519,7 +519,10 @@ pub enum RedeemFailure {
     Ledger(LedgerError),
     /// The reward delivers a coupon and its template refused to issue one (`code`: `limit_reached`,
     /// `sold_out`, `window_closed`, `coupon_template_not_found`).
-    Coupon { code: String, message: String },
+    Coupon {
+        code: String,
+        message: String,
+    },
 }
 
 /// The pure decision of a redemption.
