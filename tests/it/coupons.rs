@@ -357,5 +357,32 @@ async fn a_coupon_reward_issues_its_coupon_in_the_redemption() {
         assert_eq!(e["error"]["code"], "sold_out", "{b}: {e}");
         assert_eq!(points(other).await, before_other, "{b}");
         assert!(coupons_of(&s, other).await.is_empty(), "{b}");
+        // Cancelling the redemption voids its unused coupon; a used coupon refuses the cancel.
+        let rid = red["id"].as_i64().unwrap();
+        let cancel = |who: i64, rid: i64| {
+            let path = format!("/v1/members/{who}/redemptions/{rid}/cancel");
+            let s = &s;
+            async move { call(s, Role::Operator, Method::POST, &path, None).await }
+        };
+        let (st, v) = cancel(m, rid).await;
+        assert_eq!((st, v["state"].as_str()), (200, Some("cancelled")), "{b}: {v}");
+        assert_eq!(coupons_of(&s, m).await[0]["state"]["kind"], "voided", "{b}");
+        put_template(&s, full200_minus30("one-only", 1, None)).await;
+        let r = redeem(other, "cr-3").await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{b}");
+        let red: Value = r.json().await.unwrap();
+        let code = red["item_ref"].as_str().unwrap().to_string();
+        let o = order(&s, other, "CR-1", 9000).await;
+        let (st, _) = call(
+            &s,
+            Role::Integration,
+            Method::POST,
+            &format!("/v1/coupons/{code}/redeem"),
+            Some(json!({"order_id": o})),
+        )
+        .await;
+        assert_eq!(st, 200, "{b}");
+        let (st, e) = cancel(other, red["id"].as_i64().unwrap()).await;
+        assert_eq!((st, e["error"]["code"].as_str()), (409, Some("item_used")), "{b}: {e}");
     }
 }
