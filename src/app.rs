@@ -1,6 +1,7 @@
 //! The use cases: where validated domain input meets the vault and the store. The HTTP API, the CLI, the
 //! importer and the demo generator all go through here, so they behave the same.
 
+mod coupons;
 mod loyalty;
 mod reports;
 mod notify;
@@ -26,6 +27,7 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
+pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
 };
@@ -763,6 +765,12 @@ impl App {
         let out = self.store.insert_refund(input, &digest, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
         if matches!(out, WriteOutcome::Created(_)) {
             self.settle_now().await;
+        }
+        // Coupons used on the order come back per policy; a retried refund (duplicate) tries again.
+        if let WriteOutcome::Created(id) | WriteOutcome::Duplicate(id) = out
+            && let Some(order_id) = self.store.refund(id).await?.and_then(|r| r.order_id)
+        {
+            self.return_coupons_of(order_id).await?;
         }
         Ok(out)
     }

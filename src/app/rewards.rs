@@ -109,12 +109,16 @@ impl App {
     pub async fn cancel_redemption(&self, member: MemberId, redemption_id: i64) -> Result<Redeemed, AppError> {
         let cfg = self.ledger_config()?;
         let now = self.now();
+        // A coupon it issued: a used coupon refuses the cancel, an unused one is voided with it.
+        let coupon = self.redemption_coupon(member, redemption_id).await?;
+        let item_used =
+            coupon.as_ref().is_some_and(|c| matches!(c.state, crate::loyalty::coupons::CouponState::Redeemed { .. }));
         let op: crate::store::CancelOp = Box::new(move |input| {
             let mut ledger = Ledger::from_entries(cfg, &input.history).map_err(RedeemFailure::Ledger)?;
             if input.redemption.state == rewards::RedemptionState::Cancelled {
                 return Ok(CancelWrite { entries: Vec::new(), redemption: input.redemption, stock_back: 0 });
             }
-            let c = rewards::cancel(&input.redemption, now, &CancelPolicy::default())
+            let c = rewards::cancel(&input.redemption, now, &CancelPolicy { item_used, ..CancelPolicy::default() })
                 .map_err(RedeemFailure::CancelRefused)?;
             let source = Source::Reward { reward_id: input.redemption.reward_id.clone() };
             let mut entries = Vec::new();
@@ -127,6 +131,27 @@ impl App {
             }
             Ok(CancelWrite { entries, redemption: c.redemption, stock_back: c.stock_back })
         });
-        Ok(self.store.cancel_redemption(member, redemption_id, op).await?.into())
+        let out = self.store.cancel_redemption(member, redemption_id, op).await?;
+        if let (RedeemStored::Created(_), Some(c)) = (&out, &coupon) {
+            let void: crate::store::CouponOp = Box::new(|c| crate::loyalty::coupons::void(&c));
+            self.store.update_coupon(&c.code, void, now, None).await?;
+        }
+        Ok(out.into())
+    }
+
+    /// The coupon a coupon redemption issued, if any.
+    async fn redemption_coupon(
+        &self,
+        member: MemberId,
+        redemption_id: i64,
+    ) -> Result<Option<crate::loyalty::coupons::Coupon>, AppError> {
+        let list = self.store.member_redemptions(member).await?;
+        let Some(code) = list.into_iter().find(|r| r.id == redemption_id).and_then(|r| match r.deliver {
+            rewards::Deliver::Coupon { .. } => r.item_ref,
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        Ok(self.store.coupon(&code).await?)
     }
 }

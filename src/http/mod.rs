@@ -4,6 +4,7 @@
 
 mod admin;
 mod commerce;
+mod coupons;
 pub mod error;
 mod events;
 mod loyalty;
@@ -51,6 +52,7 @@ pub struct AppState {
         (name = "events", description = "Behaviour events"),
         (name = "loyalty", description = "Points and growth value, earning rules, check-ins"),
         (name = "rewards", description = "Rewards catalog and redemptions"),
+        (name = "coupons", description = "Coupon templates, issuing, pricing a cart, redeeming on an order"),
         (name = "admin", description = "Keys, audit log, stats, health"),
         (name = "webhooks", description = "Webhook endpoints, their deliveries, and the outbox of events"),
     )
@@ -77,6 +79,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rewards::routes())
         .merge(reports::routes())
         .merge(risk::routes())
+        .merge(coupons::routes())
         .merge(admin::routes())
         .merge(webhooks::routes())
         .split_for_parts()

@@ -108,6 +108,7 @@ fn failure(f: RedeemFailure) -> ApiError {
             ApiError::conflict("insufficient_points", format!("{available} points available, {requested} needed"))
         }
         RedeemFailure::Ledger(e) => ApiError::conflict("points_refused", e.to_string()),
+        RedeemFailure::Coupon { code, message } => ApiError::conflict(&code, message),
     }
 }
 

@@ -7,6 +7,7 @@
 //! store never sees a key.
 
 mod common;
+mod coupons;
 mod loyalty;
 mod outbox;
 pub mod postgres;
@@ -249,7 +250,7 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: LoyaltyStore + RewardStore + RiskStore + OutboxStore + Send + Sync + 'static {
+pub trait Store: LoyaltyStore + RewardStore + RiskStore + OutboxStore + CouponStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -546,6 +547,12 @@ pub enum RedeemFailure {
     Refused(RedeemRefusal),
     CancelRefused(CancelRefusal),
     Ledger(LedgerError),
+    /// The reward delivers a coupon and its template refused to issue one (`code`: `limit_reached`,
+    /// `sold_out`, `window_closed`, `coupon_template_not_found`).
+    Coupon {
+        code: String,
+        message: String,
+    },
 }
 
 /// The pure decision of a redemption.
@@ -782,4 +789,87 @@ pub trait OutboxStore {
     /// Make a `dead` delivery pending again, due at `actor.at`, with a fresh count of attempts; audited.
     /// False (and nothing written) unless it was dead.
     async fn retry_delivery(&self, endpoint: i64, seq: i64, actor: &Actor) -> StoreResult<bool>;
+}
+
+pub use crate::loyalty::coupons::{Coupon, CouponTemplate, RedeemError as CouponRefusal, RefundExtent};
+
+/// A coupon template with how many coupons of it were issued (the total quantity is enforced on this).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CouponTemplateRecord {
+    pub template: CouponTemplate,
+    pub issued: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A recipient an issue request refused, by position in the request, with a machine-readable code
+/// (`limit_reached`, `sold_out`, `window_closed`, `no_such_member`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct IssueRefusal {
+    pub index: usize,
+    pub member_id: MemberId,
+    pub code: String,
+    pub message: String,
+}
+
+/// What one issue request did; stored with its key so a retry answers the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueResult {
+    /// The coupons issued, in request order.
+    pub coupons: Vec<Coupon>,
+    pub refused: Vec<IssueRefusal>,
+}
+
+/// What storing an issue request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueStored {
+    Created(IssueResult),
+    /// The key was used before with the same request: its original result, nothing new written.
+    Replayed(IssueResult),
+    /// The key was used before with another request.
+    KeyReused,
+    NoSuchTemplate,
+}
+
+/// A pure coupon transition (redeem, void), run under the coupon's lock on its current record.
+pub type CouponOp = Box<dyn FnOnce(Coupon) -> Result<Coupon, CouponRefusal> + Send>;
+
+/// What a refund does to a coupon redeemed on its order, given how much of the order is refunded.
+pub type RefundCouponOp = Box<dyn Fn(&Coupon, RefundExtent) -> Coupon + Send + Sync>;
+
+/// Coupon templates and issued coupons (`store/coupons.rs`).
+#[async_trait]
+pub trait CouponStore {
+    /// Create or replace a template (validated before); the issued count is kept. Audited.
+    async fn put_coupon_template(&self, template: &CouponTemplate, actor: &Actor) -> StoreResult<CouponTemplateRecord>;
+    async fn coupon_templates(&self) -> StoreResult<Vec<CouponTemplateRecord>>;
+    async fn coupon_template(&self, id: &str) -> StoreResult<Option<CouponTemplateRecord>>;
+    /// Issue one coupon of the template to each member, under the template's lock in one transaction: the
+    /// per-member limit and the total quantity are judged on what is stored, codes colliding with stored
+    /// ones are redrawn. Idempotent on `(template, key)`; `digest` tells a retry from a reuse of the key.
+    /// Audited when an actor is given.
+    async fn issue_coupons(
+        &self,
+        template_id: &str,
+        members: &[MemberId],
+        key: &str,
+        digest: &str,
+        at: DateTime<Utc>,
+        actor: Option<&Actor>,
+    ) -> StoreResult<IssueStored>;
+    async fn coupon(&self, code: &str) -> StoreResult<Option<Coupon>>;
+    /// A member's coupons, newest first.
+    async fn member_coupons(&self, member: MemberId) -> StoreResult<Vec<Coupon>>;
+    /// Apply a transition to a coupon under its lock and store the result; `None` if there is no such
+    /// coupon. Audited when an actor is given.
+    async fn update_coupon(
+        &self,
+        code: &str,
+        op: CouponOp,
+        at: DateTime<Utc>,
+        actor: Option<&Actor>,
+    ) -> StoreResult<Option<Result<Coupon, CouponRefusal>>>;
+    /// After a refund of `order_id`: judge how much of the order is refunded (every line's units counted
+    /// over all its refunds) and apply `op` to each coupon redeemed on it; returns the coupons changed.
+    async fn refund_coupons(&self, order_id: i64, op: RefundCouponOp, at: DateTime<Utc>) -> StoreResult<Vec<Coupon>>;
 }

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::common::shared_store;
+use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
 use super::outbox::outbox_store;
 use super::rewards::rewards_store;
@@ -79,3 +80,4 @@ loyalty_store!(PgStore, sqlx::Postgres);
 rewards_store!(PgStore, sqlx::Postgres);
 risk_store!(PgStore, sqlx::Postgres);
 outbox_store!(PgStore, sqlx::Postgres);
+coupons_store!(PgStore, sqlx::Postgres);

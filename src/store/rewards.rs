@@ -115,12 +115,19 @@ macro_rules! rewards_store {
                 let flags = open_flags(&mut tx, member).await?;
                 let recent = redemptions_since(&mut tx, member, at - $crate::loyalty::risk::lookback()).await?;
                 let input = RedeemInput { history, reward: rec.reward, stock_left: rec.stock_left, past, redemption_id, flags, recent };
-                let write = match op(input) {
+                let mut write = match op(input) {
                     Ok(w) => w,
                     Err(f) => return Ok(RedeemStored::Failed(f)),
                 };
                 let fresh: Vec<LedgerEntry> = write.entries.into_iter().filter(|e| !stored.contains(&e.key)).collect();
                 append_ledger(&mut tx, member, &fresh).await?;
+                // A coupon reward (or prize) is issued in this transaction: no coupon, no redemption.
+                if let $crate::loyalty::rewards::Deliver::Coupon { template_id } = &write.redemption.deliver {
+                    match coupon_for_redemption(&mut tx, member, template_id, redemption_id, at).await? {
+                        Ok(code) => write.redemption.item_ref = Some(code),
+                        Err((code, message)) => return Ok(RedeemStored::Failed(RedeemFailure::Coupon { code, message })),
+                    }
+                }
                 if write.redemption.stock_taken > 0 {
                     let taken = sqlx::query("UPDATE rewards SET stock_left = stock_left - $1 WHERE reward_id = $2 AND stock_left >= $1")
                         .bind(write.redemption.stock_taken)

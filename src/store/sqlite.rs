@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::common::shared_store;
+use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
 use super::outbox::outbox_store;
 use super::rewards::rewards_store;
@@ -78,3 +79,4 @@ loyalty_store!(SqliteStore, sqlx::Sqlite);
 rewards_store!(SqliteStore, sqlx::Sqlite);
 risk_store!(SqliteStore, sqlx::Sqlite);
 outbox_store!(SqliteStore, sqlx::Sqlite);
+coupons_store!(SqliteStore, sqlx::Sqlite);

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod conformance;
+mod coupons;
 mod demo;
 mod earning;
 mod import;
