@@ -3,8 +3,8 @@
 
 mod coupons;
 mod loyalty;
-mod reports;
 mod notify;
+mod reports;
 mod rewards;
 mod risk;
 
