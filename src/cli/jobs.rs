@@ -35,7 +35,7 @@ pub async fn demo(
     let s = generate(&app, &opts).await.context("building the demo shop")?;
     eprintln!(
         "Demo shop ready in {:.1} s: {} members, {} orders (+{} guest), {} refunds, {} events, {} SKUs; \
-         {} loyalty tasks settled, {} ledger entries from maturing and expiry",
+         {} loyalty tasks settled, {} ledger entries from maturing and expiry, {} rewards redeemed",
         s.elapsed.as_secs_f64(),
         s.members,
         s.orders,
@@ -44,7 +44,8 @@ pub async fn demo(
         s.events,
         s.skus,
         s.loyalty_tasks,
-        s.ledger_jobs
+        s.ledger_jobs,
+        s.redemptions
     );
     let stages: Vec<String> = s.stages.iter().map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64())).collect();
     eprintln!("  time by stage: {}", stages.join(", "));

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod calendar;
 pub mod catalog;
 pub mod people;
+mod rewards;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -70,6 +71,8 @@ pub struct DemoSummary {
     pub loyalty_tasks: u64,
     /// Ledger entries written by maturing and expiry as of the end.
     pub ledger_jobs: u64,
+    /// Rewards members redeemed with their points at the end of the history.
+    pub redemptions: u64,
     /// Inputs the use cases refused (a generator bug if not zero; the reasons are logged).
     pub rejected: u64,
     pub elapsed: Duration,
@@ -294,6 +297,9 @@ pub async fn generate(app: &App, opts: &DemoOptions) -> Result<DemoSummary, AppE
     let (_, written) = app.run_ledger_jobs(app.now()).await?;
     summary.ledger_jobs = written;
     stages.add("loyalty", t);
+    let t = Instant::now();
+    summary.redemptions = rewards::redeem(app, opts.seed).await?;
+    stages.add("redemptions", t);
     summary.elapsed = started.elapsed();
     summary.stages = stages.0;
     Ok(summary)

@@ -15,7 +15,7 @@ fn options() -> DemoOptions {
 
 #[tokio::test]
 async fn the_demo_shop_is_the_same_on_every_backend() {
-    let mut all: Vec<(&str, Stats)> = Vec::new();
+    let mut all: Vec<(&str, (Stats, u64))> = Vec::new();
     for db in support::test_dbs().await {
         let app = support::app_for(&db).await;
         let opts = options();
@@ -66,9 +66,14 @@ async fn the_demo_shop_is_the_same_on_every_backend() {
 
         // A second run is recognised as the same data.
         let again = generate(&app, &opts).await.expect("demo runs again");
-        assert_eq!((again.orders, again.guest_orders, again.refunds, again.events, again.rejected), (0, 0, 0, 0, 0));
+        assert_eq!(
+            (again.orders, again.guest_orders, again.refunds, again.events, again.rejected, again.redemptions),
+            (0, 0, 0, 0, 0, 0)
+        );
+        let report = app.verify_ledgers().await.expect("verify");
+        assert!(report.violations.is_empty(), "{}: {:?}", db.backend, report.violations);
         assert_eq!(app.store.stats().await.expect("stats"), stats);
-        all.push((db.backend, stats));
+        all.push((db.backend, (stats, summary.redemptions)));
     }
     if let [(_, first), rest @ ..] = all.as_slice() {
         for (backend, s) in rest {
@@ -88,4 +93,23 @@ async fn default_shop_timing() {
     eprintln!("{summary:#?}");
     eprintln!("{:?}", app.store.stats().await.expect("stats"));
     assert_eq!(summary.rejected, 0);
+}
+
+/// A shop whose history runs to today: members redeem rewards with the points they hold, through the real
+/// redemption path, and every ledger still keeps every invariant.
+#[tokio::test]
+async fn a_current_demo_shop_has_redemptions_and_sound_ledgers() {
+    for db in support::test_dbs().await {
+        let app = support::app_for(&db).await;
+        let opts = DemoOptions { members: 200, seed: 5, end: chrono::Utc::now().date_naive(), progress: false };
+        let summary = generate(&app, &opts).await.expect("demo generates");
+        assert!(summary.redemptions > 0, "{}: {summary:?}", db.backend);
+        let mut redeemed = 0;
+        for m in 1..=200 {
+            redeemed += app.store.member_redemptions(m).await.expect("redemptions").len() as u64;
+        }
+        assert_eq!(redeemed, summary.redemptions, "{}", db.backend);
+        let report = app.verify_ledgers().await.expect("verify");
+        assert!(report.violations.is_empty(), "{}: {:?}", db.backend, report.violations);
+    }
 }
