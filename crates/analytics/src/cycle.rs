@@ -180,20 +180,36 @@ pub struct Insufficient {
     pub kept: usize,
     /// Required.
     pub min_intervals: usize,
+    /// "3 distinct purchase days give 2 intervals, 1 left after trimming outliers; need 2".
+    pub reason: String,
 }
 
-impl Insufficient {
-    /// "3 distinct purchase days give 2 intervals, 1 left after trimming outliers; need 2".
-    pub fn reason(&self) -> String {
+/// The figures of [`Insufficient`] without the text, so that failed per-category estimates cost nothing.
+#[derive(Debug, Clone, Copy)]
+struct Shortfall {
+    distinct_days: usize,
+    intervals: usize,
+    kept: usize,
+    min_intervals: usize,
+}
+
+impl Shortfall {
+    fn explain(self) -> Insufficient {
         let trimmed = if self.kept < self.intervals {
             format!(", {} left after trimming outliers", self.kept)
         } else {
             String::new()
         };
-        format!(
-            "{} distinct purchase days give {} intervals{trimmed}; need {}",
-            self.distinct_days, self.intervals, self.min_intervals
-        )
+        Insufficient {
+            distinct_days: self.distinct_days,
+            intervals: self.intervals,
+            kept: self.kept,
+            min_intervals: self.min_intervals,
+            reason: format!(
+                "{} distinct purchase days give {} intervals{trimmed}; need {}",
+                self.distinct_days, self.intervals, self.min_intervals
+            ),
+        }
     }
 }
 
@@ -231,10 +247,11 @@ pub struct CategoryCycle {
 pub struct CycleResult {
     /// The member.
     pub member_id: i64,
-    /// Estimate over all purchases; None when the history is too short.
+    /// Estimate over all purchases (its `reason` says how it was reached); None when the history is too
+    /// short.
     pub overall: Option<CycleEstimate>,
-    /// The estimate's reason, or why there is none.
-    pub reason: String,
+    /// Why there is no overall estimate; None when there is one.
+    pub insufficient: Option<Insufficient>,
     /// Categories with enough history (others are left out), in input order.
     pub categories: Vec<CategoryCycle>,
 }
@@ -272,7 +289,7 @@ fn estimate_with(
     as_of: NaiveDate,
     p: &CycleParams,
     s: &mut Scratch,
-) -> Result<CycleEstimate, Insufficient> {
+) -> Result<CycleEstimate, Shortfall> {
     s.days.clear();
     s.days.extend(days_in.iter().copied().filter(|&d| d <= as_of));
     s.days.sort_unstable();
@@ -281,7 +298,7 @@ fn estimate_with(
     s.intervals.clear();
     s.intervals.extend(s.days.windows(2).map(|w| (w[1] - w[0]).num_days()));
     let n_int = s.intervals.len();
-    let insufficient = |kept| Insufficient { distinct_days, intervals: n_int, kept, min_intervals: p.min_intervals };
+    let insufficient = |kept| Shortfall { distinct_days, intervals: n_int, kept, min_intervals: p.min_intervals };
     if n_int == 0 || n_int < p.min_intervals {
         return Err(insufficient(n_int));
     }
@@ -382,16 +399,13 @@ pub fn estimate_cycle(
     params: &CycleParams,
 ) -> Result<Result<CycleEstimate, Insufficient>, CycleError> {
     params.validate()?;
-    Ok(estimate_with(days, as_of, params, &mut Scratch::default()))
+    Ok(estimate_with(days, as_of, params, &mut Scratch::default()).map_err(Shortfall::explain))
 }
 
 fn member_cycle(m: &CycleInput, as_of: NaiveDate, p: &CycleParams, s: &mut Scratch) -> CycleResult {
-    let (overall, reason) = match estimate_with(&m.purchase_days, as_of, p, s) {
-        Ok(e) => {
-            let r = e.reason.clone();
-            (Some(e), r)
-        }
-        Err(i) => (None, i.reason()),
+    let (overall, insufficient) = match estimate_with(&m.purchase_days, as_of, p, s) {
+        Ok(e) => (Some(e), None),
+        Err(i) => (None, Some(i.explain())),
     };
     let categories = m
         .categories
@@ -402,7 +416,7 @@ fn member_cycle(m: &CycleInput, as_of: NaiveDate, p: &CycleParams, s: &mut Scrat
                 .map(|estimate| CategoryCycle { category: c.category.clone(), estimate })
         })
         .collect();
-    CycleResult { member_id: m.member_id, overall, reason, categories }
+    CycleResult { member_id: m.member_id, overall, insufficient, categories }
 }
 
 /// Cycle results for many members (input order kept), in parallel with per-worker scratch buffers.
@@ -488,7 +502,7 @@ mod tests {
         // Same-day duplicates are one occasion: two distinct days, one interval.
         let d = [day(2024, 1, 1), day(2024, 1, 1), day(2024, 2, 1)];
         let e = est(&d, as_of).unwrap_err();
-        assert_eq!(e.reason(), "2 distinct purchase days give 1 intervals; need 2");
+        assert_eq!(e.reason, "2 distinct purchase days give 1 intervals; need 2");
         // Days after as_of are ignored.
         let d = [day(2024, 1, 1), day(2024, 2, 1), day(2024, 7, 1)];
         assert!(est(&d, as_of).is_err());
@@ -497,7 +511,7 @@ mod tests {
         let d = days_from(day(2023, 1, 1), &[30, 30, 200]);
         let e = estimate_cycle(&d, as_of, &p).unwrap().unwrap_err();
         assert_eq!(e.kept, 2);
-        assert!(e.reason().contains("2 left after trimming"));
+        assert!(e.reason.contains("2 left after trimming"));
         // Min intervals 1 works with a single interval.
         let p1 = CycleParams { min_intervals: 1, ..CycleParams::default() };
         let d = [day(2024, 1, 1), day(2024, 1, 11)];
@@ -543,6 +557,11 @@ mod tests {
         assert_eq!(r[0].categories.len(), 1);
         assert_eq!(r[0].categories[0].category, "beauty/skincare");
         assert_eq!(r[0].categories[0].estimate.next_expected, day(2024, 3, 31));
+        assert_eq!(r[0].insufficient, None);
+        let short = CycleInput { member_id: 8, purchase_days: vec![day(2024, 1, 1)], categories: vec![] };
+        let r = purchase_cycles(&[short], day(2024, 3, 1), &CycleParams::default()).unwrap();
+        assert_eq!(r[0].overall, None);
+        assert_eq!(r[0].insufficient.as_ref().unwrap().reason, "1 distinct purchase days give 0 intervals; need 2");
         assert!(purchase_cycles(&[], day(2024, 2, 29), &CycleParams::default()).unwrap().is_empty());
     }
 }

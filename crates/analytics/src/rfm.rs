@@ -422,14 +422,16 @@ fn dimension_summary(
         Better::Higher => k,
     };
     let score_cuts: Vec<i64> = key_cuts.iter().map(|&k| to_value(k)).collect();
-    let (mean_score, mean_value, high_from_score) = if n == 0 {
-        (0.0, 0.0, None)
-    } else {
-        let s = score_sum / n + 1; // smallest integer s with s * n > score_sum
-        let hf = if s <= 5 { Some(s as u8) } else { None };
-        (score_sum as f64 / n as f64, value_sum as f64 / n as f64, hf)
+    let (mean_score, mean_value, high_from_score) = match score_sum.checked_div(n) {
+        None => (0.0, 0.0, None),
+        Some(q) => {
+            let s = q + 1; // smallest integer s with s * n > score_sum
+            let hf = if s <= 5 { Some(s as u8) } else { None };
+            (score_sum as f64 / n as f64, value_sum as f64 / n as f64, hf)
+        }
     };
-    let high_cut = high_from_score.and_then(|s| score_cuts.get(usize::from(s) - 2).copied());
+    // Every score is ≥ 1, so s ≥ 2 and cut index s - 2 exists.
+    let high_cut = high_from_score.and_then(|s| usize::from(s).checked_sub(2)).and_then(|i| score_cuts.get(i).copied());
     DimensionSummary { dimension, better, score_sum, mean_score, mean_value, score_cuts, high_from_score, high_cut }
 }
 
