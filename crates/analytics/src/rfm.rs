@@ -467,6 +467,12 @@ pub fn rfm(members: &[RfmInput], as_of: NaiveDate, params: &RfmParams) -> RfmRep
     let frequency = dimension_summary(RfmDimension::Frequency, Better::Higher, &fc, sums[1], value_sums[1], n);
     let monetary = dimension_summary(RfmDimension::Monetary, Better::Higher, &mc, sums[2], value_sums[2], n);
 
+    // The means are the same for every member: format them once.
+    let (rmean, fmean, mmean) = (
+        format!("{:.2}", recency.mean_score),
+        format!("{:.2}", frequency.mean_score),
+        format!("{:.2}", monetary.mean_score),
+    );
     let cmp = |score: u8, sum: u64| -> (bool, &'static str) {
         // Exact: score > sum / n  <=>  score * n > sum.
         let high = u64::from(score) * n > sum;
@@ -496,10 +502,7 @@ pub fn rfm(members: &[RfmInput], as_of: NaiveDate, params: &RfmParams) -> RfmRep
             let (rh, ro) = cmp(r, sums[0]);
             let (fh, fo) = cmp(f, sums[1]);
             let (mh, mo) = cmp(mm, sums[2]);
-            let reason = format!(
-                "R {r} {ro} mean {:.2}, F {f} {fo} mean {:.2}, M {mm} {mo} mean {:.2}",
-                recency.mean_score, frequency.mean_score, monetary.mean_score
-            );
+            let reason = format!("R {r} {ro} mean {rmean}, F {f} {fo} mean {fmean}, M {mm} {mo} mean {mmean}");
             RfmMember {
                 member_id: m.member_id,
                 recency_days,

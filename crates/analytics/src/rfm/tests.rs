@@ -229,3 +229,58 @@ fn distinct_values_give_exact_quintiles() {
     assert_eq!(&per[1..], &[200, 200, 200, 200, 200]);
     assert_eq!(rep.summary.frequency.score_cuts, vec![200, 400, 600, 800]);
 }
+
+mod oracle {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition, computed naively in O(n²): score = 1 + floor(5 * b / n), b = members strictly worse;
+    /// high = score strictly above the mean score.
+    fn naive(ms: &[RfmInput]) -> Vec<(u8, u8, u8, RfmSegment)> {
+        let rec = |m: &RfmInput| (as_of() - m.last_purchase.unwrap()).num_days();
+        let n = ms.len();
+        let score = |b: usize| (1 + 5 * b / n) as u8;
+        let s: Vec<(u8, u8, u8)> = ms
+            .iter()
+            .map(|x| {
+                let br = ms.iter().filter(|y| rec(y) > rec(x)).count();
+                let bf = ms.iter().filter(|y| y.orders < x.orders).count();
+                let bm = ms.iter().filter(|y| y.monetary_fen < x.monetary_fen).count();
+                (score(br), score(bf), score(bm))
+            })
+            .collect();
+        let mean = |f: fn(&(u8, u8, u8)) -> u8| s.iter().map(|t| f(t) as f64).sum::<f64>() / n as f64;
+        let (mr, mf, mm) = (mean(|t| t.0), mean(|t| t.1), mean(|t| t.2));
+        s.iter()
+            .map(|&(r, f, m)| {
+                (r, f, m, RfmSegment::from_flags(f64::from(r) > mr, f64::from(f) > mf, f64::from(m) > mm))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_naive_definition(
+            rows in prop::collection::vec((0u64..40, 1u32..6, -3i64..8), 1..60)
+        ) {
+            let ms: Vec<RfmInput> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &(r, f, m))| member(i as i64, Some(r), f, m))
+                .collect();
+            let rep = rfm(&ms, as_of(), &RfmParams::default());
+            let want = naive(&ms);
+            for (got, w) in rep.members.iter().zip(want) {
+                let s = got.scores.unwrap();
+                prop_assert_eq!((s.r, s.f, s.m, got.segment.unwrap()), w);
+            }
+            // The natural-unit high cut agrees with the high flag for every member.
+            for got in &rep.members {
+                let s = got.scores.unwrap();
+                prop_assert_eq!(rep.summary.recency.is_high_value(got.recency_days.unwrap()), s.r_high);
+                prop_assert_eq!(rep.summary.frequency.is_high_value(i64::from(got.orders)), s.f_high);
+                prop_assert_eq!(rep.summary.monetary.is_high_value(got.monetary_fen), s.m_high);
+            }
+        }
+    }
+}
