@@ -39,7 +39,7 @@
 //! runs on rayon.
 //!
 //! References: A. M. Hughes, *Strategic Database Marketing* (1994) for RFM quintiles; the eight-segment
-//! grid is the common Chinese CRM practice (e.g. 阿里/有赞 member operations guides).
+//! grid (high/low of each of R, F, M against its mean) is common practice in Chinese CRM operations.
 
 use chrono::NaiveDate;
 use rayon::prelude::*;
