@@ -579,8 +579,8 @@ impl Dp {
                 l0.pos.push(p);
                 l0.pred.push(0);
                 l0.overall.push(at.saturating_add(c.window));
-                for x in 0..nx {
-                    l0.dl.push(if c.excl_after[x] == 0 { next_after(&excl_times[x], at) } else { i64::MAX });
+                for (after, times) in c.excl_after.iter().zip(excl_times.iter()) {
+                    l0.dl.push(if *after == 0 { next_after(times, at) } else { i64::MAX });
                 }
             }
         }
@@ -594,7 +594,7 @@ impl Dp {
             let cur = &mut rest[0];
             // `j` = number of elements of `prev` strictly before the candidate; `j - 1` is the latest.
             let mut j = 0usize;
-            'cand: for &cp in &by_step[t] {
+            for &cp in &by_step[t] {
                 while j < prev.pos.len() && prev.pos[j] < cp {
                     j += 1;
                 }
@@ -612,16 +612,14 @@ impl Dp {
                     continue;
                 }
                 let row = &prev.dl[q * nx..(q + 1) * nx];
-                for x in 0..nx {
-                    if c.excl_before[x] == t && at > row[x] {
-                        continue 'cand;
-                    }
+                if c.excl_before.iter().zip(row).any(|(b, d)| *b == t && at > *d) {
+                    continue;
                 }
                 cur.pos.push(cp);
                 cur.pred.push(q as u32);
                 cur.overall.push(prev.overall[q]);
-                for x in 0..nx {
-                    cur.dl.push(if c.excl_after[x] == t { next_after(&excl_times[x], at) } else { row[x] });
+                for ((after, times), d) in c.excl_after.iter().zip(excl_times.iter()).zip(row) {
+                    cur.dl.push(if *after == t { next_after(times, at) } else { *d });
                 }
             }
             if !cur.pos.is_empty() {
