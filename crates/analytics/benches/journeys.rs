@@ -16,11 +16,11 @@ use std::time::Instant;
 const BROWSE: [&str; 4] = ["page_view", "search", "product_view", "campaign_click"];
 const FUNNEL: [&str; 4] = ["product_view", "add_to_cart", "checkout", "purchase"];
 
-/// One member's shuffled events: 1–4 sessions of 2–14 events each, a browse-or-advance walk through
+/// One member's shuffled events: 1–5 sessions of 2–14 events each, a browse-or-advance walk through
 /// the purchase funnel, 10 % of sessions without a session id (store or call-centre channels).
 fn member_events(rng: &mut ChaCha8Rng, member_id: i64, start: DateTime<Utc>, out: &mut Vec<Event>) {
     let first = out.len();
-    let sessions = rng.random_range(1..=4);
+    let sessions = rng.random_range(1..=5);
     for s in 0..sessions {
         let mut at = start
             + Duration::seconds(rng.random_range(0..366 * 86_400))

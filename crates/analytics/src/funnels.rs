@@ -136,19 +136,26 @@ pub struct NotGroupedByMember {
     pub member_id: i64,
 }
 
-/// Splits the slice into one index range per member, checking that members are contiguous.
+/// Splits the slice into one index range per member, checking that members are contiguous. Input ordered
+/// by member id (the usual `ORDER BY member_id`) is checked without hashing; any other grouping falls
+/// back to a set of the members seen.
 pub(crate) fn member_runs(events: &[Event]) -> Result<Vec<Range<usize>>, NotGroupedByMember> {
-    let mut runs = Vec::new();
-    let mut seen = HashSet::new();
+    let mut runs: Vec<Range<usize>> = Vec::new();
     let mut start = 0;
     for i in 1..=events.len() {
         if i == events.len() || events[i].member_id != events[start].member_id {
-            let member_id = events[start].member_id;
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    let ascending = runs.windows(2).all(|w| events[w[0].start].member_id < events[w[1].start].member_id);
+    if !ascending {
+        let mut seen = HashSet::with_capacity(runs.len());
+        for r in &runs {
+            let member_id = events[r.start].member_id;
             if !seen.insert(member_id) {
                 return Err(NotGroupedByMember { member_id });
             }
-            runs.push(start..i);
-            start = i;
         }
     }
     Ok(runs)

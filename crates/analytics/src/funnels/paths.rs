@@ -106,7 +106,7 @@ const NONE: usize = usize::MAX;
 struct Worker<'e> {
     counts: HashMap<Vec<&'e str>, u64>,
     targets: u64,
-    order: Vec<usize>,
+    keys: Vec<(i64, bool, usize)>,
     prev_same_session: Vec<usize>,
     last_in_session: HashMap<&'e str, usize>,
     path: Vec<&'e str>,
@@ -117,7 +117,7 @@ impl<'e> Worker<'e> {
         Self {
             counts: HashMap::new(),
             targets: 0,
-            order: Vec::new(),
+            keys: Vec::new(),
             prev_same_session: Vec::new(),
             last_in_session: HashMap::new(),
             path: Vec::new(),
@@ -135,36 +135,40 @@ impl<'e> Worker<'e> {
     fn member(&mut self, run: &'e [Event], p: &PathParams, lookback_us: i64) {
         let target = p.target_event_type.as_str();
         let is_target = |e: &Event| e.event_type == target;
-        self.order.clear();
-        self.order.extend(0..run.len());
-        self.order.sort_unstable_by(|&a, &b| {
-            let (x, y) = (&run[a], &run[b]);
-            (x.at, is_target(x), &x.event_type, &x.session_id).cmp(&(y.at, is_target(y), &y.event_type, &y.session_id))
+        // Sort keys computed once: the target test is a string comparison.
+        self.keys.clear();
+        self.keys.extend(run.iter().enumerate().map(|(i, e)| (e.at.timestamp_micros(), is_target(e), i)));
+        self.keys.sort_unstable_by(|a, b| {
+            (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                let (x, y) = (&run[a.2], &run[b.2]);
+                (&x.event_type, &x.session_id).cmp(&(&y.event_type, &y.session_id))
+            })
         });
         self.prev_same_session.clear();
         self.last_in_session.clear();
-        for (pos, &i) in self.order.iter().enumerate() {
+        for (pos, &(_, _, i)) in self.keys.iter().enumerate() {
             let prev = match &run[i].session_id {
                 Some(s) => self.last_in_session.insert(s.as_str(), pos).unwrap_or(NONE),
                 None => NONE,
             };
             self.prev_same_session.push(prev);
         }
-        for pos in 0..self.order.len() {
-            let t = &run[self.order[pos]];
-            if !is_target(t) {
+        for pos in 0..self.keys.len() {
+            let (t_at, t_is_target, t_idx) = self.keys[pos];
+            if !t_is_target {
                 continue;
             }
             self.targets += 1;
             self.path.clear();
-            let in_session = t.session_id.is_some();
-            let earliest = t.at.timestamp_micros().saturating_sub(lookback_us);
+            let in_session = run[t_idx].session_id.is_some();
+            let earliest = t_at.saturating_sub(lookback_us);
             let mut cur = if in_session { self.prev_same_session[pos] } else { pos.checked_sub(1).unwrap_or(NONE) };
             while cur != NONE && self.path.len() < p.max_steps {
-                let e = &run[self.order[cur]];
-                if is_target(e) || (!in_session && e.at.timestamp_micros() < earliest) {
+                let (at, is_tgt, idx) = self.keys[cur];
+                if is_tgt || (!in_session && at < earliest) {
                     break;
                 }
+                let e = &run[idx];
                 if self.path.last() != Some(&e.event_type.as_str()) {
                     self.path.push(&e.event_type);
                 }

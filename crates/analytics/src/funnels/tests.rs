@@ -289,6 +289,9 @@ fn empty_and_badly_grouped_input() {
     assert_eq!(r.units_total, 0);
     assert_eq!(r.steps[0].conversion_from_first, None);
     assert_eq!(r.steps[1].median_secs_from_previous, None);
+    // Grouped but not ascending is fine.
+    let descending = [ev(2, 0, "view"), ev(1, 0, "view"), ev(1, 5, "purchase")];
+    assert_eq!(entered(&funnel_report(&descending, &def).unwrap()), [2, 1]);
     let split = [ev(1, 0, "view"), ev(2, 0, "view"), ev(1, 5, "purchase")];
     assert_eq!(funnel_report(&split, &def), Err(FunnelError::NotGrouped(NotGroupedByMember { member_id: 1 })));
 }
