@@ -519,7 +519,7 @@ struct Rec {
     at: i64,
     steps: u32,
     excl: u32,
-    idx: u32,
+    idx: usize,
 }
 
 impl Rec {
@@ -533,8 +533,8 @@ impl Rec {
 /// exclusion deadline per exclusion (row-major).
 #[derive(Debug, Default)]
 struct Layer {
-    pos: Vec<u32>,
-    pred: Vec<u32>,
+    pos: Vec<usize>,
+    pred: Vec<usize>,
     overall: Vec<i64>,
     dl: Vec<i64>,
 }
@@ -551,7 +551,7 @@ impl Layer {
 /// Reusable per-worker buffers.
 #[derive(Debug, Default)]
 struct Dp {
-    by_step: Vec<Vec<u32>>,
+    by_step: Vec<Vec<usize>>,
     excl_times: Vec<Vec<i64>>,
     layers: Vec<Layer>,
 }
@@ -582,7 +582,7 @@ impl Dp {
         {
             let l0 = &mut layers[0];
             for &p in &by_step[0] {
-                let at = recs[p as usize].at;
+                let at = recs[p].at;
                 l0.pos.push(p);
                 l0.pred.push(0);
                 l0.overall.push(at.saturating_add(c.window));
@@ -609,12 +609,12 @@ impl Dp {
                     continue;
                 }
                 let q = j - 1;
-                let at = recs[cp as usize].at;
+                let at = recs[cp].at;
                 if at > prev.overall[q] {
                     continue;
                 }
                 if let Some(w) = c.step_window[t]
-                    && at - recs[prev.pos[q] as usize].at > w
+                    && at.saturating_sub(recs[prev.pos[q]].at) > w
                 {
                     continue;
                 }
@@ -623,7 +623,7 @@ impl Dp {
                     continue;
                 }
                 cur.pos.push(cp);
-                cur.pred.push(q as u32);
+                cur.pred.push(q);
                 cur.overall.push(prev.overall[q]);
                 for ((after, times), d) in c.excl_after.iter().zip(excl_times.iter()).zip(row) {
                     cur.dl.push(if *after == t { next_after(times, at) } else { *d });
@@ -649,7 +649,7 @@ impl Dp {
         for (p, r) in recs.iter().enumerate() {
             let mut m = r.steps;
             while m != 0 {
-                self.by_step[m.trailing_zeros() as usize].push(p as u32);
+                self.by_step[m.trailing_zeros() as usize].push(p);
                 m &= m - 1;
             }
             let mut m = r.excl;
@@ -667,8 +667,8 @@ impl Dp {
         let mut q = 0usize;
         for i in (0..k).rev() {
             let l = &self.layers[i];
-            times[i] = recs[l.pos[q] as usize].at;
-            q = l.pred[q] as usize;
+            times[i] = recs[l.pos[q]].at;
+            q = l.pred[q];
         }
     }
 }
@@ -691,7 +691,7 @@ impl Acc {
         for (i, e) in self.entered.iter_mut().take(times.len()).enumerate() {
             *e += 1;
             if i > 0 {
-                self.durations[i].push(times[i] - times[i - 1]);
+                self.durations[i].push(times[i].saturating_sub(times[i - 1]));
             }
         }
     }
@@ -745,7 +745,7 @@ impl<'e> Worker<'e> {
                 self.sessions.sort_unstable();
                 self.sessions.dedup();
                 self.acc.units += self.sessions.len() as u64;
-                let sess = |r: &Rec| run[r.idx as usize].session_id.as_deref().unwrap_or("");
+                let sess = |r: &Rec| run[r.idx].session_id.as_deref().unwrap_or("");
                 self.recs.sort_unstable_by(|a, b| sess(a).cmp(sess(b)).then_with(|| a.key().cmp(&b.key())));
                 let recs = std::mem::take(&mut self.recs);
                 for g in recs.chunk_by(|a, b| sess(a) == sess(b)) {
@@ -761,7 +761,7 @@ impl<'e> Worker<'e> {
 fn push_rec(recs: &mut Vec<Rec>, c: &Compiled, e: &Event, i: usize) {
     let (steps, excl) = c.masks(e);
     if steps | excl != 0 {
-        recs.push(Rec { at: e.at.timestamp_micros(), steps, excl, idx: u32::try_from(i).unwrap_or(u32::MAX) });
+        recs.push(Rec { at: e.at.timestamp_micros(), steps, excl, idx: i });
     }
 }
 
@@ -779,6 +779,16 @@ fn median_secs(v: &mut [i64]) -> Option<f64> {
         (lo as f64 + hi as f64) / 2.0
     };
     Some(m / MICROS as f64)
+}
+
+/// Seconds in the unit an operator reads at a glance.
+fn human_duration(secs: f64) -> String {
+    match secs {
+        s if s >= 86_400.0 => format!("{:.1} d", s / 86_400.0),
+        s if s >= 3_600.0 => format!("{:.1} h", s / 3_600.0),
+        s if s >= 60.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{s:.0} s"),
+    }
 }
 
 fn ratio(n: u64, d: u64) -> Option<f64> {
@@ -826,7 +836,7 @@ pub fn funnel_report(events: &[Event], def: &FunnelDefinition) -> Result<FunnelR
             } else {
                 let prev = def.steps[i - 1].display_label();
                 let pct = from_prev.map_or_else(|| "n/a".into(), |r| format!("{:.1}%", r * 100.0));
-                let med = median.map_or_else(String::new, |m| format!(", after a median of {m:.0} s"));
+                let med = median.map_or_else(String::new, |m| format!(", after a median of {}", human_duration(m)));
                 format!(
                     "{entered} of the {} {unit} who reached '{prev}' went on to '{label}' ({pct}){med}",
                     acc.entered[i - 1]

@@ -64,6 +64,19 @@ fn conversion_window_end_is_inclusive() {
     assert_eq!(r.steps[1].conversion_from_previous, Some(2.0 / 3.0));
     // Durations 3600 and 3599: median of two is their mean.
     assert_eq!(medians(&r), [None, Some(3599.5)]);
+    assert_eq!(
+        r.steps[1].summary,
+        "2 of the 3 members who reached 'view' went on to 'purchase' (66.7%), after a median of 60.0 min"
+    );
+    assert_eq!(r.steps[0].summary, "3 of 3 members entered the funnel at 'view'");
+}
+
+#[test]
+fn durations_read_in_their_unit() {
+    assert_eq!(human_duration(45.0), "45 s");
+    assert_eq!(human_duration(90.0), "1.5 min");
+    assert_eq!(human_duration(5_400.0), "1.5 h");
+    assert_eq!(human_duration(129_600.0), "1.5 d");
 }
 
 #[test]
