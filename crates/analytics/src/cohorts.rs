@@ -37,8 +37,9 @@
 //! the month offsets, which are few). Memory is one small row accumulator per cohort month per worker,
 //! independent of the number of members, so a million members is a matter of a second or less.
 //!
-//! References: the cohort triangle as in Fader & Hardie, "Customer-base analysis" course notes; the
-//! on-or-after variant is Amplitude's "unbounded retention".
+//! References: the monthly cohort triangle of product-analytics retention reports (Mixpanel and Amplitude
+//! "Retention"); the on-or-after variant is what Amplitude calls "unbounded retention", the per-month one
+//! its "N-day" (here N-month) retention.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rayon::prelude::*;
