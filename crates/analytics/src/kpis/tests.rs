@@ -377,3 +377,14 @@ fn money_and_counts_format_with_thousands_separators() {
     assert_eq!(Kpi::Orders.format(1_234_567.0), "1,234,567");
     assert_eq!(Kpi::RepurchaseRate.format(0.125), "12.5%");
 }
+
+/// Cost of anomaly detection: 3 years of days, 9 KPIs.
+/// `cargo test --release -p huiyuan-analytics kpis::tests::bench -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_detect() {
+    let rows = seasonal_series(156, 0.08, 1.0, &[(500, 3.0)], 9);
+    let start = std::time::Instant::now();
+    let alerts = detect_anomalies(&rows, &AnomalyParams::default()).unwrap();
+    println!("{} days x 9 KPIs: {:.1} ms, {} alerts", rows.len(), start.elapsed().as_secs_f64() * 1e3, alerts.len());
+}

@@ -11,16 +11,18 @@
 //! match "insensitive"); CJK keywords match anywhere.
 //!
 //! **Negation guard** (simple cases only). A mention is *negated* when, inside the same clause (clauses
-//! end at , . ; : ! ? 。 、 … or a line break, and a contrast word — 但/但是/可是/不过/然而, but/however/
-//! although/though — starts a new scope), a negation cue appears shortly before it: a CJK cue (不, 不是,
-//! 没, 没有, 无, 非, 别, 未) within the [`KeywordParams::cjk_window_chars`] characters before the keyword, or
-//! an English cue (not, no, never, without, non, nor, hardly, or any word ending in n't) among the
-//! [`KeywordParams::word_window`] words before it. Common words that contain 不/没 without negating
-//! (不错, 不少, 不仅, 没想到, …) are masked first. So "不是敏感肌", "我不太敏感", "not sensitive",
-//! "isn't very sensitive" give no tag, while "皮肤不好，敏感肌" and "not oily but sensitive" do.
-//! Limits: no double negation ("不是不敏感"), no negation after the keyword ("敏感肌？没有"), no
-//! hypotheticals ("如果是敏感肌"), no Traditional/Simplified folding, and a cue word used in another sense
-//! inside the window ("用了不久敏感肌就好了" is masked by 不久, but others are not) negates wrongly.
+//! end at , . ; : ! ? 。 、 … or a line break, and a contrast word — 但, 可是, 不过, 然而, but, however,
+//! although, though — starts a new scope), a negation cue appears shortly before it: a CJK cue (不, 没, 无,
+//! 非, 别, 未; these also cover 不是, 没有, 并非) within the [`KeywordParams::cjk_window_chars`] (4)
+//! characters before the keyword, or an English cue (not, no, never, without, non, nor, hardly, or any
+//! word ending in n't) among the [`KeywordParams::word_window`] (3) words before it. Common words that
+//! contain a cue without negating (不错, 不少, 不仅, 不久, 不同, 没想到, 无论, 不管, 非常, …) are masked
+//! first. So "不是敏感肌", "我不太敏感", "not sensitive", "isn't very sensitive" give no tag, while
+//! "皮肤不好，敏感肌", "效果不错敏感肌也能用" and "not oily but sensitive" do.
+//! Limits: no double negation ("不是不敏感" is read as negated), no negation after the keyword
+//! ("敏感肌？没有"), no hypotheticals ("如果是敏感肌"), no Traditional/Simplified folding, and a cue used in
+//! another sense inside the window and not in the masked list negates wrongly ("没想到" is masked, but
+//! "没洗脸就敏感" is read as negated).
 //!
 //! **Evidence.** Each text with at least one un-negated mention of a tag is one [`TagObservation`] at the
 //! text's time with the tag's strength (default 0.5), however often that text repeats the keyword; the

@@ -160,7 +160,9 @@ pub struct FeatureDecl {
 }
 
 /// The declared feature list that conditions are validated against; a feature's id is its position here.
-#[derive(Debug, Clone, PartialEq)]
+/// Deserializes from a list of [`FeatureDecl`]s (checked like [`FeatureSchema::new`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Vec<FeatureDecl>")]
 pub struct FeatureSchema {
     decls: Vec<FeatureDecl>,
     index: HashMap<String, usize>,
@@ -194,6 +196,13 @@ impl FeatureSchema {
     /// The id (position) of a declared feature.
     pub fn id_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+}
+
+impl TryFrom<Vec<FeatureDecl>> for FeatureSchema {
+    type Error = RuleError;
+    fn try_from(decls: Vec<FeatureDecl>) -> Result<Self, RuleError> {
+        Self::new(decls)
     }
 }
 

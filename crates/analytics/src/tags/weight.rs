@@ -31,9 +31,11 @@
 //! Member-tags are keyed by (member, source, tag): the same tag from a manual entry and from a keyword
 //! hit are two rows, so a keyword never turns a manual tag into a decaying one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Where a member-tag's evidence comes from.
@@ -322,8 +324,6 @@ impl TagWeightParams {
     }
 }
 
-type Key = (i64, TagSource, String);
-
 fn fmt_half_life(h: Option<f64>) -> String {
     match h {
         Some(h) => format!("half-life {h} d"),
@@ -343,7 +343,6 @@ pub fn update_member_tags(
     params: &TagWeightParams,
 ) -> Result<TagUpdate, TagError> {
     params.validate()?;
-    let mut prev: HashMap<Key, &MemberTag> = HashMap::with_capacity(previous.len());
     for t in previous {
         if !(0.0..=1.0).contains(&t.support_weight) || !(0.0..=1.0).contains(&t.weight) {
             return Err(TagError::InvalidWeight {
@@ -352,11 +351,7 @@ pub fn update_member_tags(
                 weight: if (0.0..=1.0).contains(&t.weight) { t.support_weight } else { t.weight },
             });
         }
-        if prev.insert((t.member_id, t.source, t.tag.clone()), t).is_some() {
-            return Err(TagError::DuplicateTag { member_id: t.member_id, tag: t.tag.clone(), from: t.source });
-        }
     }
-    let mut obs: BTreeMap<Key, Vec<&TagObservation>> = BTreeMap::new();
     for o in observations {
         if !(o.strength > 0.0 && o.strength <= 1.0) {
             return Err(TagError::InvalidStrength { member_id: o.member_id, tag: o.tag.clone(), strength: o.strength });
@@ -364,38 +359,90 @@ pub fn update_member_tags(
         if o.at > as_of {
             return Err(TagError::FutureObservation { member_id: o.member_id, tag: o.tag.clone(), at: o.at, as_of });
         }
-        obs.entry((o.member_id, o.source, o.tag.clone())).or_default().push(o);
     }
+    // Sort both sides by (member, source, tag) and merge-join them: no key is cloned or hashed.
+    let mut prev: Vec<&MemberTag> = previous.iter().collect();
+    prev.par_sort_unstable_by(|a, b| key_of_tag(a).cmp(&key_of_tag(b)));
+    if let Some(w) = prev.windows(2).find(|w| key_of_tag(w[0]) == key_of_tag(w[1])) {
+        return Err(TagError::DuplicateTag { member_id: w[0].member_id, tag: w[0].tag.clone(), from: w[0].source });
+    }
+    let mut obs: Vec<&TagObservation> = observations.iter().collect();
+    obs.par_sort_unstable_by(|a, b| (key_of_obs(a), a.at).cmp(&(key_of_obs(b), b.at)));
 
-    let mut keys: Vec<Key> = prev.keys().cloned().chain(obs.keys().cloned()).collect();
-    keys.sort();
-    keys.dedup();
-
-    let mut tags = Vec::with_capacity(keys.len());
-    let mut changes = Vec::new();
-    for key in keys {
-        let old = prev.get(&key).copied();
-        let mut evidence: Vec<&TagObservation> = obs.remove(&key).unwrap_or_default();
-        evidence.sort_by_key(|o| o.at);
-        let (member_id, source, tag) = key;
-        let category =
-            evidence.last().map(|o| o.category.clone()).or_else(|| old.map(|t| t.category.clone())).unwrap_or_default();
-        let h = params.half_life_days(&category, source);
-        let change = |kind, old_weight, new_weight, reason| TagChange {
-            member_id,
-            tag: tag.clone(),
-            source,
-            kind,
-            old_weight,
-            new_weight,
-            reason,
+    let mut groups: Vec<(Option<&MemberTag>, &[&TagObservation])> = Vec::with_capacity(prev.len().max(obs.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < prev.len() || j < obs.len() {
+        let obs_end = |j: usize| {
+            let k = key_of_obs(obs[j]);
+            j + obs[j..].iter().take_while(|o| key_of_obs(o) == k).count()
         };
+        let order = match (prev.get(i), obs.get(j)) {
+            (Some(p), Some(o)) => key_of_tag(p).cmp(&key_of_obs(o)),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                groups.push((Some(prev[i]), &[]));
+                i += 1;
+            }
+            Ordering::Equal => {
+                let end = obs_end(j);
+                groups.push((Some(prev[i]), &obs[j..end]));
+                i += 1;
+                j = end;
+            }
+            Ordering::Greater => {
+                let end = obs_end(j);
+                groups.push((None, &obs[j..end]));
+                j = end;
+            }
+        }
+    }
+    let folded: Vec<(Option<MemberTag>, Option<TagChange>)> =
+        groups.par_iter().map(|(old, evidence)| fold_one(*old, evidence, as_of, params)).collect();
+    let mut tags = Vec::with_capacity(folded.len());
+    let mut changes = Vec::new();
+    for (t, c) in folded {
+        tags.extend(t);
+        changes.extend(c);
+    }
+    Ok(TagUpdate { tags, changes })
+}
 
-        let Some(last) = evidence.last().copied() else {
-            // No evidence this run: decay, or drop.
-            let Some(old) = old else { continue };
-            if params.drops_when_unobserved(&category, source) {
-                changes.push(change(
+fn key_of_tag(t: &MemberTag) -> (i64, TagSource, &str) {
+    (t.member_id, t.source, t.tag.as_str())
+}
+
+fn key_of_obs(o: &TagObservation) -> (i64, TagSource, &str) {
+    (o.member_id, o.source, o.tag.as_str())
+}
+
+/// One member-tag's new state and change, from its stored row (if any) and this run's evidence for it
+/// (sorted by time).
+fn fold_one(
+    old: Option<&MemberTag>,
+    evidence: &[&TagObservation],
+    as_of: DateTime<Utc>,
+    params: &TagWeightParams,
+) -> (Option<MemberTag>, Option<TagChange>) {
+    let Some(first_key) = old.map(key_of_tag).or_else(|| evidence.first().map(|o| key_of_obs(o))) else {
+        return (None, None);
+    };
+    let (member_id, source, tag) = first_key;
+    let category = evidence.last().map(|o| o.category.as_str()).or(old.map(|t| t.category.as_str())).unwrap_or("");
+    let h = params.half_life_days(category, source);
+    let change = |kind, old_weight, new_weight, reason| {
+        Some(TagChange { member_id, tag: tag.to_string(), source, kind, old_weight, new_weight, reason })
+    };
+
+    let Some(last) = evidence.last() else {
+        // No evidence this run: decay, or drop.
+        let Some(old) = old else { return (None, None) };
+        if params.drops_when_unobserved(category, source) {
+            return (
+                None,
+                change(
                     ChangeKind::Dropped,
                     Some(old.weight),
                     None,
@@ -403,103 +450,101 @@ pub fn update_member_tags(
                         "no longer observed; `{category}` tags are recomputed every run and are \
                          dropped when they stop holding"
                     ),
-                ));
-                continue;
-            }
-            let w = decayed_weight(old.support_weight, old.last_supported_at, as_of, h);
-            if w < params.floor {
-                changes.push(change(
+                ),
+            );
+        }
+        let w = decayed_weight(old.support_weight, old.last_supported_at, as_of, h);
+        if w < params.floor {
+            return (
+                None,
+                change(
                     ChangeKind::Dropped,
                     Some(old.weight),
                     None,
                     format!(
                         "weight {w:.3} fell below the floor {} (last supported {}, {})",
                         params.floor,
-                        old.last_supported_at.format("%Y-%m-%d"),
+                        old.last_supported_at.date_naive(),
                         fmt_half_life(h)
                     ),
-                ));
-                continue;
-            }
-            let moved = (w - old.weight).abs();
-            if moved > 0.0 && moved >= params.min_reported_change {
-                changes.push(change(
-                    ChangeKind::Reweighted,
-                    Some(old.weight),
-                    Some(w),
-                    format!(
-                        "decayed from {:.3} to {w:.3} since last supported {} ({})",
-                        old.weight,
-                        old.last_supported_at.format("%Y-%m-%d"),
-                        fmt_half_life(h)
-                    ),
-                ));
-            }
-            tags.push(MemberTag { weight: w, category, ..old.clone() });
-            continue;
+                ),
+            );
+        }
+        let moved = (w - old.weight).abs();
+        let reweighted = if moved > 0.0 && moved >= params.min_reported_change {
+            change(
+                ChangeKind::Reweighted,
+                Some(old.weight),
+                Some(w),
+                format!(
+                    "decayed from {:.3} to {w:.3} since last supported {} ({})",
+                    old.weight,
+                    old.last_supported_at.date_naive(),
+                    fmt_half_life(h)
+                ),
+            )
+        } else {
+            None
         };
+        return (Some(MemberTag { weight: w, ..old.clone() }), reweighted);
+    };
 
-        // Evidence this run: fold it in chronologically from the stored state.
-        let (mut w0, mut t0, first) = match old {
-            Some(o) => (o.support_weight, Some(o.last_supported_at), o.first_tagged_at),
-            None => (0.0, None, evidence[0].at),
-        };
-        for o in &evidence {
-            match t0 {
-                Some(t) if o.at < t => {
-                    // Late evidence: decay it to the current support time; the support time stays.
-                    w0 = noisy_or(w0, decayed_weight(o.strength, o.at, t, h));
-                }
-                Some(t) => {
-                    w0 = noisy_or(decayed_weight(w0, t, o.at, h), o.strength);
-                    t0 = Some(o.at);
-                }
-                None => {
-                    w0 = o.strength;
-                    t0 = Some(o.at);
-                }
+    // Evidence this run: fold it in chronologically from the stored state.
+    let (mut w0, mut t0, first) = match old {
+        Some(o) => (o.support_weight, Some(o.last_supported_at), o.first_tagged_at),
+        None => (0.0, None, evidence[0].at),
+    };
+    for o in evidence {
+        match t0 {
+            Some(t) if o.at < t => {
+                // Late evidence: decay it to the current support time; the support time stays.
+                w0 = noisy_or(w0, decayed_weight(o.strength, o.at, t, h));
+            }
+            Some(t) => {
+                w0 = noisy_or(decayed_weight(w0, t, o.at, h), o.strength);
+                t0 = Some(o.at);
+            }
+            None => {
+                w0 = o.strength;
+                t0 = Some(o.at);
             }
         }
-        let t0 = t0.unwrap_or(last.at);
-        let w = decayed_weight(w0, t0, as_of, h);
-        let reason = last.reason.clone();
-        let n = evidence.len();
-        let evidence_note = if n == 1 { String::new() } else { format!(" ({n} observations this run)") };
-        match old {
-            None if w < params.floor => {
-                // Too weak to become a tag: nothing is stored and nothing changed.
-                continue;
-            }
-            None => changes.push(change(ChangeKind::Added, None, Some(w), format!("{reason}{evidence_note}"))),
-            Some(o) if w < params.floor => {
-                changes.push(change(
+    }
+    let t0 = t0.unwrap_or(last.at);
+    let w = decayed_weight(w0, t0, as_of, h);
+    let n = evidence.len();
+    let note = if n == 1 { String::new() } else { format!(" ({n} observations this run)") };
+    let c = match old {
+        // Too weak to become a tag: nothing is stored and nothing changed.
+        None if w < params.floor => return (None, None),
+        None => change(ChangeKind::Added, None, Some(w), format!("{}{note}", last.reason)),
+        Some(o) if w < params.floor => {
+            return (
+                None,
+                change(
                     ChangeKind::Dropped,
                     Some(o.weight),
                     None,
                     format!("weight {w:.3} is below the floor {} even with this run's evidence", params.floor),
-                ));
-                continue;
-            }
-            Some(o) => changes.push(change(
-                ChangeKind::Reweighted,
-                Some(o.weight),
-                Some(w),
-                format!("reinforced: {reason}{evidence_note}"),
-            )),
+                ),
+            );
         }
-        tags.push(MemberTag {
-            member_id,
-            tag: tag.clone(),
-            category,
-            source,
-            weight: w,
-            support_weight: w0,
-            last_supported_at: t0,
-            first_tagged_at: first,
-            reason,
-        });
-    }
-    Ok(TagUpdate { tags, changes })
+        Some(o) => {
+            change(ChangeKind::Reweighted, Some(o.weight), Some(w), format!("reinforced: {}{note}", last.reason))
+        }
+    };
+    let t = MemberTag {
+        member_id,
+        tag: tag.to_string(),
+        category: category.to_string(),
+        source,
+        weight: w,
+        support_weight: w0,
+        last_supported_at: t0,
+        first_tagged_at: first,
+        reason: last.reason.clone(),
+    };
+    (Some(t), c)
 }
 
 #[cfg(test)]

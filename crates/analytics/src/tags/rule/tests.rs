@@ -267,6 +267,35 @@ fn validation_reports_unknown_features_and_type_errors() {
 }
 
 #[test]
+fn a_struct_can_answer_by_position() {
+    // How the main crate feeds members: a plain struct, looked up by the schema position.
+    struct Row {
+        orders_365d: i64,
+        city: Option<String>,
+    }
+    impl MemberFeatures for Row {
+        fn feature(&self, id: usize, _name: &str) -> Option<ValueRef<'_>> {
+            match id {
+                0 => Some(ValueRef::Number(self.orders_365d as f64)),
+                1 => self.city.as_deref().map(ValueRef::Text),
+                _ => None,
+            }
+        }
+    }
+    let sch: FeatureSchema =
+        serde_json::from_str(r#"[{"name": "orders_365d", "type": "number"}, {"name": "city", "type": "text"}]"#)
+            .unwrap();
+    let c = parse_condition(r#"orders_365d >= 3 and not city in ["上海", "北京"]"#).unwrap().compile(&sch).unwrap();
+    assert!(c.matches(&Row { orders_365d: 3, city: Some("杭州".into()) }));
+    assert!(!c.matches(&Row { orders_365d: 3, city: Some("北京".into()) }));
+    assert_eq!(c.eval(&Row { orders_365d: 3, city: None }), Truth::Unknown);
+    assert!(
+        serde_json::from_str::<FeatureSchema>(r#"[{"name": "x", "type": "number"}, {"name": "x", "type": "text"}]"#)
+            .is_err()
+    );
+}
+
+#[test]
 fn schema_rejects_duplicates_and_bad_names() {
     assert!(FeatureSchema::new(vec![decl("x", FeatureType::Number), decl("x", FeatureType::Text)]).is_err());
     assert!(FeatureSchema::new(vec![decl("and", FeatureType::Number)]).is_err());
