@@ -238,13 +238,13 @@ fn params_deserialize_with_defaults() {
     assert_eq!(p.half_life_days("interest", TagSource::Manual), None);
 }
 
-/// Throughput of the weight update: 1,000,000 members × 5 stored tags, 1,000,000 observations.
+/// Throughput of the weight update: 200,000 members × 5 stored tags, 200,000 observations.
 /// `cargo test --release -p huiyuan-analytics tags::weight::tests::bench -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn bench_update() {
     let cats = ["basic", "behaviour", "interest", "value", "lifecycle"];
-    let prev: Vec<MemberTag> = (0..1_000_000i64)
+    let prev: Vec<MemberTag> = (0..200_000i64)
         .flat_map(|m| {
             cats.iter().enumerate().map(move |(i, c)| MemberTag {
                 member_id: m,
@@ -259,9 +259,8 @@ fn bench_update() {
             })
         })
         .collect();
-    let observations: Vec<TagObservation> = (0..1_000_000i64)
-        .map(|m| obs(m, &format!("value_{}", (m + 3) % 7), "value", TagSource::Rule, 40, 1.0))
-        .collect();
+    let observations: Vec<TagObservation> =
+        (0..200_000i64).map(|m| obs(m, &format!("value_{}", (m + 3) % 7), "value", TagSource::Rule, 40, 1.0)).collect();
     let start = std::time::Instant::now();
     let up = update_member_tags(&prev, &observations, day(40), &TagWeightParams::default()).unwrap();
     println!(
