@@ -11,6 +11,8 @@
 pub mod cohorts;
 pub mod cycle;
 pub mod funnels;
+pub mod kpis;
 pub mod lifecycle;
 pub mod preferences;
 pub mod rfm;
+pub mod tags;

@@ -206,7 +206,7 @@ impl RfmSegment {
 }
 
 /// A scored member's three scores and high/low flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RfmScores {
     /// Recency score 1–5 (5 = most recent).
     pub r: u8,
@@ -223,7 +223,7 @@ pub struct RfmScores {
 }
 
 /// RFM result for one member: the raw values, and scores and segment when the member bought in the window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RfmMember {
     /// The member.
     pub member_id: i64,
