@@ -196,33 +196,66 @@ impl BgNbdParams {
     /// P(X(t) = n): probability that a new customer makes exactly n repeat purchases in t days (FHL 2005
     /// eq. 8).
     pub fn prob_repeat_purchases(&self, t: f64, n: u32) -> f64 {
-        let (r, alpha, a, b) = (self.r, self.alpha, self.a, self.b);
-        let nf = f64::from(n);
-        let q = alpha / (alpha + t); // P(success) of the negative binomial
+        let k = CountConsts::new(self, n);
+        let mut out = vec![0.0; n as usize + 1];
+        k.probs(self, t, &mut out);
+        out[n as usize]
+    }
+}
+
+/// The t-independent factors of P(X(t) = n) for n = 0..=top, so the fit check evaluates them once.
+struct CountConsts {
+    /// ln[B(a, b+n)/B(a, b) · Γ(r+n)/(Γ(r) n!)].
+    ln_first: Vec<f64>,
+    /// B(a+1, b+n−1)/B(a, b) (unused for n = 0).
+    second: Vec<f64>,
+}
+
+impl CountConsts {
+    fn new(p: &BgNbdParams, top: u32) -> Self {
+        let (r, a, b) = (p.r, p.a, p.b);
+        let (lb_ab, lg_r) = (ln_beta(a, b), ln_gamma(r));
+        let ln_first = (0..=top)
+            .map(|n| {
+                let nf = f64::from(n);
+                ln_beta(a, b + nf) - lb_ab + ln_gamma(r + nf) - lg_r - ln_gamma(nf + 1.0)
+            })
+            .collect();
+        let second = (0..=top)
+            .map(|n| {
+                if n == 0 {
+                    0.0
+                } else {
+                    (ln_beta(a + 1.0, b + f64::from(n) - 1.0) - lb_ab).exp()
+                }
+            })
+            .collect();
+        Self { ln_first, second }
+    }
+
+    /// Fill `out[n]` = P(X(t) = n) for n < out.len().
+    fn probs(&self, p: &BgNbdParams, t: f64, out: &mut [f64]) {
+        let r = p.r;
+        let q = p.alpha / (p.alpha + t); // success probability of the negative binomial
         let ln_q = q.ln();
-        let ln_1mq = (t / (alpha + t)).ln();
-        let mut ln_first = ln_beta(a, b + nf) - ln_beta(a, b) + ln_gamma(r + nf)
-            - ln_gamma(r)
-            - ln_gamma(nf + 1.0)
-            + r * ln_q;
-        if n > 0 {
-            ln_first += nf * ln_1mq;
-        }
-        let first = ln_first.exp();
-        if n == 0 {
-            return first;
-        }
-        // Σ_{j<n} NB(j; r, q), by the recurrence p_{j+1} = p_j (r+j)/(j+1) (1−q).
+        let ln_1mq = (t / (p.alpha + t)).ln();
         let one_minus_q = 1.0 - q;
+        // Running NB(j; r, q) and its cumulative sum over j < n.
         let mut pj = (r * ln_q).exp();
-        let mut cdf = 0.0;
-        for j in 0..n {
+        let mut cdf = 0.0_f64;
+        for (n, o) in out.iter_mut().enumerate() {
+            let nf = n as f64;
+            let mut lf = self.ln_first[n] + r * ln_q;
+            if n > 0 {
+                lf += nf * ln_1mq;
+            }
+            *o = lf.exp();
+            if n > 0 {
+                *o += self.second[n] * (1.0 - cdf).max(0.0);
+            }
             cdf += pj;
-            let jf = f64::from(j);
-            pj *= (r + jf) / (jf + 1.0) * one_minus_q;
+            pj *= (r + nf) / (nf + 1.0) * one_minus_q;
         }
-        let second = (ln_beta(a + 1.0, b + nf - 1.0) - ln_beta(a, b)).exp() * (1.0 - cdf).max(0.0);
-        first + second
     }
 }
 
@@ -405,9 +438,14 @@ pub fn fit_bgnbd(summaries: &[RepeatSummary], params: &ClvParams) -> Result<BgNb
         b: e(3),
     };
     fitted.check()?;
+    // Back from the objective (mean −LL in scaled time plus the penalty): rescaling time by s changes a
+    // customer's log-likelihood by −x·ln s.
+    let penalty = penalizer * out.x.iter().map(|t| (2.0 * t).exp()).sum::<f64>();
+    let sum_x: f64 = summaries.iter().map(|s| f64::from(s.frequency)).sum();
+    let log_likelihood = -(summaries.len() as f64) * (out.value - penalty) + scale.ln() * sum_x;
     Ok(BgNbdFit {
         params: fitted,
-        log_likelihood: fitted.total_log_likelihood(summaries),
+        log_likelihood,
         iterations: out.iterations,
         converged: out.converged,
         termination: out.termination,
@@ -428,15 +466,14 @@ fn frequency_fit(p: &BgNbdParams, summaries: &[RepeatSummary]) -> Vec<FrequencyB
         *ages.entry(s.age.to_bits()).or_insert(0.0) += 1.0;
     }
     let mut expected = [0.0_f64; TOP as usize + 1];
+    let consts = CountConsts::new(p, TOP - 1);
+    let mut pn = [0.0_f64; TOP as usize];
     for (t, w) in ages {
-        let t = f64::from_bits(t);
-        let mut below = 0.0;
-        for n in 0..TOP {
-            let pn = p.prob_repeat_purchases(t, n);
-            expected[n as usize] += w * pn;
-            below += pn;
+        consts.probs(p, f64::from_bits(t), &mut pn);
+        for (e, v) in expected.iter_mut().zip(&pn) {
+            *e += w * v;
         }
-        expected[TOP as usize] += w * (1.0 - below).max(0.0);
+        expected[TOP as usize] += w * (1.0 - pn.iter().sum::<f64>()).max(0.0);
     }
     (0..=TOP)
         .map(|n| FrequencyBucket {

@@ -94,12 +94,18 @@ impl GammaGammaParams {
     }
 }
 
+/// Distinct (x, m) patterns with weights (money scaled), and the distinct frequencies: the gamma-function
+/// terms depend on x only and are evaluated once per distinct x.
 struct Data {
-    x: Vec<f64>,
+    /// Per pattern: index into `xs`, m, ln m, weight.
+    idx: Vec<usize>,
     m: Vec<f64>,
     ln_m: Vec<f64>,
-    ln_x: Vec<f64>,
     w: Vec<f64>,
+    /// Distinct frequencies, their logs, and the total weight of patterns with each.
+    xs: Vec<f64>,
+    ln_xs: Vec<f64>,
+    xw: Vec<f64>,
     total_w: f64,
     penalizer: f64,
 }
@@ -111,18 +117,24 @@ impl Objective for Data {
         let (lg_q, dg_q) = (ln_gamma(q), digamma(q));
         let mut ll = 0.0;
         let mut g = [0.0_f64; 3];
-        for k in 0..self.w.len() {
-            let (x, m, w) = (self.x[k], self.m[k], self.w[k]);
+        for ((&x, &ln_x), &w) in self.xs.iter().zip(&self.ln_xs).zip(&self.xw) {
             let px = p * x;
-            let l_xmv = (x * m + v).ln();
-            ll += w
-                * (ln_gamma(px + q) - ln_gamma(px) - lg_q + q * ln_v + (px - 1.0) * self.ln_m[k]
-                    + px * self.ln_x[k]
-                    - (px + q) * l_xmv);
             let dg_pxq = digamma(px + q);
-            g[0] += w * x * (dg_pxq - digamma(px) + self.ln_m[k] + self.ln_x[k] - l_xmv);
-            g[1] += w * (dg_pxq - dg_q + ln_v - l_xmv);
-            g[2] += w * (q / v - (px + q) / (x * m + v));
+            ll += w * (ln_gamma(px + q) - ln_gamma(px) - lg_q + q * ln_v + px * ln_x);
+            g[0] += w * x * (dg_pxq - digamma(px) + ln_x);
+            g[1] += w * (dg_pxq - dg_q + ln_v);
+        }
+        g[2] += self.total_w * q / v;
+        for k in 0..self.w.len() {
+            let x = self.xs[self.idx[k]];
+            let (m, w) = (self.m[k], self.w[k]);
+            let px = p * x;
+            let xmv = x * m + v;
+            let l_xmv = xmv.ln();
+            ll += w * ((px - 1.0) * self.ln_m[k] - (px + q) * l_xmv);
+            g[0] += w * x * (self.ln_m[k] - l_xmv);
+            g[1] -= w * l_xmv;
+            g[2] -= w * (px + q) / xmv;
         }
         let par = [p, q, v];
         let pen = self.penalizer * par.iter().map(|a| a * a).sum::<f64>();
@@ -164,20 +176,29 @@ pub fn fit_gamma_gamma(
             .or_insert(0.0) += 1.0;
     }
     let mut data = Data {
-        x: Vec::with_capacity(patterns.len()),
+        idx: Vec::with_capacity(patterns.len()),
         m: Vec::with_capacity(patterns.len()),
         ln_m: Vec::with_capacity(patterns.len()),
-        ln_x: Vec::with_capacity(patterns.len()),
         w: Vec::with_capacity(patterns.len()),
+        xs: Vec::new(),
+        ln_xs: Vec::new(),
+        xw: Vec::new(),
         total_w: used.len() as f64,
         penalizer,
     };
+    // Patterns are sorted by x, so each new x starts a new entry.
     for ((x, m), w) in patterns {
         let (x, m) = (f64::from(x), f64::from_bits(m));
-        data.x.push(x);
+        if data.xs.last() != Some(&x) {
+            data.xs.push(x);
+            data.ln_xs.push(x.ln());
+            data.xw.push(0.0);
+        }
+        let i = data.xs.len() - 1;
+        data.xw[i] += w;
+        data.idx.push(i);
         data.m.push(m);
         data.ln_m.push(m.ln());
-        data.ln_x.push(x.ln());
         data.w.push(w);
     }
     let out = optim::minimize(&data, vec![0.1; 3])?;
@@ -194,10 +215,11 @@ pub fn fit_gamma_gamma(
             "the fit left the valid parameter range: {fitted:?}"
         )));
     }
-    let log_likelihood = used
-        .iter()
-        .map(|s| fitted.log_likelihood(s.frequency, s.monetary_value))
-        .sum();
+    // Back from the objective: it is the mean over customers of −LL in scaled money plus the penalty, and
+    // scaling money by 1/s adds ln s to each customer's log-likelihood.
+    let penalty = penalizer * out.x.iter().map(|t| (2.0 * t).exp()).sum::<f64>();
+    let n = used.len() as f64;
+    let log_likelihood = -n * (out.value - penalty) - n * scale.ln();
     Ok(GammaGammaFit {
         params: fitted,
         log_likelihood,

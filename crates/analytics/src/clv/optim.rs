@@ -57,6 +57,8 @@ impl<O: Objective> Gradient for Problem<'_, O> {
 #[derive(Debug, Clone)]
 pub(crate) struct Outcome {
     pub x: Vec<f64>,
+    /// Objective value at `x`.
+    pub value: f64,
     pub iterations: u64,
     pub converged: bool,
     pub termination: String,
@@ -103,7 +105,7 @@ pub(crate) fn minimize<O: Objective>(objective: &O, x0: Vec<f64>) -> Result<Outc
         TerminationStatus::Terminated(r) => Some(r.clone()),
         TerminationStatus::NotTerminated => None,
     };
-    let (_, g) = objective.value_grad(&x);
+    let (value, g) = objective.value_grad(&x);
     let gradient_norm = g.iter().map(|d| d * d).sum::<f64>().sqrt();
     let termination = match &reason {
         Some(r) => r.text().to_string(),
@@ -111,6 +113,7 @@ pub(crate) fn minimize<O: Objective>(objective: &O, x0: Vec<f64>) -> Result<Outc
     };
     Ok(Outcome {
         x,
+        value,
         iterations,
         converged: gradient_norm.is_finite() && gradient_norm < CONVERGED_GRAD,
         termination,

@@ -87,6 +87,8 @@ fn bgnbd_fit_on_cdnow_matches_lifetimes_and_fader_hardie() {
     // Log-likelihood at the maximum: lifetimes' optimum scores −9582.425560567362; ours is at least as high.
     assert!(fit.log_likelihood > -9582.425560567362 - 1e-6, "{}", fit.log_likelihood);
     assert!((fit.log_likelihood - -9582.43).abs() < 0.005);
+    // The reported figure (recovered from the scaled objective) is the plain total at the parameters.
+    assert!((fit.log_likelihood - fit.params.total_log_likelihood(&d)).abs() < 1e-7);
 }
 
 #[test]
@@ -178,6 +180,12 @@ fn gamma_gamma_fit_on_cdnow_matches_lifetimes() {
     for (g, w) in got.iter().zip(want) {
         assert!(rel(*g, w) < 1e-5, "{got:?} vs {want:?}");
     }
+    let ll: f64 = d
+        .iter()
+        .map(|s| fit.params.log_likelihood(s.frequency, s.monetary_value))
+        .filter(|l| l.is_finite())
+        .sum();
+    assert!((fit.log_likelihood - ll).abs() < 1e-7, "{} vs {ll}", fit.log_likelihood);
     // FHL 2005 (JMR) report a correlation of 0.11 between frequency and average spend for CDNOW.
     let c = fit.frequency_monetary_correlation.unwrap();
     assert!((c - 0.11).abs() < 0.01, "{c}");
@@ -311,8 +319,9 @@ fn simulate_bgnbd(p: &BgNbdParams, n: usize, seed: u64) -> Vec<RepeatSummary> {
 
 #[test]
 fn bgnbd_recovers_simulated_parameters() {
-    // Tolerance: 15 % relative on r and α, 30 % on a and b (the drop-out parameters are identified only
+    // Tolerance: 5 % relative on r and α, 10 % on a and b (the drop-out parameters are identified only
     // through the customers who stopped, so they are estimated less precisely), with 20,000 customers.
+    // Observed on these seeds: at most 1.7 % on r and α, 5.2 % on a and b.
     let truth = BgNbdParams {
         r: 0.6,
         alpha: 25.0,
@@ -324,10 +333,10 @@ fn bgnbd_recovers_simulated_parameters() {
         let fit = fit_bgnbd(&d, &ClvParams::default()).unwrap();
         assert!(fit.converged, "seed {seed}: {fit:?}");
         let p = fit.params;
-        assert!(rel(p.r, truth.r) < 0.15, "seed {seed}: {p:?}");
-        assert!(rel(p.alpha, truth.alpha) < 0.15, "seed {seed}: {p:?}");
-        assert!(rel(p.a, truth.a) < 0.30, "seed {seed}: {p:?}");
-        assert!(rel(p.b, truth.b) < 0.30, "seed {seed}: {p:?}");
+        assert!(rel(p.r, truth.r) < 0.05, "seed {seed}: {p:?}");
+        assert!(rel(p.alpha, truth.alpha) < 0.05, "seed {seed}: {p:?}");
+        assert!(rel(p.a, truth.a) < 0.10, "seed {seed}: {p:?}");
+        assert!(rel(p.b, truth.b) < 0.10, "seed {seed}: {p:?}");
         // The truth cannot beat the maximum.
         assert!(fit.log_likelihood >= truth.total_log_likelihood(&d));
     }
@@ -335,12 +344,13 @@ fn bgnbd_recovers_simulated_parameters() {
 
 #[test]
 fn gamma_gamma_recovers_simulated_parameters() {
-    // Tolerance: 15 % relative on each of p, q, v with 5,000 repeat customers.
+    // Tolerance: 10 % relative on p and v (they trade off against each other: the mean spend vp/(q−1) is
+    // pinned more tightly than either), 5 % on q, with 20,000 repeat customers.
     let (p, q, v) = (4.0, 3.0, 8_000.0);
     for seed in [11, 12, 13] {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let nu_d = Gamma::new(q, 1.0 / v).unwrap();
-        let d: Vec<RepeatSummary> = (0..5_000)
+        let d: Vec<RepeatSummary> = (0..20_000)
             .map(|_| {
                 let x = rng.random_range(1..=12u32);
                 let nu: f64 = nu_d.sample(&mut rng);
@@ -355,9 +365,11 @@ fn gamma_gamma_recovers_simulated_parameters() {
         let fit = fit_gamma_gamma(&d, &ClvParams::default()).unwrap();
         assert!(fit.converged, "seed {seed}: {fit:?}");
         let g = fit.params;
-        assert!(rel(g.p, p) < 0.15, "seed {seed}: {g:?}");
-        assert!(rel(g.q, q) < 0.15, "seed {seed}: {g:?}");
-        assert!(rel(g.v, v) < 0.15, "seed {seed}: {g:?}");
+        assert!(rel(g.p, p) < 0.10, "seed {seed}: {g:?}");
+        assert!(rel(g.q, q) < 0.05, "seed {seed}: {g:?}");
+        assert!(rel(g.v, v) < 0.10, "seed {seed}: {g:?}");
+        let mean = g.population_mean().unwrap();
+        assert!(rel(mean, v * p / (q - 1.0)) < 0.03, "seed {seed}: mean {mean}");
         // Spend is simulated independently of frequency.
         assert!(fit.frequency_monetary_correlation.unwrap().abs() < 0.05);
     }
@@ -446,6 +458,7 @@ fn penalizer_shrinks_parameters() {
     let norm = |p: &BgNbdParams| p.r.powi(2) + p.a.powi(2) + p.b.powi(2);
     assert!(norm(&pen.params) < norm(&plain.params));
     assert!(pen.log_likelihood < plain.log_likelihood);
+    assert!((pen.log_likelihood - pen.params.total_log_likelihood(&d)).abs() < 1e-7);
 }
 
 #[test]
