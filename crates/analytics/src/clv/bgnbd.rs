@@ -293,13 +293,16 @@ pub(crate) fn validate(summaries: &[RepeatSummary]) -> Result<(), ClvError> {
     Ok(())
 }
 
-/// Distinct (x, tₓ, T) patterns with weights, time already scaled.
+/// Distinct (x, tₓ, T) patterns with weights, time already scaled. Recencies and ages index a table of
+/// distinct time values, so each evaluation takes one logarithm per distinct day, not per customer.
 struct Data {
-    /// Per pattern: index into `xs`, scaled recency, scaled age, weight.
+    /// Per pattern: index into `xs`, index of tₓ and of T into `times`, weight.
     idx: Vec<usize>,
-    tx: Vec<f64>,
-    t: Vec<f64>,
+    tx: Vec<usize>,
+    t: Vec<usize>,
     w: Vec<f64>,
+    /// Distinct scaled time values (recencies and ages).
+    times: Vec<f64>,
     /// Distinct frequencies and the total weight of patterns with each.
     xs: Vec<f64>,
     xw: Vec<f64>,
@@ -316,11 +319,23 @@ impl Data {
                 .or_insert(0.0) += 1.0;
         }
         let mut xmap: BTreeMap<u32, usize> = BTreeMap::new();
+        // Non-negative finite f64 sort like their bit patterns.
+        let mut tmap: BTreeMap<u64, usize> = BTreeMap::new();
+        for (_, tx, t) in patterns.keys() {
+            tmap.insert(*tx, 0);
+            tmap.insert(*t, 0);
+        }
+        let mut times = Vec::with_capacity(tmap.len());
+        for (i, (bits, slot)) in tmap.iter_mut().enumerate() {
+            *slot = i;
+            times.push(f64::from_bits(*bits) * scale);
+        }
         let mut d = Data {
             idx: Vec::with_capacity(patterns.len()),
             tx: Vec::with_capacity(patterns.len()),
             t: Vec::with_capacity(patterns.len()),
             w: Vec::with_capacity(patterns.len()),
+            times,
             xs: Vec::new(),
             xw: Vec::new(),
             total_w: summaries.len() as f64,
@@ -335,8 +350,8 @@ impl Data {
             }
             d.xw[i] += w;
             d.idx.push(i);
-            d.tx.push(f64::from_bits(tx) * scale);
-            d.t.push(f64::from_bits(t) * scale);
+            d.tx.push(tmap.get(&tx).copied().unwrap_or_default());
+            d.t.push(tmap.get(&t).copied().unwrap_or_default());
             d.w.push(w);
         }
         d
@@ -366,6 +381,9 @@ impl Objective for Data {
                 ln_bx1[i] = (b + x - 1.0).ln();
             }
         }
+        // ln(α + t) and 1/(α + t) per distinct time value.
+        let ln_at: Vec<f64> = self.times.iter().map(|t| (alpha + t).ln()).collect();
+        let inv_at: Vec<f64> = self.times.iter().map(|t| 1.0 / (alpha + t)).collect();
         ll += self.total_w * r * ln_alpha;
         g[0] += self.total_w * ln_alpha;
         g[1] += self.total_w * r / alpha;
@@ -374,12 +392,10 @@ impl Objective for Data {
             let x = self.xs[i];
             let w = self.w[k];
             let rx = r + x;
-            let at = alpha + self.t[k];
-            let l_t = at.ln();
+            let (l_t, inv_t) = (ln_at[self.t[k]], inv_at[self.t[k]]);
             let a3 = -rx * l_t;
             if x > 0.0 {
-                let ar = alpha + self.tx[k];
-                let l_r = ar.ln();
+                let (l_r, inv_r) = (ln_at[self.tx[k]], inv_at[self.tx[k]]);
                 let a4 = ln_a - ln_bx1[i] - rx * l_r;
                 let (m, d) = if a3 >= a4 { (a3, a4 - a3) } else { (a4, a3 - a4) };
                 let e = d.exp();
@@ -391,13 +407,13 @@ impl Objective for Data {
                     (e / (1.0 + e), 1.0 / (1.0 + e))
                 };
                 g[0] -= w * (w3 * l_t + w4 * l_r);
-                g[1] -= w * rx * (w3 / at + w4 / ar);
+                g[1] -= w * rx * (w3 * inv_t + w4 * inv_r);
                 g[2] += w * w4 / a;
                 g[3] -= w * w4 / (b + x - 1.0);
             } else {
                 ll += w * a3;
                 g[0] -= w * l_t;
-                g[1] -= w * rx / at;
+                g[1] -= w * rx * inv_t;
             }
         }
         let p = [r, alpha, a, b];

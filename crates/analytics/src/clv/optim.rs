@@ -74,24 +74,141 @@ const MAX_ITERS: u64 = 2_000;
 /// line search can give up at an optimum that rounding makes flat, before the gradient test fires).
 const CONVERGED_GRAD: f64 = 1e-6;
 
-/// Minimize `objective` from `x0` with L-BFGS (memory 10).
+/// Fresh L-BFGS runs allowed after one whose line search gave up above the gradient tolerance.
+const MAX_RESTARTS: usize = 5;
+
+/// Minimize `objective` from `x0` with L-BFGS (memory 10). When the More–Thuente line search gives up before
+/// the gradient test is met (near an optimum the curvature memory can point uphill by rounding), L-BFGS is
+/// restarted from the best point with an empty memory, while that keeps lowering the objective.
 pub(crate) fn minimize<O: Objective>(objective: &O, x0: Vec<f64>) -> Result<Outcome, ClvError> {
-    let problem = Problem {
-        objective,
-        cache: RefCell::new(None),
-    };
-    let (v0, _) = problem.eval(&x0);
+    let (v0, _) = objective.value_grad(&x0);
     if !v0.is_finite() {
         return Err(ClvError::Optimizer(
             "the likelihood is not finite at the starting point".into(),
         ));
     }
+    let mut best = run_once(objective, x0, MAX_ITERS)?;
+    polish(objective, &mut best);
+    for _ in 0..MAX_RESTARTS {
+        let stalled = best.gradient_norm > TOL_GRAD
+            && best.iterations < MAX_ITERS
+            && best.termination.starts_with("Line search");
+        if !stalled {
+            break;
+        }
+        let next = run_once(objective, best.x.clone(), MAX_ITERS - best.iterations)?;
+        let improved = next.value < best.value;
+        let iterations = best.iterations + next.iterations;
+        if improved {
+            best = Outcome { iterations, ..next };
+            polish(objective, &mut best);
+        } else {
+            best.iterations = iterations;
+            break;
+        }
+    }
+    Ok(best)
+}
+
+/// Newton steps on the gradient, with the Hessian from central differences of the analytic gradient.
+///
+/// Near the optimum the objective changes by less than its own rounding (≈1e-15 of its value) long before
+/// the gradient vanishes, so a line search on the objective stops early; a Newton step needs only the
+/// gradient and takes it to rounding level in one or two steps. A step is kept only if it shrinks the
+/// gradient norm and moves every log-parameter by less than 0.01 (a local correction, not a new search).
+fn polish<O: Objective>(objective: &O, out: &mut Outcome) {
+    const STEPS: usize = 3;
+    const H: f64 = 1e-5;
+    let n = out.x.len();
+    let mut kept = 0;
+    for _ in 0..STEPS {
+        if !(out.gradient_norm > 1e-13) {
+            break;
+        }
+        let (_, g) = objective.value_grad(&out.x);
+        // Hessian column j = (∇f(x + h eⱼ) − ∇f(x − h eⱼ)) / 2h, then symmetrised.
+        let mut hess = vec![vec![0.0; n]; n];
+        for j in 0..n {
+            let mut xp = out.x.clone();
+            let mut xm = out.x.clone();
+            xp[j] += H;
+            xm[j] -= H;
+            let (_, gp) = objective.value_grad(&xp);
+            let (_, gm) = objective.value_grad(&xm);
+            for i in 0..n {
+                hess[i][j] = (gp[i] - gm[i]) / (2.0 * H);
+            }
+        }
+        for i in 0..n {
+            for j in 0..i {
+                let m = 0.5 * (hess[i][j] + hess[j][i]);
+                hess[i][j] = m;
+                hess[j][i] = m;
+            }
+        }
+        let Some(step) = solve(hess, g) else { break };
+        if step.iter().any(|d| !d.is_finite() || d.abs() > 0.01) {
+            break;
+        }
+        let x: Vec<f64> = out.x.iter().zip(&step).map(|(x, d)| x - d).collect();
+        let (value, g_new) = objective.value_grad(&x);
+        let norm = g_new.iter().map(|d| d * d).sum::<f64>().sqrt();
+        if !(value.is_finite() && norm < out.gradient_norm) {
+            break;
+        }
+        out.x = x;
+        out.value = value;
+        out.gradient_norm = norm;
+        out.converged = norm < CONVERGED_GRAD;
+        kept += 1;
+    }
+    if kept > 0 {
+        out.termination = format!("{}; then {kept} Newton step(s) on the gradient", out.termination);
+    }
+}
+
+/// Solve A·x = b by Gaussian elimination with partial pivoting (n ≤ 4 here: no linear-algebra crate is
+/// worth a dependency for that); `None` when A is singular to working precision.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    let scale = a
+        .iter()
+        .flat_map(|r| r.iter())
+        .fold(0.0_f64, |m, v| m.max(v.abs()));
+    for col in 0..n {
+        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if !(a[piv][col].abs() > 1e-14 * scale) {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..n {
+            let f = a[row][col] / a[col][col];
+            for k in col..n {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+fn run_once<O: Objective>(objective: &O, x0: Vec<f64>, max_iters: u64) -> Result<Outcome, ClvError> {
+    let problem = Problem {
+        objective,
+        cache: RefCell::new(None),
+    };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
         .with_tolerance_grad(TOL_GRAD)
         .and_then(|s| s.with_tolerance_cost(TOL_COST))
         .map_err(|e| ClvError::Optimizer(e.to_string()))?;
     let res = Executor::new(problem, solver)
-        .configure(|state| state.param(x0).max_iters(MAX_ITERS))
+        .configure(|state| state.param(x0).max_iters(max_iters))
         .run()
         .map_err(|e| ClvError::Optimizer(e.to_string()))?;
     let state = res.state();
