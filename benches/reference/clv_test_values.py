@@ -1,13 +1,31 @@
 """Reference values for the CLV unit tests (crates/analytics/src/clv/tests.rs), from lifetimes 0.11.3 and SciPy.
 
-Run from the repository root (the venv is the one benches/clv.sh creates):
+Run from the repository root (the venv is the one benches/clv.sh creates, plus mpmath):
+    target/pyref-clv/bin/pip install mpmath
     target/pyref-clv/bin/python benches/reference/clv_test_values.py
 It prints Rust-ready numbers that the tests embed.
 """
+import mpmath as mp
 import numpy as np
 import pandas as pd
 from scipy.special import gammaln, hyp2f1
 from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+# --- 2F1 reference values (src/clv/special.rs), SciPy checked against mpmath at 40 digits.
+mp.mp.dps = 40
+HYP_CASES = [
+    (1.0, 1.0, 2.0, 0.5), (0.5, 0.5, 1.5, 0.25), (2.5, 1.25, 3.75, 0.9), (0.2426, 2.4259, 2.2188, 0.3),
+    (2.2426, 4.4259, 5.2188, 0.5017), (30.24, 32.43, 32.22, 0.45), (130.24, 132.43, 132.22, 0.8),
+    (-3.0, 2.0, 1.5, 0.7), (1.5, -0.3, 2.5, 0.6), (0.3, 0.7, -1.5, 0.2), (1.0, 2.0, 3.0, -0.5),
+    (0.75, 1.25, 2.5, -0.95), (1.5, 2.5, 3.5, -4.0), (0.2, 0.3, 0.4, -20.0), (3.0, 4.0, 8.5, 0.99),
+    (1.0, 1.0, 1.0, 0.1), (5.0, 7.0, 2.0, 0.2), (200.5, 203.4, 203.2, 0.95), (0.55, 2.9, 2.25, 0.9),
+    (40.55, 42.9, 42.25, 0.999),
+]
+print("# (a, b, c, z, scipy.special.hyp2f1)")
+for a, b, c, z in HYP_CASES:
+    s = hyp2f1(a, b, c, z)
+    m = float(mp.hyp2f1(a, b, c, z))
+    print(f"({a!r}, {b!r}, {c!r}, {z!r}, {s!r}),  # mpmath relative difference {abs(s - m) / abs(m):.1e}")
 
 df = pd.read_csv("crates/analytics/tests/data/cdnow_customers_summary_with_transactions.csv")
 x, tx, T, m = df["x"].values, df["t_x"].values, df["T"].values, df["zbar"].values

@@ -11,9 +11,7 @@
 
 use chrono::{Days, NaiveDate};
 use flate2::read::GzDecoder;
-use huiyuan_analytics::clv::{
-    ClvParams, Purchase, RepeatSummary, fit_bgnbd, fit_gamma_gamma, score, summarize,
-};
+use huiyuan_analytics::clv::{ClvParams, Purchase, RepeatSummary, fit_bgnbd, fit_gamma_gamma, score, summarize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,16 +21,11 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Res<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let data = std::env::var("CLV_DATA").map(PathBuf::from).unwrap_or_else(|_| {
-        root.join("../shared/data/online_retail/online_retail.csv.gz")
-    });
-    let out = std::env::var("CLV_OUT")
+    let data = std::env::var("CLV_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/clv-bench"));
-    let reps: usize = std::env::var("CLV_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or_else(|_| root.join("../shared/data/online_retail/online_retail.csv.gz"));
+    let out = std::env::var("CLV_OUT").map(PathBuf::from).unwrap_or_else(|_| root.join("target/clv-bench"));
+    let reps: usize = std::env::var("CLV_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     if !data.exists() {
         return Err(format!("missing {} (set CLV_DATA)", data.display()).into());
     }
@@ -90,8 +83,7 @@ fn main() -> Res<()> {
         "bgnbd": bg,
         "gamma_gamma": gg,
     });
-    std::fs::File::create(out.join("rust.json"))?
-        .write_all(serde_json::to_string_pretty(&report)?.as_bytes())?;
+    std::fs::File::create(out.join("rust.json"))?.write_all(serde_json::to_string_pretty(&report)?.as_bytes())?;
     println!(
         "rust: {} customers (as of {as_of}); BG/NBD fit best of {reps}: {:.3} ms ({} iterations, LL {:.4}); \
          Gamma-Gamma fit: {:.3} ms ({} customers, {} iterations); scoring all members: {:.1} ms",
@@ -111,18 +103,9 @@ fn main() -> Res<()> {
 fn load(path: &PathBuf) -> Res<(Vec<i64>, Vec<RepeatSummary>, NaiveDate)> {
     let mut rdr = csv::Reader::from_reader(GzDecoder::new(std::fs::File::open(path)?));
     let h = rdr.headers()?.clone();
-    let col = |name: &str| {
-        h.iter()
-            .position(|c| c == name)
-            .ok_or_else(|| format!("no column {name}"))
-    };
-    let (c_inv, c_qty, c_date, c_price, c_cust) = (
-        col("InvoiceNo")?,
-        col("Quantity")?,
-        col("InvoiceDate")?,
-        col("UnitPrice")?,
-        col("CustomerID")?,
-    );
+    let col = |name: &str| h.iter().position(|c| c == name).ok_or_else(|| format!("no column {name}"));
+    let (c_inv, c_qty, c_date, c_price, c_cust) =
+        (col("InvoiceNo")?, col("Quantity")?, col("InvoiceDate")?, col("UnitPrice")?, col("CustomerID")?);
     let mut by_customer: BTreeMap<i64, Vec<Purchase>> = BTreeMap::new();
     let mut last: Option<NaiveDate> = None;
     for rec in rdr.records() {
@@ -136,16 +119,10 @@ fn load(path: &PathBuf) -> Res<(Vec<i64>, Vec<RepeatSummary>, NaiveDate)> {
         let qty: f64 = rec[c_qty].parse()?;
         let price: f64 = rec[c_price].parse()?;
         let amount_fen = (qty * price * 100.0).round() as i64;
-        by_customer
-            .entry(id)
-            .or_default()
-            .push(Purchase { day, amount_fen });
+        by_customer.entry(id).or_default().push(Purchase { day, amount_fen });
         last = Some(last.map_or(day, |l| l.max(day)));
     }
-    let as_of = last
-        .ok_or("no purchases")?
-        .checked_add_days(Days::new(1))
-        .ok_or("date overflow")?;
+    let as_of = last.ok_or("no purchases")?.checked_add_days(Days::new(1)).ok_or("date overflow")?;
     let mut ids = Vec::with_capacity(by_customer.len());
     let mut summaries = Vec::with_capacity(by_customer.len());
     for (id, ps) in by_customer {

@@ -23,8 +23,14 @@
 //! lifetimes' `BetaGeoFitter`, time is rescaled by 1/max(T) during the fit, the objective is the mean negative
 //! log-likelihood per customer plus `penalizer · (r² + α_scaled² + a² + b²)`, the start is θ = 0.1 for every
 //! component, and α is scaled back afterwards; with penalizer 0 the optimum is the same in any time unit.
-//! Customers with identical (x, tₓ, T) are evaluated once with a weight, and the gamma-function terms
-//! once per distinct x.
+//! Customers with identical (x, tₓ, T) are evaluated once with a weight, the gamma-function terms once per
+//! distinct x, and ln(α + t) once per distinct day value.
+//!
+//! The optimizer (shared with Gamma-Gamma): argmin's L-BFGS (memory 10, More–Thuente line search) until
+//! the gradient norm is below 1e-7, then up to three Newton steps on the gradient with a finite-difference
+//! Hessian, which take it to rounding level (~1e-14): near the optimum the objective itself no longer
+//! resolves the remaining improvement, so a line search cannot. A fit is `converged` when the final gradient
+//! norm of the per-customer objective is below 1e-6.
 
 use super::optim::{self, Objective};
 use super::special::hyp2f1_parts;
@@ -87,15 +93,11 @@ const A_STEP: f64 = 1e-5;
 
 impl BgNbdParams {
     fn check(&self) -> Result<(), ClvError> {
-        let ok = [self.r, self.alpha, self.a, self.b]
-            .iter()
-            .all(|v| v.is_finite() && *v > 0.0);
+        let ok = [self.r, self.alpha, self.a, self.b].iter().all(|v| v.is_finite() && *v > 0.0);
         if ok {
             Ok(())
         } else {
-            Err(ClvError::InvalidParams(format!(
-                "BG/NBD parameters must be finite and positive: {self:?}"
-            )))
+            Err(ClvError::InvalidParams(format!("BG/NBD parameters must be finite and positive: {self:?}")))
         }
     }
 
@@ -128,8 +130,8 @@ impl BgNbdParams {
             return 1.0;
         }
         let x = f64::from(s.frequency);
-        let ld = (self.a / (self.b + x - 1.0)).ln()
-            + (self.r + x) * ((self.alpha + s.age) / (self.alpha + s.recency)).ln();
+        let ld =
+            (self.a / (self.b + x - 1.0)).ln() + (self.r + x) * ((self.alpha + s.age) / (self.alpha + s.recency)).ln();
         // 1/(1+e^ld), written to stay accurate at either extreme.
         if ld > 0.0 {
             let e = (-ld).exp();
@@ -222,13 +224,7 @@ impl CountConsts {
             })
             .collect();
         let second = (0..=top)
-            .map(|n| {
-                if n == 0 {
-                    0.0
-                } else {
-                    (ln_beta(a + 1.0, b + f64::from(n) - 1.0) - lb_ab).exp()
-                }
-            })
+            .map(|n| if n == 0 { 0.0 } else { (ln_beta(a + 1.0, b + f64::from(n) - 1.0) - lb_ab).exp() })
             .collect();
         Self { ln_first, second }
     }
@@ -284,10 +280,7 @@ pub(crate) fn validate(summaries: &[RepeatSummary]) -> Result<(), ClvError> {
             None
         };
         if let Some(reason) = reason {
-            return Err(ClvError::InvalidSummary {
-                index,
-                reason: reason.to_string(),
-            });
+            return Err(ClvError::InvalidSummary { index, reason: reason.to_string() });
         }
     }
     Ok(())
@@ -314,9 +307,7 @@ impl Data {
     fn new(summaries: &[RepeatSummary], scale: f64, penalizer: f64) -> Self {
         let mut patterns: BTreeMap<(u32, u64, u64), f64> = BTreeMap::new();
         for s in summaries {
-            *patterns
-                .entry((s.frequency, s.recency.to_bits(), s.age.to_bits()))
-                .or_insert(0.0) += 1.0;
+            *patterns.entry((s.frequency, s.recency.to_bits(), s.age.to_bits())).or_insert(0.0) += 1.0;
         }
         let mut xmap: BTreeMap<u32, usize> = BTreeMap::new();
         // Non-negative finite f64 sort like their bit patterns.
@@ -372,8 +363,7 @@ impl Objective for Data {
         let mut ln_bx1 = vec![0.0; self.xs.len()];
         for (i, (&x, &w)) in self.xs.iter().zip(&self.xw).enumerate() {
             let dg_abx = digamma(a + b + x);
-            ll += w
-                * (ln_gamma(r + x) - lg_r + lg_ab + ln_gamma(b + x) - lg_b - ln_gamma(a + b + x));
+            ll += w * (ln_gamma(r + x) - lg_r + lg_ab + ln_gamma(b + x) - lg_b - ln_gamma(a + b + x));
             g[0] += w * (digamma(r + x) - dg_r);
             g[2] += w * (dg_ab - dg_abx);
             g[3] += w * (dg_ab + digamma(b + x) - dg_b - dg_abx);
@@ -401,11 +391,8 @@ impl Objective for Data {
                 let e = d.exp();
                 ll += w * (m + e.ln_1p());
                 // Softmax weights of the two terms.
-                let (w3, w4) = if a3 >= a4 {
-                    (1.0 / (1.0 + e), e / (1.0 + e))
-                } else {
-                    (e / (1.0 + e), 1.0 / (1.0 + e))
-                };
+                let (w3, w4) =
+                    if a3 >= a4 { (1.0 / (1.0 + e), e / (1.0 + e)) } else { (e / (1.0 + e), 1.0 / (1.0 + e)) };
                 g[0] -= w * (w3 * l_t + w4 * l_r);
                 g[1] -= w * rx * (w3 * inv_t + w4 * inv_r);
                 g[2] += w * w4 / a;
@@ -419,9 +406,7 @@ impl Objective for Data {
         let p = [r, alpha, a, b];
         let pen = self.penalizer * p.iter().map(|v| v * v).sum::<f64>();
         let value = -ll / self.total_w + pen;
-        let grad = (0..4)
-            .map(|j| p[j] * (-g[j] / self.total_w + 2.0 * self.penalizer * p[j]))
-            .collect();
+        let grad = (0..4).map(|j| p[j] * (-g[j] / self.total_w + 2.0 * self.penalizer * p[j])).collect();
         (value, grad)
     }
 }
@@ -434,9 +419,7 @@ pub fn fit_bgnbd(summaries: &[RepeatSummary], params: &ClvParams) -> Result<BgNb
     validate(summaries)?;
     let penalizer = params.penalizer;
     if !(penalizer.is_finite() && penalizer >= 0.0) {
-        return Err(ClvError::InvalidParams(format!(
-            "penalizer must be finite and >= 0, got {penalizer}"
-        )));
+        return Err(ClvError::InvalidParams(format!("penalizer must be finite and >= 0, got {penalizer}")));
     }
     let n_repeat = summaries.iter().filter(|s| s.frequency > 0).count();
     if n_repeat == 0 {
@@ -447,12 +430,7 @@ pub fn fit_bgnbd(summaries: &[RepeatSummary], params: &ClvParams) -> Result<BgNb
     let data = Data::new(summaries, scale, penalizer);
     let out = optim::minimize(&data, vec![0.1; 4])?;
     let e = |i: usize| out.x[i].exp();
-    let fitted = BgNbdParams {
-        r: e(0),
-        alpha: e(1) / scale,
-        a: e(2),
-        b: e(3),
-    };
+    let fitted = BgNbdParams { r: e(0), alpha: e(1) / scale, a: e(2), b: e(3) };
     fitted.check()?;
     // Back from the objective (mean −LL in scaled time plus the penalty): rescaling time by s changes a
     // customer's log-likelihood by −x·ln s.
@@ -493,11 +471,7 @@ fn frequency_fit(p: &BgNbdParams, summaries: &[RepeatSummary]) -> Vec<FrequencyB
     }
     (0..=TOP)
         .map(|n| FrequencyBucket {
-            repeat_purchases: if n == TOP {
-                format!("{TOP}+")
-            } else {
-                n.to_string()
-            },
+            repeat_purchases: if n == TOP { format!("{TOP}+") } else { n.to_string() },
             observed: observed[n as usize],
             expected: expected[n as usize],
         })

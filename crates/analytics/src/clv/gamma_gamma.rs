@@ -18,7 +18,10 @@
 //! Maximum likelihood on ln(p, q, v) over the customers with x > 0 and m > 0 (those with m = 0, free repeat
 //! orders only, are excluded and counted), with L-BFGS and the analytic gradient; the objective is the mean
 //! negative log-likelihood + `penalizer · (p² + q² + v_scaled²)`. Amounts are divided by their mean during the
-//! fit for conditioning (v is scaled back; with penalizer 0 this does not move the optimum).
+//! fit for conditioning (v is scaled back; with penalizer 0 this does not move the optimum). Patterns
+//! (x, m) are deduplicated, the gamma-function terms evaluated once per distinct x, and the optimizer is the
+//! one described in the BG/NBD module (L-BFGS, then Newton steps on the gradient; `converged` = final
+//! gradient norm below 1e-6).
 //!
 //! The model assumes spend per purchase is independent of purchase frequency; the fit reports Pearson's
 //! correlation between x and m as a check (FHL use it the same way: near zero supports the assumption).
@@ -139,9 +142,7 @@ impl Objective for Data {
         let par = [p, q, v];
         let pen = self.penalizer * par.iter().map(|a| a * a).sum::<f64>();
         let value = -ll / self.total_w + pen;
-        let grad = (0..3)
-            .map(|j| par[j] * (-g[j] / self.total_w + 2.0 * self.penalizer * par[j]))
-            .collect();
+        let grad = (0..3).map(|j| par[j] * (-g[j] / self.total_w + 2.0 * self.penalizer * par[j])).collect();
         (value, grad)
     }
 }
@@ -149,16 +150,11 @@ impl Objective for Data {
 /// Fit the Gamma-Gamma model on the customers with a repeat purchase (see the module doc). Errors: empty
 /// input, an invalid summary, no customer with x > 0 and a positive monetary value, a bad penalizer, or an
 /// optimizer failure.
-pub fn fit_gamma_gamma(
-    summaries: &[RepeatSummary],
-    params: &ClvParams,
-) -> Result<GammaGammaFit, ClvError> {
+pub fn fit_gamma_gamma(summaries: &[RepeatSummary], params: &ClvParams) -> Result<GammaGammaFit, ClvError> {
     super::bgnbd::validate(summaries)?;
     let penalizer = params.penalizer;
     if !(penalizer.is_finite() && penalizer >= 0.0) {
-        return Err(ClvError::InvalidParams(format!(
-            "penalizer must be finite and >= 0, got {penalizer}"
-        )));
+        return Err(ClvError::InvalidParams(format!("penalizer must be finite and >= 0, got {penalizer}")));
     }
     let used: Vec<&RepeatSummary> = summaries
         .iter()
@@ -171,9 +167,7 @@ pub fn fit_gamma_gamma(
     let scale = used.iter().map(|s| s.monetary_value).sum::<f64>() / used.len() as f64;
     let mut patterns: BTreeMap<(u32, u64), f64> = BTreeMap::new();
     for s in &used {
-        *patterns
-            .entry((s.frequency, (s.monetary_value / scale).to_bits()))
-            .or_insert(0.0) += 1.0;
+        *patterns.entry((s.frequency, (s.monetary_value / scale).to_bits())).or_insert(0.0) += 1.0;
     }
     let mut data = Data {
         idx: Vec::with_capacity(patterns.len()),
@@ -202,18 +196,9 @@ pub fn fit_gamma_gamma(
         data.w.push(w);
     }
     let out = optim::minimize(&data, vec![0.1; 3])?;
-    let fitted = GammaGammaParams {
-        p: out.x[0].exp(),
-        q: out.x[1].exp(),
-        v: out.x[2].exp() * scale,
-    };
-    if ![fitted.p, fitted.q, fitted.v]
-        .iter()
-        .all(|v| v.is_finite() && *v > 0.0)
-    {
-        return Err(ClvError::Optimizer(format!(
-            "the fit left the valid parameter range: {fitted:?}"
-        )));
+    let fitted = GammaGammaParams { p: out.x[0].exp(), q: out.x[1].exp(), v: out.x[2].exp() * scale };
+    if ![fitted.p, fitted.q, fitted.v].iter().all(|v| v.is_finite() && *v > 0.0) {
+        return Err(ClvError::Optimizer(format!("the fit left the valid parameter range: {fitted:?}")));
     }
     // Back from the objective: it is the mean over customers of −LL in scaled money plus the penalty, and
     // scaling money by 1/s adds ln s to each customer's log-likelihood.
@@ -229,9 +214,7 @@ pub fn fit_gamma_gamma(
         gradient_norm: out.gradient_norm,
         n_customers: used.len(),
         n_excluded,
-        frequency_monetary_correlation: pearson(
-            used.iter().map(|s| (f64::from(s.frequency), s.monetary_value)),
-        ),
+        frequency_monetary_correlation: pearson(used.iter().map(|s| (f64::from(s.frequency), s.monetary_value))),
         population_mean_value: fitted.population_mean(),
     })
 }
@@ -242,9 +225,7 @@ fn pearson(points: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
     if n < 2 {
         return None;
     }
-    let (sx, sy) = points
-        .clone()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (sx, sy) = points.clone().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
     let (mx, my) = (sx / n as f64, sy / n as f64);
     let (mut cxy, mut cxx, mut cyy) = (0.0, 0.0, 0.0);
     for (x, y) in points {

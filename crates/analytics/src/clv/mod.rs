@@ -28,7 +28,7 @@
 mod bgnbd;
 mod gamma_gamma;
 mod optim;
-pub mod special;
+mod special;
 mod summary;
 
 #[cfg(test)]
@@ -101,13 +101,7 @@ pub struct ClvParams {
 
 impl Default for ClvParams {
     fn default() -> Self {
-        Self {
-            horizon_months: 12,
-            monthly_discount: 0.01,
-            penalizer: 0.0,
-            sleeping_below: 0.5,
-            churned_below: 0.2,
-        }
+        Self { horizon_months: 12, monthly_discount: 0.01, penalizer: 0.0, sleeping_below: 0.5, churned_below: 0.2 }
     }
 }
 

@@ -25,7 +25,7 @@
 //! max(0, −c) we have (c+n)(n+1) > (n−c⁻)·n, so |g(k)| ≤ h(n) = (|α|·n + |β|)/((n−c⁻)·n) for every k ≥ n (h is
 //! decreasing). With ρₙ = |z|·(1 + h(n)) < 1 every later ratio is at most ρₙ and the tail after tₙ is at most
 //! |tₙ|·ρₙ/(1−ρₙ). Summation stops at the first n where that bound is ≤ 10⁻¹⁶·|Sₙ| (or when a term is exactly
-//! zero: a terminating series, a or b a non-positive integer). More than [`MAX_TERMS`] terms is an error.
+//! zero: a terminating series, a or b a non-positive integer). More than 2,000,000 terms is an error.
 //! Accuracy is then limited by rounding in the sum, ~n·ε relative for same-sign terms; the tests check 1e-10
 //! relative against SciPy across the parameter ranges the models use.
 //!
@@ -36,7 +36,7 @@ use statrs::function::gamma::ln_gamma;
 
 /// Upper bound on series terms; at z = 0.9999 about 4·10⁵ are needed, beyond that the caller's inputs are
 /// outside what these models produce.
-pub const MAX_TERMS: usize = 2_000_000;
+pub(crate) const MAX_TERMS: usize = 2_000_000;
 
 /// Target relative size of the neglected tail.
 const TAIL_TOL: f64 = 1e-16;
@@ -44,16 +44,16 @@ const TAIL_TOL: f64 = 1e-16;
 /// ₂F₁ split as `exp(ln_scale) · series`, so a caller can combine `ln_scale` with other logarithms before
 /// exponentiating. `series` carries the sign of the function.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Hyp2f1Parts {
+pub(crate) struct Hyp2f1Parts {
     /// Natural logarithm of the (positive) transformation prefactor.
-    pub ln_scale: f64,
+    pub(crate) ln_scale: f64,
     /// The value of the series after transformation.
-    pub series: f64,
+    pub(crate) series: f64,
 }
 
 impl Hyp2f1Parts {
     /// ln|₂F₁|, finite unless the function is zero.
-    pub fn ln_abs(&self) -> f64 {
+    pub(crate) fn ln_abs(&self) -> f64 {
         self.ln_scale + self.series.abs().ln()
     }
 }
@@ -61,19 +61,15 @@ impl Hyp2f1Parts {
 /// The Gaussian hypergeometric function ₂F₁(a, b; c; z) for real a, b, c and z ≤ 1 (see the module doc for
 /// the method and its convergence criterion). Errors name the arguments: non-finite input, c a pole
 /// (0, −1, −2, … not cancelled by a terminating a or b), z > 1, z = 1 where Gauss's sum does not apply, a
-/// result outside f64, or no convergence within [`MAX_TERMS`] terms.
+/// result outside f64, or no convergence within 2,000,000 terms.
 pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Result<f64, ClvError> {
     let parts = hyp2f1_parts(a, b, c, z)?;
     let v = parts.series * parts.ln_scale.exp();
-    if v.is_finite() {
-        Ok(v)
-    } else {
-        Err(err(a, b, c, z, "the value is outside the f64 range"))
-    }
+    if v.is_finite() { Ok(v) } else { Err(err(a, b, c, z, "the value is outside the f64 range")) }
 }
 
 /// ₂F₁(a, b; c; z) as a log-prefactor and a series value (see [`Hyp2f1Parts`]).
-pub fn hyp2f1_parts(a: f64, b: f64, c: f64, z: f64) -> Result<Hyp2f1Parts, ClvError> {
+pub(crate) fn hyp2f1_parts(a: f64, b: f64, c: f64, z: f64) -> Result<Hyp2f1Parts, ClvError> {
     if !(a.is_finite() && b.is_finite() && c.is_finite() && z.is_finite()) {
         return Err(err(a, b, c, z, "arguments must be finite"));
     }
@@ -81,10 +77,7 @@ pub fn hyp2f1_parts(a: f64, b: f64, c: f64, z: f64) -> Result<Hyp2f1Parts, ClvEr
         return Err(err(a, b, c, z, "z > 1 is on the branch cut"));
     }
     if z == 0.0 || a == 0.0 || b == 0.0 {
-        return pole_check(a, b, c, z).map(|_| Hyp2f1Parts {
-            ln_scale: 0.0,
-            series: 1.0,
-        });
+        return pole_check(a, b, c, z).map(|_| Hyp2f1Parts { ln_scale: 0.0, series: 1.0 });
     }
     if z == 1.0 {
         return gauss_sum(a, b, c);
@@ -93,10 +86,7 @@ pub fn hyp2f1_parts(a: f64, b: f64, c: f64, z: f64) -> Result<Hyp2f1Parts, ClvEr
         // Pfaff: argument w = z/(z−1) in (0, 1); the prefactor (1−z)^(−a) is positive.
         let w = z / (z - 1.0);
         let s = series(a, c - b, c, w).map_err(|r| err(a, b, c, z, r))?;
-        return Ok(Hyp2f1Parts {
-            ln_scale: -a * (-z).ln_1p(),
-            series: s,
-        });
+        return Ok(Hyp2f1Parts { ln_scale: -a * (-z).ln_1p(), series: s });
     }
     // 0 < z < 1: the direct series or Euler's form, whichever needs fewer growing terms. A terminating
     // series (a or b a non-positive integer) stays direct.
@@ -105,27 +95,15 @@ pub fn hyp2f1_parts(a: f64, b: f64, c: f64, z: f64) -> Result<Hyp2f1Parts, ClvEr
     let beta_euler = ((c - a) * (c - b) - c).abs();
     if terminating || beta_direct <= beta_euler {
         let s = series(a, b, c, z).map_err(|r| err(a, b, c, z, r))?;
-        Ok(Hyp2f1Parts {
-            ln_scale: 0.0,
-            series: s,
-        })
+        Ok(Hyp2f1Parts { ln_scale: 0.0, series: s })
     } else {
         let s = series(c - a, c - b, c, z).map_err(|r| err(a, b, c, z, r))?;
-        Ok(Hyp2f1Parts {
-            ln_scale: (c - a - b) * (-z).ln_1p(),
-            series: s,
-        })
+        Ok(Hyp2f1Parts { ln_scale: (c - a - b) * (-z).ln_1p(), series: s })
     }
 }
 
 fn err(a: f64, b: f64, c: f64, z: f64, reason: &str) -> ClvError {
-    ClvError::Hyp2f1 {
-        a,
-        b,
-        c,
-        z,
-        reason: reason.to_string(),
-    }
+    ClvError::Hyp2f1 { a, b, c, z, reason: reason.to_string() }
 }
 
 fn is_nonpositive_int(x: f64) -> bool {
@@ -137,13 +115,7 @@ fn pole_check(a: f64, b: f64, c: f64, z: f64) -> Result<(), ClvError> {
     if is_nonpositive_int(c) {
         let cancels = |p: f64| is_nonpositive_int(p) && p > c;
         if !(cancels(a) || cancels(b)) {
-            return Err(err(
-                a,
-                b,
-                c,
-                z,
-                "c is zero or a negative integer (a pole)",
-            ));
+            return Err(err(a, b, c, z, "c is zero or a negative integer (a pole)"));
         }
     }
     Ok(())
@@ -152,18 +124,9 @@ fn pole_check(a: f64, b: f64, c: f64, z: f64) -> Result<(), ClvError> {
 /// Gauss's theorem at z = 1 (DLMF 15.4.20), for the case where all gamma arguments are positive.
 fn gauss_sum(a: f64, b: f64, c: f64) -> Result<Hyp2f1Parts, ClvError> {
     if c > 0.0 && c - a > 0.0 && c - b > 0.0 && c - a - b > 0.0 {
-        Ok(Hyp2f1Parts {
-            ln_scale: ln_gamma(c) + ln_gamma(c - a - b) - ln_gamma(c - a) - ln_gamma(c - b),
-            series: 1.0,
-        })
+        Ok(Hyp2f1Parts { ln_scale: ln_gamma(c) + ln_gamma(c - a - b) - ln_gamma(c - a) - ln_gamma(c - b), series: 1.0 })
     } else {
-        Err(err(
-            a,
-            b,
-            c,
-            1.0,
-            "z = 1 is only supported where c > 0, c−a > 0, c−b > 0 and c−a−b > 0",
-        ))
+        Err(err(a, b, c, 1.0, "z = 1 is only supported where c > 0, c−a > 0, c−b > 0 and c−a−b > 0"))
     }
 }
 
@@ -206,12 +169,13 @@ fn series(a: f64, b: f64, c: f64, z: f64) -> Result<f64, &'static str> {
 mod tests {
     use super::*;
 
-    /// (a, b, c, z, ₂F₁) from SciPy 1.11.4, each also checked against mpmath 1.4.1 at 40 digits (all agree
-    /// to < 1e-14 relative). Produced with, in a venv with `pip install scipy==1.11.4 mpmath`:
-    /// `python -c "import scipy.special as s; print(repr(s.hyp2f1(a, b, c, z)))"` for each row.
+    /// (a, b, c, z, ₂F₁) from `scipy.special.hyp2f1` (SciPy 1.11.4), each also checked against mpmath 1.4.1
+    /// at 40 digits (all agree to < 1e-14 relative). Produced by the first section of
+    /// `benches/reference/clv_test_values.py`, run as `target/pyref-clv/bin/pip install mpmath &&
+    /// target/pyref-clv/bin/python benches/reference/clv_test_values.py` (venv from `benches/clv.sh`).
     const SCIPY: &[(f64, f64, f64, f64, f64)] = &[
         (1.0, 1.0, 2.0, 0.5, 1.3862943611198901),
-        (0.5, 0.5, 1.5, 0.25, 1.047197551196598),
+        (0.5, 0.5, 1.5, 0.25, std::f64::consts::FRAC_PI_3), // SciPy: 1.047197551196598 = π/3
         (2.5, 1.25, 3.75, 0.9, 4.632152126321804),
         (0.2426, 2.4259, 2.2188, 0.3, 1.1003510426751735),
         (2.2426, 4.4259, 5.2188, 0.5017, 3.6362352919519934),
@@ -227,6 +191,9 @@ mod tests {
         (3.0, 4.0, 8.5, 0.99, 17.528985129431298),
         (1.0, 1.0, 1.0, 0.1, 1.1111111111111112),
         (5.0, 7.0, 2.0, 0.2, 27.19461917877195),
+        (200.5, 203.4, 203.2, 0.95, 1.3050124402066398e+261),
+        (0.55, 2.9, 2.25, 0.9, 7.200381904719416),
+        (40.55, 42.9, 42.25, 0.999, 3.8758747495005293e+123),
     ];
 
     #[test]
@@ -241,8 +208,8 @@ mod tests {
     #[test]
     fn closed_forms() {
         // ₂F₁(1,1;2;z) = −ln(1−z)/z; ₂F₁(a,b;b;z) = (1−z)^(−a).
-        for z in [-3.0, -0.5, 0.1, 0.5, 0.95] {
-            let want = -(-z as f64).ln_1p() / z;
+        for z in [-3.0_f64, -0.5, 0.1, 0.5, 0.95] {
+            let want = -(-z).ln_1p() / z;
             let got = hyp2f1(1.0, 1.0, 2.0, z).unwrap();
             assert!(((got - want) / want).abs() < 1e-13, "z={z}: {got} vs {want}");
             let want = (1.0 - z).powf(-0.7);
@@ -268,10 +235,7 @@ mod tests {
 
     #[test]
     fn refuses_invalid_arguments() {
-        assert!(matches!(
-            hyp2f1(1.0, 1.0, -1.0, 0.5),
-            Err(ClvError::Hyp2f1 { .. })
-        ));
+        assert!(matches!(hyp2f1(1.0, 1.0, -1.0, 0.5), Err(ClvError::Hyp2f1 { .. })));
         assert!(hyp2f1(1.0, 1.0, 2.0, 1.5).is_err());
         assert!(hyp2f1(f64::NAN, 1.0, 2.0, 0.5).is_err());
         assert!(hyp2f1(1.0, 1.0, 1.5, 1.0).is_err()); // c−a−b < 0 diverges at z = 1

@@ -42,11 +42,8 @@ pub struct RepeatSummary {
 /// convention). `None` when the member has no purchase on or before `as_of`: such a member has not started
 /// a purchase relationship and is outside these models. The input need not be sorted.
 pub fn summarize(purchases: &[Purchase], as_of: NaiveDate) -> Option<RepeatSummary> {
-    let mut days: Vec<(NaiveDate, i64)> = purchases
-        .iter()
-        .filter(|p| p.day <= as_of)
-        .map(|p| (p.day, p.amount_fen))
-        .collect();
+    let mut days: Vec<(NaiveDate, i64)> =
+        purchases.iter().filter(|p| p.day <= as_of).map(|p| (p.day, p.amount_fen)).collect();
     days.sort_unstable_by_key(|d| d.0);
     // Totals per distinct day (i128 so that no realistic sum overflows).
     let mut totals: Vec<(NaiveDate, i128)> = Vec::with_capacity(days.len());
@@ -60,11 +57,8 @@ pub fn summarize(purchases: &[Purchase], as_of: NaiveDate) -> Option<RepeatSumma
     let (last, _) = *totals.last()?;
     let repeat = &totals[1..];
     let frequency = u32::try_from(repeat.len()).unwrap_or(u32::MAX);
-    let monetary_value = if repeat.is_empty() {
-        0.0
-    } else {
-        repeat.iter().map(|(_, t)| *t as f64).sum::<f64>() / repeat.len() as f64
-    };
+    let monetary_value =
+        if repeat.is_empty() { 0.0 } else { repeat.iter().map(|(_, t)| *t as f64).sum::<f64>() / repeat.len() as f64 };
     Some(RepeatSummary {
         frequency,
         recency: (last - first).num_days() as f64,
@@ -81,10 +75,7 @@ mod tests {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
     fn p(day: &str, amount_fen: i64) -> Purchase {
-        Purchase {
-            day: d(day),
-            amount_fen,
-        }
+        Purchase { day: d(day), amount_fen }
     }
 
     #[test]
@@ -93,8 +84,8 @@ mod tests {
             p("2024-01-10", 5_000),
             p("2024-01-03", 1_000), // first day, two orders
             p("2024-01-03", 2_000),
-            p("2024-01-10", 1_000), // second day total 6,000
-            p("2024-02-01", 3_000), // third day
+            p("2024-01-10", 1_000),  // second day total 6,000
+            p("2024-02-01", 3_000),  // third day
             p("2024-03-05", 99_999), // after as_of: ignored
         ];
         let s = summarize(&ps, d("2024-02-10")).unwrap();
@@ -107,15 +98,7 @@ mod tests {
     #[test]
     fn single_day_and_purchase_on_as_of() {
         let s = summarize(&[p("2024-05-01", 700), p("2024-05-01", 300)], d("2024-05-01")).unwrap();
-        assert_eq!(
-            s,
-            RepeatSummary {
-                frequency: 0,
-                recency: 0.0,
-                age: 0.0,
-                monetary_value: 0.0
-            }
-        );
+        assert_eq!(s, RepeatSummary { frequency: 0, recency: 0.0, age: 0.0, monetary_value: 0.0 });
     }
 
     #[test]
