@@ -30,7 +30,7 @@ for name, key, ll in [("BG/NBD", "bgnbd", lambda r: r["bgnbd"]["log_likelihood"]
     ab, rel = diffs(ours, py[key])
     ab2, rel2 = diffs(ours, py[f"{key}_tight"])
     print(f"{name}: rust {t_rs*1e3:.2f} ms, lifetimes {t_py*1e3:.1f} ms -> {t_py/t_rs:.0f}x faster")
-    print(f"  rust params       {', '.join(f'{k}={v:.6f}' for k, v in ours.items())}  LL {ll(rs):.6f}")
+    print(f"  rust params       {', '.join(f'{k}={ours[k]:.6f}' for k in py[key])}  LL {ll(rs):.6f}")
     print(f"  lifetimes (1e-7)  {', '.join(f'{k}={v:.6f}' for k, v in py[key].items())}  LL {py[f'{key}_log_likelihood']:.6f}")
     tol = py[f"{key}_tight_tol"]
     print(f"  lifetimes ({tol:g}) {', '.join(f'{k}={v:.6f}' for k, v in py[f'{key}_tight'].items())}  LL {py[f'{key}_tight_log_likelihood']:.6f}")
