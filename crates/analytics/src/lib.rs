@@ -9,3 +9,4 @@
 //! boundary and `f64` only inside statistical models; results carry the reasons an operator reads.
 
 pub mod churn;
+pub mod clusters;
