@@ -49,7 +49,7 @@ use chrono::{Days, NaiveDate};
 use features::{FEATURES, N_FEATURES};
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ShapeBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -397,9 +397,11 @@ fn fit(period: &Period, p: &ChurnParams) -> Result<FittedChurnLogit, ChurnError>
             FeatureCoefficient { feature: f.name(p), mean, sd, coefficient: 0.0 }
         })
         .collect();
-    let mut z = period.x.clone();
-    for (mut col, c) in z.columns_mut().into_iter().zip(&coefs) {
-        col.mapv_inplace(|v| standardize(v, c));
+    // Column-major: linfa's gradient is `xᵀ·r`, which ndarray (without BLAS) computes column by column;
+    // contiguous columns make that a streaming pass instead of a strided one (fits ~2× faster).
+    let mut z = Array2::<f64>::zeros((n, N_FEATURES).f());
+    for ((mut col, raw), c) in z.columns_mut().into_iter().zip(period.x.columns()).zip(&coefs) {
+        col.zip_mut_with(&raw, |o, &v| *o = standardize(v, c));
     }
     let targets = Array1::from(period.y.clone());
     let dataset = Dataset::new(z, targets);
