@@ -226,3 +226,90 @@ fn fixed_k_skips_selection() {
     assert_eq!(r.k, 4);
     assert_recovers(&r, &truth, 4);
 }
+
+/// The UCI Online Retail file: `$HUIYUAN_DATA_DIR` or `../shared/data` from the project root.
+fn retail_path() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("HUIYUAN_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let path = dir.join("online_retail/online_retail.csv.gz");
+    path.exists().then_some(path)
+}
+
+#[test]
+fn real_customers_cluster_into_described_segments() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let Some(path) = retail_path() else {
+        eprintln!("SKIPPED: online_retail.csv.gz not found (set HUIYUAN_DATA_DIR or place shared/data)");
+        return;
+    };
+    let file = std::fs::File::open(path).unwrap();
+    let mut rdr = csv::Reader::from_reader(flate2::read::GzDecoder::new(file));
+    let as_of = chrono::NaiveDate::from_ymd_opt(2011, 12, 9).unwrap();
+    // Per customer: last day, invoices, spend (£), distinct stock codes.
+    #[derive(Default)]
+    struct Acc {
+        last: Option<chrono::NaiveDate>,
+        invoices: BTreeSet<String>,
+        spend: f64,
+        codes: BTreeSet<String>,
+    }
+    let mut acc: BTreeMap<i64, Acc> = BTreeMap::new();
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let Ok(customer) = rec[6].parse::<i64>() else {
+            continue;
+        };
+        if rec[0].starts_with('C') {
+            continue;
+        }
+        let day = chrono::NaiveDate::parse_from_str(&rec[4][..10], "%Y-%m-%d").unwrap();
+        let qty: f64 = rec[3].parse().unwrap();
+        let price: f64 = rec[5].parse().unwrap();
+        let a = acc.entry(customer).or_default();
+        a.last = a.last.max(Some(day));
+        a.invoices.insert(rec[0].to_string());
+        a.spend += qty * price;
+        a.codes.insert(rec[1].to_string());
+    }
+    let feature_names: Vec<String> =
+        ["recency", "frequency", "monetary", "aov", "category_breadth"].iter().map(|s| s.to_string()).collect();
+    let mut input = ClusterInput { feature_names, member_ids: vec![], values: vec![] };
+    for (id, a) in &acc {
+        let Some(last) = a.last else { continue };
+        let f = a.invoices.len() as f64;
+        let m = a.spend.max(0.0);
+        input.member_ids.push(*id);
+        // Heavy-tailed amounts enter as logs so a few wholesalers do not make their own clusters.
+        input.values.extend([
+            (as_of - last).num_days() as f64,
+            f.ln_1p(),
+            m.ln_1p(),
+            (m / f).ln_1p(),
+            (a.codes.len() as f64).ln_1p(),
+        ]);
+    }
+    // Silhouette prefers k = 2 on this continuous cloud (0.34 vs 0.27 for k = 3, measured on the full
+    // 4,339 customers), which is too coarse for a marketer; a fixed k is the documented alternative and
+    // keeps this test fast in debug builds.
+    let p = ClusterParams { k: Some(4), ..ClusterParams::default() };
+    let r = cluster(&input, &p).unwrap();
+    eprintln!("online retail: k={}", r.k);
+    for c in &r.clusters {
+        eprintln!(
+            "  #{} {} members, recency {:.0} days, {:.1} invoices: {}",
+            c.id,
+            c.size,
+            c.centroid[0],
+            c.centroid[1].exp_m1(),
+            c.description
+        );
+    }
+    assert_eq!(r.assignments.len(), input.member_ids.len());
+    assert_eq!(r.k, 4);
+    // The cluster that has been away longest reads "lapsed"; the one buying most often "frequent".
+    let most_lapsed = r.clusters.iter().max_by(|a, b| a.centroid_z[0].total_cmp(&b.centroid_z[0])).unwrap();
+    assert!(most_lapsed.description.contains("lapsed"), "{}", most_lapsed.description);
+    let most_frequent = r.clusters.iter().max_by(|a, b| a.centroid_z[1].total_cmp(&b.centroid_z[1])).unwrap();
+    assert!(most_frequent.description.contains("frequent"), "{}", most_frequent.description);
+}
