@@ -344,7 +344,9 @@ pub(crate) fn silhouette(x: &ArrayView2<f64>, labels: &[usize], k: usize) -> f64
     for &l in labels {
         counts[l] += 1;
     }
-    let total: f64 = (0..n)
+    // Per-point values are collected in order and summed sequentially: a parallel float sum would
+    // depend on how rayon splits the work and break run-to-run determinism.
+    let per_point: Vec<f64> = (0..n)
         .into_par_iter()
         .map(|i| {
             let own = labels[i];
@@ -368,8 +370,8 @@ pub(crate) fn silhouette(x: &ArrayView2<f64>, labels: &[usize], k: usize) -> f64
             let m = a.max(b);
             if m > 0.0 { (b - a) / m } else { 0.0 }
         })
-        .sum();
-    total / n as f64
+        .collect();
+    per_point.iter().sum::<f64>() / n as f64
 }
 
 fn kmeans_rng(seed: u64, k: usize) -> Xoshiro256Plus {

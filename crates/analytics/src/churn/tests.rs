@@ -393,7 +393,15 @@ fn degenerate_inputs_are_typed_errors() {
 fn training_is_deterministic() {
     let hs = population(800, 18, true);
     let p = ChurnParams::default();
-    assert_eq!(train_and_evaluate(&hs, d(AS_OF), &p).unwrap(), train_and_evaluate(&hs, d(AS_OF), &p).unwrap());
+    // Same model whatever the thread count, so nothing depends on how rayon splits the work.
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| train_and_evaluate(&hs, d(AS_OF), &p).unwrap())
+    };
+    assert_eq!(run(1), run(5));
 }
 
 /// The UCI Online Retail file: `$HUIYUAN_DATA_DIR` or `../shared/data` from the project root.

@@ -100,7 +100,15 @@ fn selection_uses_a_sample_and_full_fit_assigns_everyone() {
 fn deterministic_for_a_seed() {
     let (input, _) = blobs(&four_centres(), 100, 3);
     let p = ClusterParams::default();
-    assert_eq!(cluster(&input, &p).unwrap(), cluster(&input, &p).unwrap());
+    // Same result whatever the thread count, so no result depends on how rayon splits the work.
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| cluster(&input, &p).unwrap())
+    };
+    let one = run(1);
+    assert_eq!(one, run(3));
+    assert_eq!(one, run(8));
+    let other_seed = ClusterParams { seed: 7, ..p.clone() };
+    assert_eq!(cluster(&input, &other_seed).unwrap().k, one.k, "a different seed still finds the same structure");
 }
 
 #[test]
