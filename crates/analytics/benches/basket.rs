@@ -131,8 +131,11 @@ fn main() {
         );
         let path = args.out.join(format!("rules_rust_{min_support}.csv"));
         let mut w = BufWriter::new(File::create(&path).expect("rules file"));
-        writeln!(w, "antecedents,consequents,antecedent support,consequent support,support,confidence,lift,leverage,conviction")
-            .expect("write");
+        writeln!(
+            w,
+            "antecedents,consequents,antecedent support,consequent support,support,confidence,lift,leverage,conviction"
+        )
+        .expect("write");
         let side = |ids: &[u32]| {
             let mut keys = dict.keys(ids).expect("known ids");
             keys.sort_unstable();

@@ -25,10 +25,7 @@ impl ItemDictionary {
             return Err(BasketError::TooManyItems);
         }
         let ids: HashMap<String, u32> = keys.iter().enumerate().map(|(i, k)| (k.to_string(), i as u32)).collect();
-        let encoded = baskets
-            .iter()
-            .map(|b| b.iter().filter_map(|k| ids.get(k.as_ref()).copied()).collect())
-            .collect();
+        let encoded = baskets.iter().map(|b| b.iter().filter_map(|k| ids.get(k.as_ref()).copied()).collect()).collect();
         let keys = keys.into_iter().map(str::to_string).collect();
         Ok((ItemDictionary { keys, ids }, encoded))
     }

@@ -168,7 +168,8 @@ fn han_pei_yin_example() {
         .collect();
     // Every non-empty subset of {f, c, a, m} other than the singletons f:4 and c:4 already listed has count 3.
     for mask in 1u32..16 {
-        let s: String = ["a", "c", "f", "m"].iter().enumerate().filter(|(i, _)| mask >> i & 1 == 1).map(|(_, s)| *s).collect();
+        let s: String =
+            ["a", "c", "f", "m"].iter().enumerate().filter(|(i, _)| mask >> i & 1 == 1).map(|(_, s)| *s).collect();
         if s.len() >= 2 {
             want.push((s, 3));
         }
@@ -325,14 +326,21 @@ fn identical_transactions_and_max_len() {
 fn itemset_limit_is_exact() {
     // One basket of 10 items: 2^10 - 1 = 1023 frequent itemsets.
     let tx = vec![(0..10).collect::<Vec<u32>>()];
-    let p = |limit| BasketParams { min_count: Some(1), max_len: None, min_lift: 2.0, max_itemsets: limit, ..Default::default() };
+    let p = |limit| BasketParams {
+        min_count: Some(1),
+        max_len: None,
+        min_lift: 2.0,
+        max_itemsets: limit,
+        ..Default::default()
+    };
     assert_eq!(mine(&tx, &p(1023)).unwrap().itemsets.len(), 1023);
     assert_eq!(mine(&tx, &p(1022)).unwrap_err(), BasketError::TooManyItemsets { limit: 1022 });
 }
 
 #[test]
 fn result_does_not_depend_on_thread_count_or_basket_order() {
-    let mut tx: Vec<Vec<u32>> = (0..300u32).map(|i| (0..(i % 7 + 1)).map(|j| (i * 31 + j * 17) % 23).collect()).collect();
+    let mut tx: Vec<Vec<u32>> =
+        (0..300u32).map(|i| (0..(i % 7 + 1)).map(|j| (i * 31 + j * 17) % 23).collect()).collect();
     let p = params(8, Some(3), 0.2, 0.0);
     let run = |threads, tx: &[Vec<u32>]| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
