@@ -18,7 +18,8 @@ use huiyuan_analytics::basket::{BasketParams, ItemDictionary, mine};
 struct Args {
     data: PathBuf,
     out: PathBuf,
-    min_supports: Vec<f64>,
+    /// As given (the label of the output files) and parsed.
+    min_supports: Vec<(String, f64)>,
     min_confidence: f64,
     min_lift: f64,
     max_len: Option<usize>,
@@ -29,7 +30,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         data: PathBuf::from("../../../shared/data/online_retail/online_retail.csv.gz"),
         out: PathBuf::from("../../target/basket-bench"),
-        min_supports: vec![0.02, 0.01],
+        min_supports: vec![("0.02".into(), 0.02), ("0.01".into(), 0.01)],
         min_confidence: 0.3,
         min_lift: 1.0,
         max_len: None,
@@ -44,7 +45,9 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--data" => a.data = value.into(),
             "--out" => a.out = value.into(),
-            "--min-support" => a.min_supports = value.split(',').map(|s| s.parse().expect("min-support")).collect(),
+            "--min-support" => {
+                a.min_supports = value.split(',').map(|s| (s.to_string(), s.parse().expect("min-support"))).collect()
+            }
             "--min-confidence" => a.min_confidence = value.parse().expect("min-confidence"),
             "--min-lift" => a.min_lift = value.parse().expect("min-lift"),
             "--max-len" => a.max_len = if value == "none" { None } else { Some(value.parse().expect("max-len")) },
@@ -104,7 +107,8 @@ fn main() {
     }
     w.flush().expect("flush baskets");
 
-    for &min_support in &args.min_supports {
+    for (label, min_support) in &args.min_supports {
+        let min_support = *min_support;
         let params = BasketParams {
             min_support,
             min_confidence: args.min_confidence,
@@ -123,13 +127,13 @@ fn main() {
         let Some(r) = result else { continue };
         let longest = r.itemsets.iter().map(|s| s.items.len()).max().unwrap_or(0);
         println!(
-            "rust min_support={min_support}: {} itemsets (longest {longest}), {} rules; mine+rules best of {} = {:.3} ms",
+            "rust min_support={label}: {} itemsets (longest {longest}), {} rules; mine+rules best of {} = {:.3} ms",
             r.itemsets.len(),
             r.rules.len(),
             args.runs.max(1),
             best.as_secs_f64() * 1e3
         );
-        let path = args.out.join(format!("rules_rust_{min_support}.csv"));
+        let path = args.out.join(format!("rules_rust_{label}.csv"));
         let mut w = BufWriter::new(File::create(&path).expect("rules file"));
         writeln!(
             w,
@@ -158,7 +162,7 @@ fn main() {
             .expect("write");
         }
         w.flush().expect("flush rules");
-        println!("TIME rust {min_support} {:.6}", best.as_secs_f64());
+        println!("TIME rust {label} {:.6}", best.as_secs_f64());
         if let Some(top) = r.rules.first() {
             println!("  strongest: {}", dict.describe(top));
         }
