@@ -10,9 +10,9 @@
 //!   new nodes;
 //! - the first level keeps the global tree in that sorted-path form (the tree's root-to-leaf strings in
 //!   pre-order) with, per item, the list of its occurrences. Retail baskets share few prefixes (on Online
-//!   Retail at 1 % support the tree has 294,550 nodes for 300,000-odd entries), so the tree would save
+//!   Retail at 1 % support the tree has 294,549 nodes for 336,255 basket entries), so the tree would save
 //!   little, while an item's prefix paths are then contiguous slices read sequentially instead of walks
-//!   to the root, which are chains of cache misses;
+//!   to the root, which are chains of cache misses (this halved the mining time there);
 //! - the conditional tree of an item is built from its prefix paths (weighted by the item's counts) after
 //!   dropping the items that are infrequent in them. Items keep their global order, so a conditional
 //!   tree only ever holds items ranked before the item it is conditioned on;
