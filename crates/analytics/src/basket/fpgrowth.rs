@@ -372,10 +372,16 @@ impl IdIndex {
     }
 }
 
+/// Whether ids up to `max_id` are few enough, next to the input size, to index an array by (at most a few
+/// hundred MB for absurdly large inputs; hashed otherwise).
+fn dense_ids(max_id: usize, total: usize) -> bool {
+    max_id <= (2 * total).min(1 << 26) + (1 << 16)
+}
+
 /// Counts, per distinct id, the baskets that contain it (duplicates inside a basket count once).
 fn count_items(transactions: &[Vec<u32>], total: usize) -> Vec<(u32, u64)> {
     let max_id = transactions.iter().flatten().copied().max().unwrap_or(0) as usize;
-    if max_id <= 4 * total + (1 << 16) {
+    if dense_ids(max_id, total) {
         let mut counts = vec![0u64; max_id + 1];
         let mut last_seen = vec![NIL; max_id + 1];
         for (t, tx) in transactions.iter().enumerate() {
@@ -422,7 +428,7 @@ pub(super) fn frequent_itemsets(
     frequent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rank_to_id: Vec<u32> = frequent.iter().map(|&(id, _)| id).collect();
     let max_frequent = rank_to_id.iter().copied().max().unwrap_or(0) as usize;
-    let index = if max_frequent <= 4 * total + (1 << 16) {
+    let index = if dense_ids(max_frequent, total) {
         let mut v = vec![NIL; max_frequent + 1];
         for (r, &id) in rank_to_id.iter().enumerate() {
             v[id as usize] = r as u32;
