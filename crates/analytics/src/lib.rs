@@ -8,6 +8,7 @@
 //! Conventions: days are `chrono::NaiveDate` in UTC; money is integer minor units (fen, `i64`) at the
 //! boundary and `f64` only inside statistical models; results carry the reasons an operator reads.
 
+pub mod basket;
 pub mod churn;
 pub mod clusters;
 pub mod clv;

@@ -1,0 +1,73 @@
+//! SKU ↔ item id mapping: the miner works on dense `u32` ids, the store and the console speak SKUs.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::{BasketError, Rule};
+
+/// A bijection between item keys (SKUs) and the `u32` ids [`super::mine`] takes. Ids follow the keys'
+/// byte order, so sorting by id is sorting by SKU and the mapping does not depend on basket order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ItemDictionary {
+    keys: Vec<String>,
+    #[serde(skip)]
+    ids: HashMap<String, u32>,
+}
+
+impl ItemDictionary {
+    /// Assigns an id to every key in `baskets` and returns the dictionary with the baskets as ids.
+    pub fn from_baskets<S: AsRef<str>>(baskets: &[Vec<S>]) -> Result<(Self, Vec<Vec<u32>>), BasketError> {
+        let mut keys: Vec<&str> = baskets.iter().flatten().map(AsRef::as_ref).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() > u32::MAX as usize {
+            return Err(BasketError::TooManyItems);
+        }
+        let ids: HashMap<String, u32> = keys.iter().enumerate().map(|(i, k)| (k.to_string(), i as u32)).collect();
+        let encoded = baskets.iter().map(|b| b.iter().filter_map(|k| ids.get(k.as_ref()).copied()).collect()).collect();
+        let keys = keys.into_iter().map(str::to_string).collect();
+        Ok((ItemDictionary { keys, ids }, encoded))
+    }
+
+    /// The id of `key`, if it occurred in the baskets.
+    pub fn id(&self, key: &str) -> Option<u32> {
+        self.ids.get(key).copied()
+    }
+
+    /// The key of `id`, if the dictionary assigned it.
+    pub fn key(&self, id: u32) -> Option<&str> {
+        self.keys.get(id as usize).map(String::as_str)
+    }
+
+    /// The keys of `ids`, in the same order; `None` if any id is unknown.
+    pub fn keys(&self, ids: &[u32]) -> Option<Vec<&str>> {
+        ids.iter().map(|&id| self.key(id)).collect()
+    }
+
+    /// A rule in words, e.g. `{85099B, 22386} ⇒ {21931}`, for logs and the console.
+    pub fn describe(&self, rule: &Rule) -> String {
+        let side = |ids: &[u32]| {
+            let names: Vec<&str> = ids.iter().map(|&id| self.key(id).unwrap_or("?")).collect();
+            format!("{{{}}}", names.join(", "))
+        };
+        format!(
+            "{} ⇒ {} (support {:.4}, confidence {:.3}, lift {:.2})",
+            side(&rule.antecedent),
+            side(&rule.consequent),
+            rule.support,
+            rule.confidence,
+            rule.lift
+        )
+    }
+
+    /// Number of distinct keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key was seen.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
