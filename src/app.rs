@@ -1,6 +1,7 @@
 //! The use cases: where validated domain input meets the vault and the store. The HTTP API, the CLI, the
 //! importer and the demo generator all go through here, so they behave the same.
 
+mod analytics;
 mod coupons;
 mod loyalty;
 mod notify;
@@ -27,6 +28,7 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
+pub use analytics::RunReport;
 pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
@@ -44,6 +46,8 @@ pub enum AppError {
     Vault(#[from] VaultError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("analysis: {0}")]
+    Analytics(String),
 }
 
 /// A member's points as the API shows them.

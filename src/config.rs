@@ -30,6 +30,8 @@ pub struct Config {
     pub loyalty: LoyaltyConfig,
     /// Delivery of outbox events to webhook endpoints.
     pub webhooks: WebhookConfig,
+    /// Behaviour analytics: the schedule and every model's parameters.
+    pub analytics: crate::analytics::AnalyticsParams,
 }
 
 /// How the delivery worker sends webhooks: how often it looks for due deliveries, how long it waits for a
@@ -100,6 +102,7 @@ impl Default for Config {
             admin_key: None,
             loyalty: LoyaltyConfig::default(),
             webhooks: WebhookConfig::default(),
+            analytics: Default::default(),
         }
     }
 }

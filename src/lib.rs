@@ -4,6 +4,7 @@
 //! or PostgreSQL; `app` holds the use cases; `http`, `cli`, `import` and `demo` are the edges.
 //! See ARCHITECTURE.md for the map.
 
+pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod commerce;

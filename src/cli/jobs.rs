@@ -49,6 +49,15 @@ pub async fn demo(
     );
     let stages: Vec<String> = s.stages.iter().map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64())).collect();
     eprintln!("  time by stage: {}", stages.join(", "));
+    // The shop's behaviour analysis, so profiles, segments and reports are there from the start.
+    let t = std::time::Instant::now();
+    let report = app.analyze(opts.end, &|_| {}).await.context("analyzing the demo shop")?;
+    eprintln!(
+        "Behaviour analysis run {} as of {} in {:.1} s",
+        report.run.run_id,
+        report.run.as_of,
+        t.elapsed().as_secs_f64()
+    );
     let (key, _) = app.create_key(Role::Admin, "demo-admin").await?;
     if no_serve {
         println!("admin key: {key}");
@@ -149,4 +158,45 @@ fn print_first_rejects(path: &Path) -> Result<u64, csv::Error> {
         shown += 1;
     }
     Ok(shown)
+}
+
+/// `huiyuan analyze`: run the whole analysis with a progress bar (a spinner per stage on a terminal), then
+/// print the run's summary (or all of it as JSON).
+pub async fn analyze(app: &App, as_of: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let as_of = match as_of {
+        Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .with_context(|| format!("--as-of `{s}` is not a date (YYYY-MM-DD)"))?,
+        None => app.now().date_naive(),
+    };
+    let bar = if is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] analyze as of {prefix}: {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(as_of.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let progress = {
+        let bar = bar.clone();
+        move |stage: &str| bar.set_message(stage.to_string())
+    };
+    let report = app.analyze(as_of, &progress).await.with_context(|| format!("analyzing as of {as_of}"))?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("analysis run {} as of {}: {}", report.run.run_id, report.run.as_of, report.run.status);
+    if let Some(summary) = &report.run.summary {
+        crate::analytics::print_summary(summary);
+    }
+    println!("stages:");
+    for (stage, secs) in &report.stages {
+        println!("  {stage:<16} {secs:>8.2} s");
+    }
+    Ok(())
 }

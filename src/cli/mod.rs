@@ -91,6 +91,18 @@ pub enum Command {
         #[command(subcommand)]
         action: LoyaltyAction,
     },
+    /// Run the behaviour analysis (RFM, lifecycle, CLV, churn, purchase cycles, preferences, tags, clusters,
+    /// basket rules, funnels, cohorts, KPIs) and store its results as a new run.
+    Analyze {
+        /// Compute as if today were this day (YYYY-MM-DD, UTC), reading nothing after it (default: today).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Print the run's summary as JSON (fitted model parameters, diagnostics, metrics).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Counts of members, member orders, guest orders, refunds and events.
     Stats {
         #[command(flatten)]
@@ -240,6 +252,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
             let app = start(cfg).await?;
             backtest::run(&app, &rules, tiers.as_deref(), from.as_deref(), to.as_deref(), json).await?;
+        }
+        Command::Analyze { as_of, json, db } => {
+            let cfg = load_config(&cli.config, db.db.as_deref())?;
+            let app = start(cfg).await?;
+            jobs::analyze(&app, as_of.as_deref(), json).await?;
         }
         Command::Stats { db, json } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

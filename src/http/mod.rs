@@ -3,6 +3,7 @@
 //! check the role, call `App`, render.
 
 mod admin;
+mod analytics;
 mod commerce;
 mod coupons;
 pub mod error;
@@ -82,6 +83,7 @@ pub fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(coupons::routes())
         .merge(admin::routes())
         .merge(webhooks::routes())
+        .merge(analytics::routes())
         .split_for_parts()
 }
 
@@ -103,6 +105,7 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io:
     tracing::info!(%addr, "serving");
     app.spawn_loyalty_timers();
     app.spawn_delivery_worker();
+    app.spawn_analytics_schedule();
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await
 }
 

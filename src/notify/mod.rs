@@ -34,16 +34,19 @@ pub enum EventType {
     PointsExpired,
     /// A reward was redeemed.
     RewardRedeemed,
+    /// A shop KPI moved far from its usual level for the weekday (behaviour analytics).
+    KpiAnomaly,
 }
 
 impl EventType {
     /// Every event type, for validation and documentation.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::TierChanged,
         EventType::PointsAvailable,
         EventType::PointsExpiring,
         EventType::PointsExpired,
         EventType::RewardRedeemed,
+        EventType::KpiAnomaly,
     ];
 
     /// The type's wire name (`tier.changed`, …).
@@ -54,6 +57,7 @@ impl EventType {
             EventType::PointsExpiring => "points.expiring",
             EventType::PointsExpired => "points.expired",
             EventType::RewardRedeemed => "reward.redeemed",
+            EventType::KpiAnomaly => "analytics.kpi_anomaly",
         }
     }
 

@@ -43,7 +43,8 @@ impl Role {
             MembersWrite | OrdersWrite | CatalogWrite | Redeem => matches!(self, Admin | Operator | Integration),
             EventsWrite => matches!(self, Admin | Integration),
             MemberRead | OrdersRead | CatalogRead | LoyaltyRead => true,
-            MembersList | StatsRead => matches!(self, Admin | Operator | Analyst),
+            MembersList | StatsRead | AnalyticsRead => matches!(self, Admin | Operator | Analyst),
+            AnalyticsRun => matches!(self, Admin | Operator),
             MembersMerge | ChannelsWrite | PointsAdjust | LoyaltyConfigure | RiskReview => {
                 matches!(self, Admin | Operator)
             }
@@ -105,6 +106,10 @@ pub enum Permission {
     AuditRead,
     /// Register webhook endpoints, see their deliveries and read the outbox.
     WebhooksManage,
+    /// Read behaviour analytics: aggregates, models, member profiles' analytic parts.
+    AnalyticsRead,
+    /// Start an analysis run on demand (the server also runs one on its schedule).
+    AnalyticsRun,
 }
 
 /// A stored API key: never the key itself, only its digest.

@@ -6,6 +6,7 @@
 //! Architecture invariant: records here carry personal data only as ciphertext and blind indexes; the
 //! store never sees a key.
 
+mod analytics;
 mod common;
 mod coupons;
 mod loyalty;
@@ -250,7 +251,9 @@ pub struct RefundState {
 /// The storage interface. Every method is one transaction; batch methods take a batch so bulk import and
 /// the HTTP API share one code path.
 #[async_trait]
-pub trait Store: LoyaltyStore + RewardStore + RiskStore + OutboxStore + CouponStore + Send + Sync + 'static {
+pub trait Store:
+    LoyaltyStore + RewardStore + RiskStore + OutboxStore + CouponStore + AnalyticsStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Apply pending schema migrations.
@@ -872,4 +875,220 @@ pub trait CouponStore {
     /// After a refund of `order_id`: judge how much of the order is refunded (every line's units counted
     /// over all its refunds) and apply `op` to each coupon redeemed on it; returns the coupons changed.
     async fn refund_coupons(&self, order_id: i64, op: RefundCouponOp, at: DateTime<Utc>) -> StoreResult<Vec<Coupon>>;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Behaviour analytics (`store/analytics.rs`)
+// ---------------------------------------------------------------------------------------------------------
+
+/// An active member as the analysis sees it (merged members are folded into their survivor by the merge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberBase {
+    pub member_id: MemberId,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A member's paid orders of one UTC day, summed in the store (`GROUP BY member, day`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurchaseDay {
+    pub member_id: MemberId,
+    pub day: NaiveDate,
+    pub orders: i64,
+    /// Order totals in fen.
+    pub amount: i64,
+    /// Orders with a coupon or a discount.
+    pub promo_orders: i64,
+}
+
+/// A member's refunds of one UTC day, in fen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundDay {
+    pub member_id: MemberId,
+    pub day: NaiveDate,
+    pub refunds: i64,
+    pub amount: i64,
+}
+
+/// A member's events of one type: how many in all, how many since the window start, and the last one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTally {
+    pub member_id: MemberId,
+    pub event_type: String,
+    pub total: i64,
+    pub recent: i64,
+    pub last_at: DateTime<Utc>,
+}
+
+/// A merchandise line of a paid order, with its SKU's category and brand (preferences, basket rules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineFact {
+    pub member_id: MemberId,
+    pub order_id: i64,
+    pub day: NaiveDate,
+    pub sku: String,
+    pub category: Option<String>,
+    pub brand: Option<String>,
+    pub unit_price: i64,
+    pub amount: i64,
+}
+
+/// A member's points movements of one UTC day: points earned (positive entries) and spent (redeemed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointsDay {
+    pub member_id: MemberId,
+    pub day: NaiveDate,
+    pub earned: i64,
+    pub spent: i64,
+}
+
+/// A member's engagement events of one type on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngagementDay {
+    pub member_id: MemberId,
+    pub day: NaiveDate,
+    pub event_type: String,
+    pub count: i64,
+}
+
+/// One behaviour event, for funnels and paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub member_id: MemberId,
+    pub at: DateTime<Utc>,
+    pub event_type: String,
+    pub session_id: Option<String>,
+    pub sku: Option<String>,
+}
+
+/// An analysis run: `running` until its results commit in one transaction (`done`), or `failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AnalyticsRun {
+    pub run_id: i64,
+    pub as_of: NaiveDate,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+}
+
+/// A member's results of one run: the columns segment queries filter on, and the whole explained result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberAnalyticsRow {
+    pub member_id: MemberId,
+    pub rfm_segment: Option<String>,
+    pub stage: String,
+    pub clv_fen: Option<i64>,
+    pub prob_alive: Option<f64>,
+    pub churn_risk: Option<f64>,
+    pub cluster: Option<i32>,
+    pub next_purchase: Option<NaiveDate>,
+    pub body: serde_json::Value,
+}
+
+/// A member's segment or stage change between two runs, with its reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AnalyticsChange {
+    pub run_id: i64,
+    pub member_id: MemberId,
+    /// `rfm` or `lifecycle`.
+    pub model: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+}
+
+/// A member's tag with its decaying weight (the analytics kernel's `MemberTag` in stored form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MemberTagRow {
+    pub member_id: MemberId,
+    pub tag: String,
+    pub category: String,
+    /// `rule`, `model`, `keyword` or `manual`.
+    pub source: String,
+    /// The weight as of the run that wrote it.
+    pub weight: f64,
+    /// The weight when evidence last supported the tag; decay starts from here.
+    pub support_weight: f64,
+    pub last_supported_at: DateTime<Utc>,
+    pub first_tagged_at: DateTime<Utc>,
+    /// Why, from the last supporting evidence.
+    pub reason: String,
+}
+
+/// Everything a finished run writes, committed in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyticsOutput {
+    pub summary: serde_json::Value,
+    /// Aggregate results by model name.
+    pub results: Vec<(String, serde_json::Value)>,
+    pub members: Vec<MemberAnalyticsRow>,
+    pub changes: Vec<AnalyticsChange>,
+    /// The new set of computed (non-manual) tags; manual tags are kept as they are.
+    pub tags: Vec<MemberTagRow>,
+    /// Per-member rows of runs older than the newest `keep_runs` are deleted (aggregates are kept).
+    pub keep_runs: i64,
+    /// Outbox events (KPI alerts), written in the same transaction.
+    pub notices: Vec<crate::notify::Notice>,
+}
+
+/// Behaviour analytics: aggregated reads over orders, events and the ledger (windows are `[since, until)`),
+/// and versioned results.
+#[async_trait]
+pub trait AnalyticsStore {
+    /// Active members registered before `until`.
+    async fn analytics_members(&self, until: DateTime<Utc>) -> StoreResult<Vec<MemberBase>>;
+    /// Paid (not cancelled) orders before `until`, per member and UTC day, ordered by member and day.
+    async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>>;
+    /// Refunds before `until`, per member and UTC day.
+    async fn refund_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<RefundDay>>;
+    /// Member events before `until` per member and type; `recent` counts those at or after `since`.
+    async fn event_tallies(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventTally>>;
+    /// Merchandise lines of paid orders placed in `[since, until)`, ordered by member and order.
+    async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>>;
+    /// Points earned and spent per member and UTC day before `until`.
+    async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>>;
+    /// Members' events in `[since, until)`, ordered by member and time.
+    async fn event_rows(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventRow>>;
+    /// Engagement events (views, carts, check-ins, campaign clicks) per member, UTC day and type in
+    /// `[since, until)`, ordered by member and day.
+    async fn engagement_days(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EngagementDay>>;
+    /// Free text members wrote (`text` or `content` of `custom.review` and `custom.note` events) in
+    /// `[since, until)`, for keyword tags: member, time, text.
+    async fn member_texts(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(MemberId, DateTime<Utc>, String)>>;
+    /// Distinct active members (an order or an event) per UTC day in `[since, until)`.
+    async fn active_members_by_day(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(NaiveDate, i64)>>;
+
+    /// Open a run; runs left `running` by a crash are marked `failed` first.
+    async fn begin_analytics_run(
+        &self,
+        as_of: NaiveDate,
+        params: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> StoreResult<AnalyticsRun>;
+    /// Commit a run's results and mark it `done`, all in one transaction.
+    async fn finish_analytics_run(&self, run_id: i64, out: &AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn fail_analytics_run(&self, run_id: i64, error: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Runs, newest first.
+    async fn analytics_runs(&self, limit: i64) -> StoreResult<Vec<AnalyticsRun>>;
+    /// The newest `done` run.
+    async fn latest_analytics_run(&self) -> StoreResult<Option<AnalyticsRun>>;
+    async fn analytics_result(&self, run_id: i64, model: &str) -> StoreResult<Option<serde_json::Value>>;
+    /// Every member's row of a run (the previous run's states, to log changes).
+    async fn member_analytics_rows(&self, run_id: i64) -> StoreResult<Vec<MemberAnalyticsRow>>;
+    async fn member_analytics(&self, run_id: i64, member: MemberId) -> StoreResult<Option<MemberAnalyticsRow>>;
+    /// A member's logged changes, newest first.
+    async fn member_analytics_changes(&self, member: MemberId, limit: i64) -> StoreResult<Vec<AnalyticsChange>>;
+    /// Current tags of one member (`Some`) or of every member (`None`), by weight.
+    async fn member_tags(&self, member: Option<MemberId>) -> StoreResult<Vec<MemberTagRow>>;
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::analytics::analytics_store;
 use super::common::shared_store;
 use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
@@ -69,6 +70,11 @@ impl PgStore {
             .await?)
     }
 
+    /// SQL for the UTC day (days since 1970-01-01) of an instant column: instants are TIMESTAMPTZ.
+    fn day_sql(col: &str) -> String {
+        format!("CAST(FLOOR(EXTRACT(EPOCH FROM {col}) / 86400) AS BIGINT)")
+    }
+
     async fn migrate_impl(&self) -> StoreResult<()> {
         sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
         Ok(())
@@ -81,3 +87,4 @@ rewards_store!(PgStore, sqlx::Postgres);
 risk_store!(PgStore, sqlx::Postgres);
 outbox_store!(PgStore, sqlx::Postgres);
 coupons_store!(PgStore, sqlx::Postgres);
+analytics_store!(PgStore, sqlx::Postgres);

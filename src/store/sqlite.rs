@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
+use super::analytics::analytics_store;
 use super::common::shared_store;
 use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
@@ -68,6 +69,11 @@ impl SqliteStore {
         Ok((max + 1..=max + n as i64).collect())
     }
 
+    /// SQL for the UTC day (days since 1970-01-01) of an instant column: instants are integer microseconds.
+    fn day_sql(col: &str) -> String {
+        format!("({col} / 86400000000)")
+    }
+
     async fn migrate_impl(&self) -> StoreResult<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.writer).await?;
         Ok(())
@@ -80,3 +86,4 @@ rewards_store!(SqliteStore, sqlx::Sqlite);
 risk_store!(SqliteStore, sqlx::Sqlite);
 outbox_store!(SqliteStore, sqlx::Sqlite);
 coupons_store!(SqliteStore, sqlx::Sqlite);
+analytics_store!(SqliteStore, sqlx::Sqlite);

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test drives the real store (SQLite and PostgreSQL) or the real
 //! HTTP router bound to a port.
 
+mod analytics;
 mod api;
 mod cli;
 mod conformance;

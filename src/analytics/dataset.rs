@@ -1,0 +1,152 @@
+//! What one analysis run reads, grouped by member: the store's aggregated rows (already grouped by member
+//! and day in SQL) laid out as one flat vector per kind with per-member ranges, so a million members cost a
+//! handful of allocations, and every kernel can take a member's slice without copying.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::members::MemberId;
+use crate::store::{EngagementDay, EventRow, EventTally, LineFact, MemberBase, PointsDay, PurchaseDay, RefundDay};
+
+/// Rows of one kind grouped by member: `rows[ranges[i]]` belong to `members[i]` of the dataset.
+#[derive(Debug, Clone)]
+pub struct Grouped<T> {
+    rows: Vec<T>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl<T> Grouped<T> {
+    /// Group `rows` (any order) by the dataset's member index; rows of unknown members are dropped (they
+    /// belong to members merged or registered after the cut-off). Keeps each member's rows in input order.
+    fn new(mut rows: Vec<T>, index: &HashMap<MemberId, usize>, member_of: impl Fn(&T) -> MemberId) -> Self {
+        let n = index.len();
+        rows.retain(|r| index.contains_key(&member_of(r)));
+        // Stable sort by member position keeps the store's per-member order (by day, by time).
+        rows.sort_by_key(|r| index.get(&member_of(r)).copied().unwrap_or(usize::MAX));
+        let mut ranges = vec![0..0; n];
+        let mut start = 0;
+        while start < rows.len() {
+            let pos = index.get(&member_of(&rows[start])).copied().unwrap_or(0);
+            let mut end = start + 1;
+            while end < rows.len() && member_of(&rows[end]) == member_of(&rows[start]) {
+                end += 1;
+            }
+            ranges[pos] = start..end;
+            start = end;
+        }
+        Self { rows, ranges }
+    }
+
+    /// The rows of the member at position `i`.
+    pub fn of(&self, i: usize) -> &[T] {
+        self.ranges.get(i).map(|r| &self.rows[r.clone()]).unwrap_or(&[])
+    }
+
+    /// Every row, grouped by member.
+    pub fn all(&self) -> &[T] {
+        &self.rows
+    }
+}
+
+/// Everything a run computes from, cut at the end of `as_of` (UTC): nothing later is read.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub as_of: NaiveDate,
+    /// Active members registered by the cut-off, by id.
+    pub members: Vec<MemberBase>,
+    pub index: HashMap<MemberId, usize>,
+    pub purchases: Grouped<PurchaseDay>,
+    pub refunds: Grouped<RefundDay>,
+    pub events: Grouped<EventTally>,
+    pub lines: Grouped<LineFact>,
+    pub points: Grouped<PointsDay>,
+    pub engagement: Grouped<EngagementDay>,
+    /// Event streams for funnels and paths (a recent window only; see the parameters).
+    pub streams: Grouped<EventRow>,
+    /// Distinct active members per day over the KPI window.
+    pub active_by_day: Vec<(NaiveDate, i64)>,
+    /// Reviews and notes (member, time, text) for keyword tags.
+    pub texts: Vec<(MemberId, DateTime<Utc>, String)>,
+}
+
+/// The raw rows a store hands over, before grouping.
+#[derive(Debug, Clone, Default)]
+pub struct RawRows {
+    pub members: Vec<MemberBase>,
+    pub purchases: Vec<PurchaseDay>,
+    pub refunds: Vec<RefundDay>,
+    pub events: Vec<EventTally>,
+    pub lines: Vec<LineFact>,
+    pub points: Vec<PointsDay>,
+    pub engagement: Vec<EngagementDay>,
+    pub streams: Vec<EventRow>,
+    pub active_by_day: Vec<(NaiveDate, i64)>,
+    pub texts: Vec<(MemberId, DateTime<Utc>, String)>,
+}
+
+impl Dataset {
+    /// Group the store's rows by member.
+    pub fn new(as_of: NaiveDate, raw: RawRows) -> Self {
+        let index: HashMap<MemberId, usize> = raw.members.iter().enumerate().map(|(i, m)| (m.member_id, i)).collect();
+        Self {
+            as_of,
+            purchases: Grouped::new(raw.purchases, &index, |r| r.member_id),
+            refunds: Grouped::new(raw.refunds, &index, |r| r.member_id),
+            events: Grouped::new(raw.events, &index, |r| r.member_id),
+            lines: Grouped::new(raw.lines, &index, |r| r.member_id),
+            points: Grouped::new(raw.points, &index, |r| r.member_id),
+            engagement: Grouped::new(raw.engagement, &index, |r| r.member_id),
+            streams: Grouped::new(raw.streams, &index, |r| r.member_id),
+            members: raw.members,
+            index,
+            active_by_day: raw.active_by_day,
+            texts: raw.texts,
+        }
+    }
+
+    /// The first instant after the data a run may read: midnight UTC after `as_of`.
+    pub fn cut_off(as_of: NaiveDate) -> DateTime<Utc> {
+        let next = as_of.succ_opt().unwrap_or(as_of);
+        next.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default()
+    }
+
+    /// Members' last activity day (their latest event), by position.
+    pub fn last_event_day(&self, i: usize) -> Option<NaiveDate> {
+        self.events.of(i).iter().map(|e| e.last_at.date_naive()).max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rows_are_grouped_by_member_and_unknown_members_dropped() {
+        let at = Utc::now();
+        let members =
+            vec![MemberBase { member_id: 7, registered_at: at }, MemberBase { member_id: 3, registered_at: at }];
+        let p = |member_id, d: &str, amount| PurchaseDay { member_id, day: day(d), orders: 1, amount, promo_orders: 0 };
+        let raw = RawRows {
+            members,
+            purchases: vec![
+                p(3, "2026-01-01", 10),
+                p(9, "2026-01-01", 99),
+                p(7, "2026-01-02", 20),
+                p(3, "2026-01-05", 30),
+            ],
+            ..Default::default()
+        };
+        let d = Dataset::new(day("2026-02-01"), raw);
+        assert_eq!(d.purchases.of(0).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![20]);
+        assert_eq!(d.purchases.of(1).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![10, 30]);
+        assert_eq!(d.purchases.all().len(), 3);
+        assert!(d.refunds.of(0).is_empty());
+        assert_eq!(Dataset::cut_off(day("2026-02-01")).to_rfc3339(), "2026-02-02T00:00:00+00:00");
+    }
+}

@@ -1,0 +1,916 @@
+//! The run: each stage maps the dataset to one kernel's inputs, calls it, and files the results per member
+//! (the profile's body) and as an aggregate (what `/v1/analytics/{model}` serves).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{Days, NaiveDate};
+use serde_json::{Value, json};
+
+use super::kernels::{
+    basket, churn, clusters, clv, cohorts, cycle, funnels, kpis, lifecycle, preferences, rfm, tags as tagk,
+};
+use super::{AnalyticsError, AnalyticsParams, Dataset};
+use crate::members::MemberId;
+use crate::store::{AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsRow, MemberTagRow};
+
+/// One member's results as the stages fill them in.
+#[derive(Debug, Default)]
+struct Acc {
+    body: serde_json::Map<String, Value>,
+    rfm_segment: Option<String>,
+    stage: Option<String>,
+    clv_fen: Option<i64>,
+    prob_alive: Option<f64>,
+    churn_risk: Option<f64>,
+    cluster: Option<i32>,
+    next_purchase: Option<NaiveDate>,
+}
+
+/// What the pipeline carries from stage to stage.
+struct Run<'a> {
+    run_id: i64,
+    data: &'a Dataset,
+    params: &'a AnalyticsParams,
+    members: Vec<Acc>,
+    results: Vec<(String, Value)>,
+    summary: serde_json::Map<String, Value>,
+    changes: Vec<AnalyticsChange>,
+    /// The previous run's rows by member id.
+    previous: HashMap<MemberId, &'a MemberAnalyticsRow>,
+    previous_run: Option<&'a AnalyticsRun>,
+    notices: Vec<crate::notify::Notice>,
+}
+
+/// Run every model over `data` and assemble what the store commits. `previous` is the last finished run
+/// with its member rows (for change logs and transition matrices); `tags` the tags stored now.
+pub fn run(
+    run_id: i64,
+    data: &Dataset,
+    previous: Option<(&AnalyticsRun, &[MemberAnalyticsRow])>,
+    tags: &[MemberTagRow],
+    params: &AnalyticsParams,
+    progress: impl Fn(&str),
+) -> Result<AnalyticsOutput, AnalyticsError> {
+    let mut r = Run {
+        run_id,
+        data,
+        params,
+        members: (0..data.members.len()).map(|_| Acc::default()).collect(),
+        results: Vec::new(),
+        summary: serde_json::Map::new(),
+        changes: Vec::new(),
+        previous: previous.map(|(_, rows)| rows.iter().map(|row| (row.member_id, row)).collect()).unwrap_or_default(),
+        previous_run: previous.map(|(run, _)| run),
+        notices: Vec::new(),
+    };
+    progress("rfm");
+    r.rfm()?;
+    progress("lifecycle");
+    r.lifecycle()?;
+    progress("clv");
+    r.clv();
+    progress("churn");
+    r.churn();
+    progress("purchase cycle");
+    r.cycles()?;
+    progress("preferences");
+    r.preferences()?;
+    progress("clusters");
+    r.clusters();
+    progress("basket rules");
+    r.basket();
+    progress("cohorts");
+    r.cohorts();
+    progress("funnels and paths");
+    r.journeys()?;
+    progress("kpis");
+    r.kpis()?;
+    progress("tags");
+    let tags = r.tags(tags)?;
+    let mut out = r.finish();
+    out.tags = tags;
+    Ok(out)
+}
+
+impl Run<'_> {
+    fn as_of(&self) -> NaiveDate {
+        self.data.as_of
+    }
+
+    /// First day of a window of `days` days ending at `as_of` (both counted).
+    fn window_start(&self, days: u32) -> NaiveDate {
+        self.as_of().checked_sub_days(Days::new(u64::from(days.max(1)) - 1)).unwrap_or(NaiveDate::MIN)
+    }
+
+    fn put(&mut self, i: usize, key: &str, v: Value) {
+        self.members[i].body.insert(key.to_string(), v);
+    }
+
+    fn result(&mut self, model: &str, v: Value) {
+        self.results.push((model.to_string(), v));
+    }
+
+    fn rfm(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let start = self.window_start(self.params.rfm.window_days);
+        let inputs: Vec<rfm::RfmInput> = d
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let days = d.purchases.of(i);
+                let in_window = days.iter().filter(|p| p.day >= start);
+                let refunded: i64 = d.refunds.of(i).iter().filter(|r| r.day >= start).map(|r| r.amount).sum();
+                rfm::RfmInput {
+                    member_id: m.member_id,
+                    last_purchase: days.last().map(|p| p.day),
+                    orders: u32::try_from(in_window.clone().map(|p| p.orders).sum::<i64>()).unwrap_or(u32::MAX),
+                    monetary_fen: in_window.map(|p| p.amount).sum::<i64>() - refunded,
+                }
+            })
+            .collect();
+        let report = rfm::rfm(&inputs, self.as_of(), &self.params.rfm);
+        for (i, m) in report.members.iter().enumerate() {
+            self.members[i].rfm_segment = m.segment.map(|s| s.code().to_string());
+            if let (Some(after), Some(prev)) = (m.segment, self.previous.get(&m.member_id)) {
+                let before: Option<rfm::RfmMember> =
+                    prev.body.get("rfm").and_then(|v| serde_json::from_value(v.clone()).ok());
+                if let Some(before) = before
+                    && before.segment != Some(after)
+                {
+                    let change = rfm::explain_segment_change(&before, m, &report.summary);
+                    self.changes.push(AnalyticsChange {
+                        run_id: self.run_id,
+                        member_id: m.member_id,
+                        model: "rfm".into(),
+                        from: before.segment.map(|s| s.code().to_string()),
+                        to: after.code().to_string(),
+                        reason: change.text,
+                    });
+                }
+            }
+            self.put(i, "rfm", serde_json::to_value(m)?);
+        }
+        let segments: BTreeMap<&str, u64> = report.summary.segments.iter().map(|s| (s.code, s.count)).collect();
+        self.summary.insert(
+            "rfm".into(),
+            json!({"scored": report.summary.scored, "unscored": report.summary.unscored, "segments": segments}),
+        );
+        self.result("rfm", serde_json::to_value(&report.summary)?);
+        Ok(())
+    }
+
+    fn lifecycle(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let inputs: Vec<lifecycle::LifecycleInput> = d
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let days = d.purchases.of(i);
+                let last_purchase = days.last().map(|p| p.day);
+                lifecycle::LifecycleInput {
+                    member_id: m.member_id,
+                    registered: m.registered_at.date_naive(),
+                    first_purchase: days.first().map(|p| p.day),
+                    last_purchase,
+                    last_activity: d.last_event_day(i).max(last_purchase),
+                }
+            })
+            .collect();
+        let results = lifecycle::classify(&inputs, self.as_of(), &self.params.lifecycle)
+            .map_err(|e| AnalyticsError::model("lifecycle", e))?;
+        let mut now: Vec<(i64, lifecycle::LifecycleStage)> = Vec::with_capacity(results.len());
+        let mut before: Vec<(i64, lifecycle::LifecycleStage)> = Vec::new();
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, res) in results.iter().enumerate() {
+            let Some(stage) = res.stage else { continue };
+            now.push((res.member_id, stage));
+            *counts.entry(stage.code()).or_default() += 1;
+            self.members[i].stage = Some(stage.code().to_string());
+            if let Some(prev) = self.previous.get(&res.member_id)
+                && let Some(was) = stage_of(&prev.stage)
+            {
+                before.push((res.member_id, was));
+                if was != stage {
+                    self.changes.push(AnalyticsChange {
+                        run_id: self.run_id,
+                        member_id: res.member_id,
+                        model: "lifecycle".into(),
+                        from: Some(was.code().to_string()),
+                        to: stage.code().to_string(),
+                        reason: format!("{} → {}: {}", was.name_zh(), stage.name_zh(), res.reason),
+                    });
+                }
+            }
+            self.put(i, "lifecycle", serde_json::to_value(res)?);
+        }
+        let transitions = match self.previous_run {
+            Some(prev) => {
+                let t = lifecycle::transitions(&before, &now).map_err(|e| AnalyticsError::model("lifecycle", e))?;
+                Some(json!({
+                    "from_run": prev.run_id,
+                    "from_as_of": prev.as_of,
+                    "stages": t.stages.iter().map(|s| s.code()).collect::<Vec<_>>(),
+                    "counts": t.counts,
+                    "changed": t.changed,
+                    "in_both": t.in_both,
+                }))
+            }
+            None => None,
+        };
+        let names: Vec<Value> = lifecycle::LifecycleStage::ALL
+            .iter()
+            .map(|s| json!({"code": s.code(), "name_zh": s.name_zh(), "name_en": s.name_en()}))
+            .collect();
+        self.summary.insert("lifecycle".into(), json!(counts));
+        self.result(
+            "lifecycle",
+            json!({"stages": names, "counts": counts, "params": self.params.lifecycle, "transitions": transitions}),
+        );
+        Ok(())
+    }
+
+    /// BG/NBD and Gamma-Gamma fitted on the shop's own repeat purchases, then every buyer scored. A shop
+    /// too young to fit (no repeat buyers yet) gets the reason instead of a model, and the run goes on.
+    fn clv(&mut self) {
+        let d = self.data;
+        let p = &self.params.clv;
+        let summaries: Vec<(usize, clv::RepeatSummary)> = (0..d.members.len())
+            .filter_map(|i| {
+                let purchases: Vec<clv::Purchase> =
+                    d.purchases.of(i).iter().map(|p| clv::Purchase { day: p.day, amount_fen: p.amount }).collect();
+                clv::summarize(&purchases, self.as_of()).map(|s| (i, s))
+            })
+            .collect();
+        let only: Vec<clv::RepeatSummary> = summaries.iter().map(|(_, s)| *s).collect();
+        let bg = match clv::fit_bgnbd(&only, p) {
+            Ok(fit) => fit,
+            Err(e) => {
+                let why = e.to_string();
+                self.summary.insert("clv".into(), json!({"fitted": false, "reason": why}));
+                self.result("clv_model", json!({"fitted": false, "reason": why, "customers": only.len()}));
+                self.result("clv", json!({"fitted": false, "reason": why}));
+                return;
+            }
+        };
+        let gg = clv::fit_gamma_gamma(&only, p);
+        let gg_params = gg.as_ref().ok().map(|f| f.params);
+        let mut values: Vec<i64> = Vec::with_capacity(summaries.len());
+        let mut stages: BTreeMap<String, u64> = BTreeMap::new();
+        let mut failed = 0u64;
+        for (i, s) in &summaries {
+            match clv::score(&bg.params, gg_params.as_ref(), s, p) {
+                Ok(m) => {
+                    values.push(m.clv_fen);
+                    let stage = serde_json::to_value(m.stage).ok().and_then(|v| v.as_str().map(str::to_string));
+                    *stages.entry(stage.unwrap_or_default()).or_default() += 1;
+                    self.members[*i].clv_fen = Some(m.clv_fen);
+                    self.members[*i].prob_alive = Some(m.prob_alive);
+                    let body = json!({"summary": s, "score": m});
+                    self.put(*i, "clv", body);
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        values.sort_unstable();
+        let total: i64 = values.iter().sum();
+        let pct = |q: f64| values.get(((values.len() as f64 - 1.0) * q).round() as usize).copied();
+        let gg_json = match &gg {
+            Ok(f) => serde_json::to_value(f).unwrap_or(Value::Null),
+            Err(e) => json!({"fitted": false, "reason": e.to_string()}),
+        };
+        self.summary.insert(
+            "clv".into(),
+            json!({"fitted": true, "bgnbd": bg.params, "log_likelihood": bg.log_likelihood, "converged": bg.converged,
+                   "gamma_gamma": gg_params, "members": values.len()}),
+        );
+        self.result(
+            "clv_model",
+            json!({"fitted": true, "bgnbd": bg, "gamma_gamma": gg_json, "params": p, "as_of": self.as_of()}),
+        );
+        self.result(
+            "clv",
+            json!({"members": values.len(), "unscored": failed, "total_clv_fen": total,
+                   "median_clv_fen": pct(0.5), "p90_clv_fen": pct(0.9), "max_clv_fen": values.last(),
+                   "probabilistic_stages": stages, "horizon_months": p.horizon_months}),
+        );
+    }
+
+    /// The churn model trained on the shop's own history and validated on a later, held-out period; every
+    /// buyer scored with the top reasons. A shop too small to train gets the reason instead.
+    fn churn(&mut self) {
+        let d = self.data;
+        let histories: Vec<churn::ChurnHistory> = d
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| churn::ChurnHistory {
+                member_id: m.member_id,
+                registered_on: m.registered_at.date_naive(),
+                purchases: d
+                    .purchases
+                    .of(i)
+                    .iter()
+                    .map(|p| churn::DatedAmount { day: p.day, amount_fen: p.amount })
+                    .collect(),
+                refunds: d
+                    .refunds
+                    .of(i)
+                    .iter()
+                    .map(|r| churn::DatedAmount { day: r.day, amount_fen: r.amount })
+                    .collect(),
+                engagement: d
+                    .engagement
+                    .of(i)
+                    .iter()
+                    .filter_map(|e| {
+                        Some(churn::EngagementRecord {
+                            day: e.day,
+                            kind: churn::EngagementKind::from_event_type(&e.event_type)?,
+                            count: u32::try_from(e.count).unwrap_or(u32::MAX),
+                        })
+                    })
+                    .collect(),
+                points: d
+                    .points
+                    .of(i)
+                    .iter()
+                    .flat_map(|p| {
+                        [(p.earned, 1), (p.spent, -1)]
+                            .into_iter()
+                            .filter(|(n, _)| *n != 0)
+                            .map(move |(n, sign)| churn::PointsMovement { day: p.day, points: n * sign })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let model = match churn::train_and_evaluate(&histories, self.as_of(), &self.params.churn) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = e.to_string();
+                self.summary.insert("churn".into(), json!({"trained": false, "reason": why}));
+                self.result("churn", json!({"trained": false, "reason": why}));
+                return;
+            }
+        };
+        let mut scored = 0u64;
+        let mut high = 0u64;
+        for (i, h) in histories.iter().enumerate() {
+            if let Ok(s) = model.score(h, self.as_of()) {
+                scored += 1;
+                high += u64::from(s.probability >= 0.5);
+                self.members[i].churn_risk = Some(s.probability);
+                self.put(i, "churn", serde_json::to_value(&s).unwrap_or(Value::Null));
+            }
+        }
+        let v = &model.validation;
+        self.summary.insert(
+            "churn".into(),
+            json!({"trained": true, "roc_auc": v.roc_auc, "pr_auc": v.pr_auc, "scored": scored, "at_risk": high}),
+        );
+        self.result(
+            "churn",
+            json!({"trained": true, "model": serde_json::to_value(&model).unwrap_or(Value::Null), "scored": scored, "at_risk": high}),
+        );
+    }
+
+    /// k-means on standardized behaviour features of the window's buyers, each cluster described in words.
+    fn clusters(&mut self) {
+        let d = self.data;
+        let start = self.window_start(self.params.rfm.window_days);
+        let names = ["recency", "frequency", "monetary", "aov", "discount_share", "category_breadth", "engagement"];
+        let mut ids = Vec::new();
+        let mut rows: Vec<usize> = Vec::new();
+        let mut values = Vec::new();
+        for (i, m) in d.members.iter().enumerate() {
+            let window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
+            let orders: i64 = window.iter().map(|p| p.orders).sum();
+            let Some(last) = window.last() else { continue };
+            if orders == 0 {
+                continue;
+            }
+            let money: i64 = window.iter().map(|p| p.amount).sum();
+            let promo: i64 = window.iter().map(|p| p.promo_orders).sum();
+            let mut cats: Vec<&str> =
+                d.lines.of(i).iter().filter_map(|l| l.category.as_deref()?.split('/').next()).collect();
+            cats.sort_unstable();
+            cats.dedup();
+            ids.push(m.member_id);
+            rows.push(i);
+            values.extend([
+                (self.as_of() - last.day).num_days() as f64,
+                orders as f64,
+                money as f64 / 100.0,
+                money as f64 / 100.0 / orders as f64,
+                promo as f64 / orders as f64,
+                cats.len() as f64,
+                d.events.of(i).iter().map(|e| e.recent).sum::<i64>() as f64,
+            ]);
+        }
+        let input = clusters::ClusterInput {
+            feature_names: names.iter().map(|s| s.to_string()).collect(),
+            member_ids: ids,
+            values,
+        };
+        match clusters::cluster(&input, &self.params.clusters) {
+            Ok(res) => {
+                let row_of: HashMap<MemberId, usize> =
+                    input.member_ids.iter().copied().zip(rows.iter().copied()).collect();
+                for a in &res.assignments {
+                    if let Some(&pos) = row_of.get(&a.member_id) {
+                        let description =
+                            res.clusters.iter().find(|c| c.id == a.cluster).map(|c| c.description.clone());
+                        self.members[pos].cluster = i32::try_from(a.cluster).ok();
+                        self.put(
+                            pos,
+                            "cluster",
+                            json!({"id": a.cluster, "distance": a.distance, "description": description}),
+                        );
+                    }
+                }
+                let described: Vec<Value> = res
+                    .clusters
+                    .iter()
+                    .map(|c| json!({"id": c.id, "size": c.size, "description": c.description}))
+                    .collect();
+                self.summary.insert("clusters".into(), json!({"k": res.k, "clusters": described}));
+                let mut v = serde_json::to_value(&res).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("assignments");
+                }
+                self.result("clusters", v);
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.summary.insert("clusters".into(), json!({"fitted": false, "reason": why}));
+                self.result("clusters", json!({"fitted": false, "reason": why, "members": input.member_ids.len()}));
+            }
+        }
+    }
+
+    /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
+    fn basket(&mut self) {
+        let lines = self.data.lines.all();
+        let mut baskets: Vec<Vec<&str>> = Vec::new();
+        let mut current: Option<(MemberId, i64)> = None;
+        for l in lines {
+            if current != Some((l.member_id, l.order_id)) {
+                baskets.push(Vec::new());
+                current = Some((l.member_id, l.order_id));
+            }
+            if let Some(b) = baskets.last_mut() {
+                b.push(l.sku.as_str());
+            }
+        }
+        let mined = basket::ItemDictionary::from_baskets(&baskets)
+            .and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
+        match mined {
+            Ok((dict, res)) => {
+                const SHOWN: usize = 500;
+                let rules: Vec<Value> = res
+                    .rules
+                    .iter()
+                    .take(SHOWN)
+                    .map(|r| {
+                        json!({"antecedent": dict.keys(&r.antecedent), "consequent": dict.keys(&r.consequent),
+                               "support": r.support, "confidence": r.confidence, "lift": r.lift,
+                               "leverage": r.leverage, "conviction": r.conviction, "count": r.count,
+                               "text": dict.describe(r)})
+                    })
+                    .collect();
+                self.summary.insert(
+                    "basket_rules".into(),
+                    json!({"orders": res.n_transactions, "itemsets": res.itemsets.len(), "rules": res.rules.len()}),
+                );
+                self.result(
+                    "basket_rules",
+                    json!({"orders": res.n_transactions, "min_count": res.min_count, "itemsets": res.itemsets.len(),
+                           "rules_total": res.rules.len(), "rules": rules, "params": self.params.basket}),
+                );
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.summary.insert("basket_rules".into(), json!({"mined": false, "reason": why}));
+                self.result("basket_rules", json!({"mined": false, "reason": why}));
+            }
+        }
+    }
+
+    fn cycles(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let inputs: Vec<cycle::CycleInput> = d
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut by_category: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
+                for l in d.lines.of(i) {
+                    if let Some(c) = l.category.as_deref().and_then(|c| c.split('/').next()).filter(|c| !c.is_empty()) {
+                        by_category.entry(c).or_default().push(l.day);
+                    }
+                }
+                cycle::CycleInput {
+                    member_id: m.member_id,
+                    purchase_days: d.purchases.of(i).iter().map(|p| p.day).collect(),
+                    categories: by_category
+                        .into_iter()
+                        .map(|(c, days)| cycle::CategoryPurchases { category: c.to_string(), days })
+                        .collect(),
+                }
+            })
+            .collect();
+        let results = cycle::purchase_cycles(&inputs, self.as_of(), &self.params.cycle)
+            .map_err(|e| AnalyticsError::model("cycle", e))?;
+        let (mut estimated, mut due) = (0u64, 0u64);
+        let mut typical: Vec<f64> = Vec::new();
+        for (i, res) in results.iter().enumerate() {
+            if let Some(est) = &res.overall {
+                estimated += 1;
+                due += u64::from(est.due);
+                typical.push(est.typical_interval_days);
+                self.members[i].next_purchase = Some(est.next_expected);
+            }
+            self.put(i, "cycle", serde_json::to_value(res)?);
+        }
+        typical.sort_by(f64::total_cmp);
+        let median = typical.get(typical.len() / 2).copied();
+        self.summary.insert("cycle".into(), json!({"estimated": estimated, "due": due}));
+        self.result(
+            "cycle",
+            json!({"members_with_cycle": estimated, "due": due, "median_interval_days": median, "params": self.params.cycle}),
+        );
+        Ok(())
+    }
+
+    fn preferences(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let p = &self.params.preferences;
+        let respond = self.params.campaign_response_days;
+        let mut promo_members = 0u64;
+        for (i, m) in d.members.iter().enumerate() {
+            let lines = d.lines.of(i);
+            let days = d.purchases.of(i);
+            if lines.is_empty() && days.is_empty() {
+                continue;
+            }
+            let mut campaigns = preferences::CampaignActivity::default();
+            for e in d.streams.of(i) {
+                let opened = e.event_type == "campaign_open";
+                if !opened && e.event_type != "campaign_click" {
+                    continue;
+                }
+                if opened {
+                    campaigns.opens += 1;
+                } else {
+                    campaigns.clicks += 1;
+                }
+                let day = e.at.date_naive();
+                let until = day.checked_add_days(Days::new(respond.max(0) as u64)).unwrap_or(day);
+                if days.iter().any(|p| p.day >= day && p.day <= until) {
+                    campaigns.responded += 1;
+                }
+            }
+            let input = preferences::PreferenceInput {
+                member_id: m.member_id,
+                lines: lines
+                    .iter()
+                    .map(|l| preferences::PreferenceLine {
+                        day: l.day,
+                        category_path: l.category.clone().unwrap_or_default(),
+                        brand: l.brand.clone().unwrap_or_default(),
+                        amount_fen: l.amount,
+                        unit_price_fen: l.unit_price,
+                    })
+                    .collect(),
+                orders: days
+                    .iter()
+                    .flat_map(|p| {
+                        let promo = p.promo_orders.clamp(0, p.orders) as usize;
+                        let plain = (p.orders - p.promo_orders).max(0) as usize;
+                        std::iter::repeat_n(preferences::PreferenceOrder { day: p.day, promoted: true }, promo).chain(
+                            std::iter::repeat_n(preferences::PreferenceOrder { day: p.day, promoted: false }, plain),
+                        )
+                    })
+                    .collect(),
+                campaigns,
+            };
+            let prefs = preferences::preferences(&input, self.as_of(), p)
+                .map_err(|e| AnalyticsError::model("preferences", e))?;
+            let v = serde_json::to_value(&prefs)?;
+            if v.pointer("/promotion/share").and_then(Value::as_f64).unwrap_or(0.0) >= 0.5 {
+                promo_members += 1;
+            }
+            self.put(i, "preferences", v);
+        }
+        self.summary.insert("preferences".into(), json!({"promotion_sensitive_members": promo_members}));
+        Ok(())
+    }
+
+    fn cohorts(&mut self) {
+        let d = self.data;
+        let buyers: Vec<cohorts::MemberPurchaseDays> = d
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !d.purchases.of(*i).is_empty())
+            .map(|(i, m)| cohorts::MemberPurchaseDays {
+                member_id: m.member_id,
+                purchase_days: d.purchases.of(i).iter().map(|p| p.day).collect(),
+            })
+            .collect();
+        let report = cohorts::cohort_report(&buyers, self.as_of(), &self.params.cohorts);
+        self.summary.insert(
+            "cohorts".into(),
+            json!({"cohorts": report.cohorts.len(), "repurchase_rate": report.repurchase.rate}),
+        );
+        self.result("cohorts", serde_json::to_value(&report).unwrap_or(Value::Null));
+    }
+
+    fn journeys(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let events: Vec<funnels::Event> = d
+            .streams
+            .all()
+            .iter()
+            .map(|e| funnels::Event {
+                member_id: e.member_id,
+                at: e.at,
+                event_type: e.event_type.clone(),
+                session_id: e.session_id.clone(),
+                sku: e.sku.clone(),
+                properties: Vec::new(),
+            })
+            .collect();
+        let mut reports = serde_json::Map::new();
+        let mut summary = serde_json::Map::new();
+        for f in &self.params.funnels {
+            let report = funnels::funnel_report(&events, &f.definition)
+                .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
+            let last = report.steps.last().map(|s| s.entered).unwrap_or(0);
+            let first = report.steps.first().map(|s| s.entered).unwrap_or(0);
+            summary.insert(f.name.clone(), json!({"entered": first, "converted": last}));
+            reports.insert(f.name.clone(), json!({"definition": f.definition, "report": report}));
+        }
+        let paths =
+            funnels::paths::top_paths(&events, &self.params.paths).map_err(|e| AnalyticsError::model("paths", e))?;
+        self.summary.insert("funnels".into(), Value::Object(summary));
+        self.summary
+            .insert("paths".into(), json!({"purchases": paths.target_events, "distinct": paths.distinct_paths}));
+        self.result("funnels", json!({"window_days": self.params.journey_days, "funnels": reports}));
+        self.result("paths", json!({"window_days": self.params.journey_days, "paths": paths}));
+        Ok(())
+    }
+
+    fn kpis(&mut self) -> Result<(), AnalyticsError> {
+        let d = self.data;
+        let start = self.window_start(self.params.kpi_days);
+        let days: Vec<NaiveDate> = start.iter_days().take_while(|day| *day <= self.as_of()).collect();
+        let pos = |day: NaiveDate| usize::try_from((day - start).num_days()).ok().filter(|&i| i < days.len());
+        let mut aggs: Vec<kpis::DailyAggregate> = days
+            .iter()
+            .map(|&date| kpis::DailyAggregate {
+                date,
+                members_total: 0,
+                new_members: 0,
+                active_members: 0,
+                orders: 0,
+                gmv_fen: 0,
+                buyers: 0,
+                repeat_buyers: 0,
+                points_issued: 0,
+                points_redeemed: 0,
+            })
+            .collect();
+        let mut before_window = 0i64;
+        for m in &d.members {
+            let day = m.registered_at.date_naive();
+            match pos(day) {
+                Some(i) => aggs[i].new_members += 1,
+                None if day < start => before_window += 1,
+                None => {}
+            }
+        }
+        let mut total = before_window;
+        for a in &mut aggs {
+            total += a.new_members;
+            a.members_total = total;
+        }
+        for &(day, n) in &d.active_by_day {
+            if let Some(i) = pos(day) {
+                aggs[i].active_members = n;
+            }
+        }
+        for i in 0..d.members.len() {
+            let purchases = d.purchases.of(i);
+            for (k, p) in purchases.iter().enumerate() {
+                if let Some(j) = pos(p.day) {
+                    let a = &mut aggs[j];
+                    a.orders += p.orders;
+                    a.gmv_fen += p.amount;
+                    a.buyers += 1;
+                    a.repeat_buyers += i64::from(k > 0);
+                }
+            }
+            for p in d.points.of(i) {
+                if let Some(j) = pos(p.day) {
+                    aggs[j].points_issued += p.earned;
+                    aggs[j].points_redeemed += p.spent;
+                }
+            }
+        }
+        let series = kpis::daily_kpis(&aggs).map_err(|e| AnalyticsError::model("kpis", e))?;
+        let mut params = self.params.anomalies.clone();
+        if params.alerts_from.is_none() {
+            // Alert on the days this run is the first to see: since the previous run, or the last week.
+            params.alerts_from = Some(match self.previous_run {
+                Some(prev) if prev.as_of < self.as_of() => prev.as_of.succ_opt().unwrap_or(prev.as_of),
+                _ => self.as_of().checked_sub_days(Days::new(6)).unwrap_or(start),
+            });
+        }
+        let alerts = kpis::detect_anomalies(&aggs, &params).map_err(|e| AnalyticsError::model("kpis", e))?;
+        self.notices = alerts
+            .iter()
+            .map(|a| {
+                let kpi =
+                    serde_json::to_value(a.kpi).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                crate::notify::Notice {
+                    id: format!("analytics.kpi_anomaly:{kpi}:{}", a.date),
+                    event_type: crate::notify::EventType::KpiAnomaly,
+                    member_id: 0,
+                    occurred_at: Dataset::cut_off(a.date),
+                    data: serde_json::to_value(a).unwrap_or(Value::Null),
+                }
+            })
+            .collect();
+        self.summary.insert("kpis".into(), json!({"days": series.len(), "alerts": alerts.len()}));
+        self.result("kpis", json!({"days": series, "alerts": alerts, "alerts_from": params.alerts_from}));
+        Ok(())
+    }
+
+    /// Rule, model and keyword tags observed this run, merged with the stored tags (decay, reinforcement,
+    /// drops). Returns the computed tags to store; manual tags stay as they are in the store.
+    fn tags(&mut self, stored: &[MemberTagRow]) -> Result<Vec<MemberTagRow>, AnalyticsError> {
+        use tagk::{FeatureDecl, FeatureSchema, FeatureType, TagObservation, TagSource, Value as F};
+        let d = self.data;
+        let at = Dataset::cut_off(self.as_of());
+        let names: [(&str, FeatureType); 11] = [
+            ("orders_365d", FeatureType::Number),
+            ("monetary_365d_fen", FeatureType::Number),
+            ("aov_fen", FeatureType::Number),
+            ("promo_share", FeatureType::Number),
+            ("events_90d", FeatureType::Number),
+            ("tenure_days", FeatureType::Number),
+            ("recency_days", FeatureType::Number),
+            ("stage", FeatureType::Text),
+            ("segment", FeatureType::Text),
+            ("clv_fen", FeatureType::Number),
+            ("churn_risk", FeatureType::Number),
+        ];
+        let schema = FeatureSchema::new(
+            names.iter().map(|(n, k)| FeatureDecl { name: n.to_string(), kind: *k, description: None }).collect(),
+        )
+        .map_err(|e| AnalyticsError::model("tags", e))?;
+        let rules =
+            tagk::RuleSet::compile(&self.params.rule_tags, &schema).map_err(|e| AnalyticsError::model("tags", e))?;
+        let start = self.window_start(self.params.rfm.window_days);
+        let mut observations: Vec<TagObservation> = Vec::new();
+        for (i, m) in d.members.iter().enumerate() {
+            let acc = &self.members[i];
+            let in_window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
+            let orders: i64 = in_window.iter().map(|p| p.orders).sum();
+            let money: i64 = in_window.iter().map(|p| p.amount).sum();
+            let promo: i64 = in_window.iter().map(|p| p.promo_orders).sum();
+            let num = |x: f64| Some(F::Number(x));
+            let row: Vec<Option<F>> = vec![
+                num(orders as f64),
+                num(money as f64),
+                if orders > 0 { num(money as f64 / orders as f64) } else { None },
+                if orders > 0 { num(promo as f64 / orders as f64) } else { None },
+                num(d.events.of(i).iter().map(|e| e.recent).sum::<i64>() as f64),
+                num((self.as_of() - m.registered_at.date_naive()).num_days() as f64),
+                d.purchases.of(i).last().map(|p| F::Number((self.as_of() - p.day).num_days() as f64)),
+                acc.stage.clone().map(F::Text),
+                acc.rfm_segment.clone().map(F::Text),
+                acc.clv_fen.map(|c| F::Number(c as f64)),
+                acc.churn_risk.map(F::Number),
+            ];
+            observations.extend(rules.observations(m.member_id, row.as_slice(), at));
+            let mut model = |tag: String, category: &str, reason: String| {
+                observations.push(TagObservation {
+                    member_id: m.member_id,
+                    tag,
+                    category: category.to_string(),
+                    source: TagSource::Model,
+                    at,
+                    strength: 1.0,
+                    reason,
+                })
+            };
+            if let Some(seg) = acc.rfm_segment.as_deref().and_then(segment_of) {
+                model(seg.name_zh().to_string(), "value", format!("RFM segment {}", seg.name_en()));
+            }
+            if let Some(stage) = acc.stage.as_deref().and_then(stage_of) {
+                model(stage.name_zh().to_string(), "lifecycle", format!("lifecycle stage {}", stage.name_en()));
+            }
+            if acc.body.get("cycle").and_then(|c| c.pointer("/overall/due")).and_then(Value::as_bool) == Some(true) {
+                model("待复购".to_string(), "behaviour", "purchase cycle says the next purchase is due".into());
+            }
+        }
+        let tagger = tagk::KeywordTagger::new(self.params.keyword_tags.clone(), &self.params.keywords)
+            .map_err(|e| AnalyticsError::model("tags", e))?;
+        let texts: Vec<tagk::MemberText> = d
+            .texts
+            .iter()
+            .filter(|(m, _, _)| d.index.contains_key(m))
+            .map(|(m, at, text)| tagk::MemberText { member_id: *m, at: *at, text: text.clone() })
+            .collect();
+        observations.extend(tagger.tag_texts(&texts).observations);
+        let previous: Vec<tagk::MemberTag> = stored
+            .iter()
+            .filter_map(|t| {
+                let source: TagSource = serde_json::from_value(Value::String(t.source.clone())).ok()?;
+                Some(tagk::MemberTag {
+                    member_id: t.member_id,
+                    tag: t.tag.clone(),
+                    category: t.category.clone(),
+                    source,
+                    weight: t.weight,
+                    support_weight: t.support_weight,
+                    last_supported_at: t.last_supported_at,
+                    first_tagged_at: t.first_tagged_at,
+                    reason: t.reason.clone(),
+                })
+            })
+            .filter(|t| t.source != TagSource::Manual)
+            .collect();
+        let update = tagk::update_member_tags(&previous, &observations, at, &self.params.tag_weights)
+            .map_err(|e| AnalyticsError::model("tags", e))?;
+        let mut by_tag: BTreeMap<String, u64> = BTreeMap::new();
+        let rows: Vec<MemberTagRow> = update
+            .tags
+            .into_iter()
+            .filter(|t| t.source != TagSource::Manual)
+            .map(|t| {
+                *by_tag.entry(t.tag.clone()).or_default() += 1;
+                MemberTagRow {
+                    member_id: t.member_id,
+                    source: serde_json::to_value(t.source)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    tag: t.tag,
+                    category: t.category,
+                    weight: t.weight,
+                    support_weight: t.support_weight,
+                    last_supported_at: t.last_supported_at,
+                    first_tagged_at: t.first_tagged_at,
+                    reason: t.reason,
+                }
+            })
+            .collect();
+        self.summary.insert("tags".into(), json!({"member_tags": rows.len(), "changes": update.changes.len()}));
+        self.result("tags", json!({"members_by_tag": by_tag, "rule_tags": self.params.rule_tags, "keyword_tags": self.params.keyword_tags}));
+        Ok(rows)
+    }
+
+    fn finish(self) -> AnalyticsOutput {
+        let members = self
+            .data
+            .members
+            .iter()
+            .zip(self.members)
+            .map(|(m, acc)| MemberAnalyticsRow {
+                member_id: m.member_id,
+                rfm_segment: acc.rfm_segment,
+                stage: acc.stage.unwrap_or_else(|| "potential".into()),
+                clv_fen: acc.clv_fen,
+                prob_alive: acc.prob_alive,
+                churn_risk: acc.churn_risk,
+                cluster: acc.cluster,
+                next_purchase: acc.next_purchase,
+                body: Value::Object(acc.body),
+            })
+            .collect();
+        let mut summary = self.summary;
+        summary.insert("members".into(), json!(self.data.members.len()));
+        summary.insert("changes".into(), json!(self.changes.len()));
+        AnalyticsOutput {
+            summary: Value::Object(summary),
+            results: self.results,
+            members,
+            changes: self.changes,
+            tags: Vec::new(),
+            keep_runs: self.params.keep_runs,
+            notices: self.notices,
+        }
+    }
+}
+
+fn segment_of(code: &str) -> Option<rfm::RfmSegment> {
+    rfm::RfmSegment::ALL.into_iter().find(|s| s.code() == code)
+}
+
+fn stage_of(code: &str) -> Option<lifecycle::LifecycleStage> {
+    lifecycle::LifecycleStage::ALL.into_iter().find(|s| s.code() == code)
+}

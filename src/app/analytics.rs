@@ -1,0 +1,216 @@
+//! Behaviour analytics use cases: load what a run needs from the store (aggregated there), run the pure
+//! pipeline off the async runtime, and commit the run's results in one transaction; read them back for the
+//! API.
+
+use chrono::{Days, NaiveDate};
+
+use super::{App, AppError};
+use crate::analytics::{self, AnalyticsParams, Dataset, RawRows};
+use crate::members::MemberId;
+use crate::store::{AnalyticsChange, AnalyticsRun, MemberAnalyticsRow, MemberTagRow};
+
+/// What a finished run reports (the CLI prints it; `--json` prints it whole).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run: AnalyticsRun,
+    /// Seconds per stage, in order.
+    pub stages: Vec<(String, f64)>,
+}
+
+impl App {
+    /// The analysis parameters in force (`[analytics]` in the configuration).
+    pub fn analytics_params(&self) -> &AnalyticsParams {
+        &self.config.analytics
+    }
+
+    /// Run the whole analysis as of the end of `as_of` (UTC), reading nothing later, and store its results
+    /// as a new run. `progress` hears each stage's name as it starts.
+    pub async fn analyze(
+        &self,
+        as_of: NaiveDate,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<RunReport, AppError> {
+        let params = self.config.analytics.clone();
+        let params_json = serde_json::to_value(&params).map_err(|e| AppError::Config(e.to_string()))?;
+        let run = self.store.begin_analytics_run(as_of, &params_json, self.now()).await?;
+        match self.analyze_run(&run, params, progress).await {
+            Ok((out, stages)) => {
+                progress("store results");
+                let t = std::time::Instant::now();
+                self.store.finish_analytics_run(run.run_id, &out, self.now()).await?;
+                let mut stages = stages;
+                stages.push(("store results".into(), t.elapsed().as_secs_f64()));
+                let run = self
+                    .store
+                    .analytics_runs(20)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.run_id == run.run_id)
+                    .ok_or_else(|| AppError::Config("the run vanished".into()))?;
+                Ok(RunReport { run, stages })
+            }
+            Err(e) => {
+                self.store.fail_analytics_run(run.run_id, &e.to_string(), self.now()).await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn analyze_run(
+        &self,
+        run: &AnalyticsRun,
+        params: AnalyticsParams,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(crate::store::AnalyticsOutput, Vec<(String, f64)>), AppError> {
+        let as_of = run.as_of;
+        let until = Dataset::cut_off(as_of);
+        let days_back = |d: u32| until.checked_sub_days(Days::new(u64::from(d))).unwrap_or(until);
+        progress("load");
+        let t = std::time::Instant::now();
+        let s = &self.store;
+        let raw = RawRows {
+            members: s.analytics_members(until).await?,
+            purchases: s.purchase_days(until).await?,
+            refunds: s.refund_days(until).await?,
+            events: s.event_tallies(days_back(params.engagement_days), until).await?,
+            lines: s.line_facts(days_back(params.rfm.window_days), until).await?,
+            points: s.points_days(until).await?,
+            engagement: s.engagement_days(days_back(params.churn_history_days), until).await?,
+            streams: s.event_rows(days_back(params.journey_days), until).await?,
+            active_by_day: s.active_members_by_day(days_back(params.kpi_days), until).await?,
+            texts: s.member_texts(days_back(365), until).await?,
+        };
+        let previous = match s.latest_analytics_run().await? {
+            Some(prev) => Some((prev.clone(), s.member_analytics_rows(prev.run_id).await?)),
+            None => None,
+        };
+        let tags = s.member_tags(None).await?;
+        let mut stages = vec![("load".to_string(), t.elapsed().as_secs_f64())];
+        let run_id = run.run_id;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let job = tokio::task::spawn_blocking(move || {
+            let data = Dataset::new(as_of, raw);
+            analytics::run(
+                run_id,
+                &data,
+                previous.as_ref().map(|(r, rows)| (r, rows.as_slice())),
+                &tags,
+                &params,
+                |stage| {
+                    let _ = tx.send(stage.to_string());
+                },
+            )
+        });
+        let mut job = std::pin::pin!(job);
+        let mut last: Option<(String, std::time::Instant)> = None;
+        let result = loop {
+            tokio::select! {
+                stage = rx.recv() => {
+                    if let Some(stage) = stage {
+                        if let Some((name, started)) = last.take() {
+                            stages.push((name, started.elapsed().as_secs_f64()));
+                        }
+                        progress(&stage);
+                        last = Some((stage, std::time::Instant::now()));
+                    }
+                }
+                done = &mut job => break done,
+            }
+        };
+        while let Ok(stage) = rx.try_recv() {
+            if let Some((name, started)) = last.take() {
+                stages.push((name, started.elapsed().as_secs_f64()));
+            }
+            last = Some((stage, std::time::Instant::now()));
+        }
+        if let Some((name, started)) = last.take() {
+            stages.push((name, started.elapsed().as_secs_f64()));
+        }
+        let out = result
+            .map_err(|e| AppError::Config(format!("analysis task failed: {e}")))?
+            .map_err(|e| AppError::Analytics(e.to_string()))?;
+        Ok((out, stages))
+    }
+
+    /// The newest finished run, if any.
+    pub async fn latest_analytics_run(&self) -> Result<Option<AnalyticsRun>, AppError> {
+        Ok(self.store.latest_analytics_run().await?)
+    }
+
+    /// An aggregate result of the newest finished run (`rfm`, `clv`, `cohorts`, …), with the run.
+    pub async fn analytics_result(&self, model: &str) -> Result<Option<(AnalyticsRun, serde_json::Value)>, AppError> {
+        let Some(run) = self.store.latest_analytics_run().await? else { return Ok(None) };
+        Ok(self.store.analytics_result(run.run_id, model).await?.map(|body| (run, body)))
+    }
+
+    /// A member's analytic results of the newest run, their logged changes and tags.
+    pub async fn member_analytics(
+        &self,
+        member: MemberId,
+    ) -> Result<(Option<(AnalyticsRun, MemberAnalyticsRow)>, Vec<AnalyticsChange>, Vec<MemberTagRow>), AppError> {
+        let latest = match self.store.latest_analytics_run().await? {
+            Some(run) => self.store.member_analytics(run.run_id, member).await?.map(|row| (run, row)),
+            None => None,
+        };
+        let changes = self.store.member_analytics_changes(member, 20).await?;
+        let tags = self.store.member_tags(Some(member)).await?;
+        Ok((latest, changes, tags))
+    }
+}
+
+impl App {
+    /// Run the analysis every day at `analytics.schedule_hour` of the business time zone, as of the last
+    /// complete UTC day (started by `huiyuan serve`; off when the hour is negative).
+    pub fn spawn_analytics_schedule(self: &std::sync::Arc<Self>) {
+        let hour = self.config.analytics.schedule_hour;
+        let Ok(hour) = u32::try_from(hour) else { return };
+        let Ok(tz) = self.config.timezone.parse::<chrono_tz::Tz>() else { return };
+        let app = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = app.now();
+                let wait = next_run_after(now, hour, tz).signed_duration_since(now);
+                tokio::time::sleep(wait.to_std().unwrap_or_default()).await;
+                let as_of = (app.now() - chrono::Duration::days(1)).date_naive();
+                match app.analyze(as_of, &|stage| tracing::debug!(stage, "analysis")).await {
+                    Ok(r) => tracing::info!(run = r.run.run_id, %as_of, "scheduled analysis finished"),
+                    Err(e) => tracing::error!(error = %e, %as_of, "scheduled analysis failed"),
+                }
+            }
+        });
+    }
+}
+
+/// The next instant strictly after `now` at `hour`:00 local time in `tz` (a skipped local hour, at a DST
+/// change, runs at the next valid instant).
+fn next_run_after(now: chrono::DateTime<chrono::Utc>, hour: u32, tz: chrono_tz::Tz) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let local = now.with_timezone(&tz).date_naive();
+    for day in 0..3 {
+        let Some(date) = local.checked_add_days(Days::new(day)) else { continue };
+        let Some(at) = date.and_hms_opt(hour.min(23), 0, 0) else { continue };
+        let when = match tz.from_local_datetime(&at) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&chrono::Utc),
+            chrono::LocalResult::None => (at + chrono::Duration::hours(1)).and_utc(),
+        };
+        if when > now {
+            return when;
+        }
+    }
+    now + chrono::Duration::days(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_runs_at_the_next_local_hour() {
+        let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        // 18:00 UTC is 02:00 in Shanghai: the 03:00 run is an hour away.
+        assert_eq!(next_run_after(at("2026-11-22T18:00:00Z"), 3, tz), at("2026-11-22T19:00:00Z"));
+        // Exactly at 03:00 local the next run is tomorrow's.
+        assert_eq!(next_run_after(at("2026-11-22T19:00:00Z"), 3, tz), at("2026-11-23T19:00:00Z"));
+    }
+}

@@ -1,0 +1,466 @@
+//! Behaviour analytics' storage, shared by both backends like `common.rs`: the aggregated reads a run feeds
+//! its kernels with (grouped in SQL by member and day, so a distributed PostgreSQL can parallelise them),
+//! and the versioned results a run commits in one transaction.
+//!
+//! Expanded inside the same module as `shared_store!` (uses its imports and `Conn`).
+
+/// Expand the `AnalyticsStore` implementation for `$store` over database `$db`.
+macro_rules! analytics_store {
+    ($store:ty, $db:ty) => {
+        /// Orders that count as purchases: paid and not cancelled.
+        const PURCHASED: &str = "status IN ('paid', 'shipped', 'completed')";
+        const RUN_COLUMNS: &str = "run_id, as_of, started_at, finished_at, status, params, summary";
+        const MEMBER_ROW_COLUMNS: &str =
+            "member_id, rfm_segment, stage, clv_fen, prob_alive, churn_risk, cluster, next_purchase, body";
+
+        fn epoch_day(d: i64) -> StoreResult<NaiveDate> {
+            i32::try_from(d)
+                .ok()
+                .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d.checked_add(719_163)?))
+                .ok_or_else(|| StoreError::Corrupt(format!("day {d} out of range")))
+        }
+
+        fn run_from_row(row: &DbRow) -> StoreResult<AnalyticsRun> {
+            Ok(AnalyticsRun {
+                run_id: row.try_get("run_id")?,
+                as_of: row.try_get("as_of")?,
+                started_at: row.try_get::<Ts, _>("started_at")?.0,
+                finished_at: row.try_get::<Option<Ts>, _>("finished_at")?.map(|t| t.0),
+                status: row.try_get("status")?,
+                params: row.try_get::<Json<serde_json::Value>, _>("params")?.0,
+                summary: row.try_get::<Option<Json<serde_json::Value>>, _>("summary")?.map(|j| j.0),
+            })
+        }
+
+        fn member_row_from_row(row: &DbRow) -> StoreResult<MemberAnalyticsRow> {
+            Ok(MemberAnalyticsRow {
+                member_id: row.try_get("member_id")?,
+                rfm_segment: row.try_get("rfm_segment")?,
+                stage: row.try_get("stage")?,
+                clv_fen: row.try_get("clv_fen")?,
+                prob_alive: row.try_get("prob_alive")?,
+                churn_risk: row.try_get("churn_risk")?,
+                cluster: row.try_get("cluster")?,
+                next_purchase: row.try_get("next_purchase")?,
+                body: row.try_get::<Json<serde_json::Value>, _>("body")?.0,
+            })
+        }
+
+        fn tag_from_row(row: &DbRow) -> StoreResult<MemberTagRow> {
+            Ok(MemberTagRow {
+                member_id: row.try_get("member_id")?,
+                tag: row.try_get("tag")?,
+                category: row.try_get("category")?,
+                source: row.try_get("source")?,
+                weight: row.try_get("weight")?,
+                support_weight: row.try_get("support_weight")?,
+                last_supported_at: row.try_get::<Ts, _>("last_supported_at")?.0,
+                first_tagged_at: row.try_get::<Ts, _>("first_tagged_at")?.0,
+                reason: row.try_get("reason")?,
+            })
+        }
+
+        #[async_trait]
+        impl AnalyticsStore for $store {
+            async fn analytics_members(&self, until: DateTime<Utc>) -> StoreResult<Vec<MemberBase>> {
+                let rows: Vec<(i64, Ts)> = sqlx::query_as(
+                    "SELECT member_id, registered_at FROM members WHERE status = 'active' AND registered_at < $1 \
+                     ORDER BY member_id",
+                )
+                .bind(Ts(until))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().map(|(member_id, at)| MemberBase { member_id, registered_at: at.0 }).collect())
+            }
+
+            async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>> {
+                let day = <$store>::day_sql("placed_at");
+                let sql = format!(
+                    "SELECT member_id, {day} AS d, COUNT(*), CAST(SUM(total) AS BIGINT), \
+                     CAST(SUM(CASE WHEN coupon_code IS NOT NULL OR discount_total > 0 THEN 1 ELSE 0 END) AS BIGINT) \
+                     FROM orders WHERE {PURCHASED} AND placed_at < $1 AND member_id <> 0 \
+                     GROUP BY member_id, {day} ORDER BY member_id, d"
+                );
+                let rows: Vec<(i64, i64, i64, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
+                rows.into_iter()
+                    .map(|(member_id, d, orders, amount, promo_orders)| {
+                        Ok(PurchaseDay { member_id, day: epoch_day(d)?, orders, amount, promo_orders })
+                    })
+                    .collect()
+            }
+
+            async fn refund_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<RefundDay>> {
+                let day = <$store>::day_sql("refunded_at");
+                let sql = format!(
+                    "SELECT member_id, {day} AS d, COUNT(*), CAST(SUM(amount) AS BIGINT) FROM refunds \
+                     WHERE refunded_at < $1 AND member_id <> 0 GROUP BY member_id, {day} ORDER BY member_id, d"
+                );
+                let rows: Vec<(i64, i64, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
+                rows.into_iter()
+                    .map(|(member_id, d, refunds, amount)| Ok(RefundDay { member_id, day: epoch_day(d)?, refunds, amount }))
+                    .collect()
+            }
+
+            async fn event_tallies(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventTally>> {
+                let rows: Vec<(i64, String, i64, i64, Ts)> = sqlx::query_as(
+                    "SELECT member_id, event_type, COUNT(*), \
+                     CAST(SUM(CASE WHEN occurred_at >= $1 THEN 1 ELSE 0 END) AS BIGINT), MAX(occurred_at) \
+                     FROM events WHERE member_id <> 0 AND occurred_at < $2 \
+                     GROUP BY member_id, event_type ORDER BY member_id, event_type",
+                )
+                .bind(Ts(since))
+                .bind(Ts(until))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(member_id, event_type, total, recent, last)| EventTally {
+                        member_id,
+                        event_type,
+                        total,
+                        recent,
+                        last_at: last.0,
+                    })
+                    .collect())
+            }
+
+            async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>> {
+                let day = <$store>::day_sql("o.placed_at");
+                let sql = format!(
+                    "SELECT l.member_id, l.order_id, {day}, l.sku, s.category_path, s.brand, l.unit_price, l.amount \
+                     FROM orders o JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
+                     LEFT JOIN skus s ON s.sku = l.sku \
+                     WHERE o.status IN ('paid', 'shipped', 'completed') AND o.placed_at >= $1 AND o.placed_at < $2 \
+                     AND o.member_id <> 0 AND l.kind = 'product' ORDER BY l.member_id, l.order_id, l.line_no"
+                );
+                let rows: Vec<(i64, i64, i64, String, Option<String>, Option<String>, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(Ts(since))
+                        .bind(Ts(until))
+                        .fetch_all(self.reader())
+                        .await?;
+                rows.into_iter()
+                    .map(|(member_id, order_id, d, sku, category, brand, unit_price, amount)| {
+                        Ok(LineFact { member_id, order_id, day: epoch_day(d)?, sku, category, brand, unit_price, amount })
+                    })
+                    .collect()
+            }
+
+            async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {
+                let day = <$store>::day_sql("at");
+                let sql = format!(
+                    "SELECT member_id, {day} AS d, \
+                     CAST(SUM(CASE WHEN kind = 'earn' AND amount > 0 THEN amount ELSE 0 END) AS BIGINT), \
+                     CAST(SUM(CASE WHEN kind = 'redeem' THEN -amount ELSE 0 END) AS BIGINT) \
+                     FROM ledger_entries WHERE wallet = 'points' AND state <> 'voided' AND at < $1 \
+                     GROUP BY member_id, {day} ORDER BY member_id, d"
+                );
+                let rows: Vec<(i64, i64, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
+                rows.into_iter()
+                    .map(|(member_id, d, earned, spent)| Ok(PointsDay { member_id, day: epoch_day(d)?, earned, spent }))
+                    .collect()
+            }
+
+            async fn event_rows(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventRow>> {
+                let rows: Vec<(i64, Ts, String, Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT member_id, occurred_at, event_type, session_id, sku FROM events \
+                     WHERE member_id <> 0 AND occurred_at >= $1 AND occurred_at < $2 \
+                     ORDER BY member_id, occurred_at, event_id",
+                )
+                .bind(Ts(since))
+                .bind(Ts(until))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(member_id, at, event_type, session_id, sku)| EventRow {
+                        member_id,
+                        at: at.0,
+                        event_type,
+                        session_id,
+                        sku,
+                    })
+                    .collect())
+            }
+
+            async fn engagement_days(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EngagementDay>> {
+                let day = <$store>::day_sql("occurred_at");
+                let sql = format!(
+                    "SELECT member_id, {day} AS d, event_type, COUNT(*) FROM events WHERE member_id <> 0 \
+                     AND event_type IN ('page_view', 'product_view', 'add_to_cart', 'check_in', 'campaign_click') \
+                     AND occurred_at >= $1 AND occurred_at < $2 \
+                     GROUP BY member_id, {day}, event_type ORDER BY member_id, d"
+                );
+                let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(since))
+                    .bind(Ts(until))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter()
+                    .map(|(member_id, d, event_type, count)| {
+                        Ok(EngagementDay { member_id, day: epoch_day(d)?, event_type, count })
+                    })
+                    .collect()
+            }
+
+            async fn member_texts(
+                &self,
+                since: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<Vec<(MemberId, DateTime<Utc>, String)>> {
+                let rows: Vec<(i64, Ts, Json<serde_json::Value>)> = sqlx::query_as(
+                    "SELECT member_id, occurred_at, properties FROM events WHERE member_id <> 0 \
+                     AND event_type IN ('custom.review', 'custom.note') AND occurred_at >= $1 AND occurred_at < $2 \
+                     ORDER BY member_id, occurred_at",
+                )
+                .bind(Ts(since))
+                .bind(Ts(until))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(m, at, props)| {
+                        let text = ["text", "content"].iter().find_map(|k| props.0.get(*k)?.as_str().map(str::to_string))?;
+                        Some((m, at.0, text))
+                    })
+                    .collect())
+            }
+
+            async fn active_members_by_day(
+                &self,
+                since: DateTime<Utc>,
+                until: DateTime<Utc>,
+            ) -> StoreResult<Vec<(NaiveDate, i64)>> {
+                let od = <$store>::day_sql("placed_at");
+                let ed = <$store>::day_sql("occurred_at");
+                let sql = format!(
+                    "SELECT d, COUNT(*) FROM (\
+                       SELECT member_id, {od} AS d FROM orders WHERE member_id <> 0 AND placed_at >= $1 AND placed_at < $2 \
+                       UNION \
+                       SELECT member_id, {ed} AS d FROM events WHERE member_id <> 0 AND occurred_at >= $1 AND occurred_at < $2\
+                     ) a GROUP BY d ORDER BY d"
+                );
+                let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(since))
+                    .bind(Ts(until))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map(|(d, n)| Ok((epoch_day(d)?, n))).collect()
+            }
+
+            async fn begin_analytics_run(
+                &self,
+                as_of: NaiveDate,
+                params: &serde_json::Value,
+                at: DateTime<Utc>,
+            ) -> StoreResult<AnalyticsRun> {
+                let mut tx = self.write_tx().await?;
+                <$store>::lock_keys(&mut tx, &[lock_name(&["analytics_run"])]).await?;
+                sqlx::query(
+                    "UPDATE analytics_runs SET status = 'failed', finished_at = $1, \
+                     summary = $2 WHERE status = 'running'",
+                )
+                .bind(Ts(at))
+                .bind(Json(json!({"error": "the run did not finish (the process stopped)"})))
+                .execute(&mut *tx)
+                .await?;
+                let id = <$store>::next_ids(&mut tx, "analytics_runs", "run_id", 1)
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Corrupt("no run id".into()))?;
+                sqlx::query(
+                    "INSERT INTO analytics_runs (run_id, as_of, started_at, status, params) VALUES ($1, $2, $3, 'running', $4)",
+                )
+                .bind(id)
+                .bind(as_of)
+                .bind(Ts(at))
+                .bind(Json(params))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(AnalyticsRun {
+                    run_id: id,
+                    as_of,
+                    started_at: at,
+                    finished_at: None,
+                    status: "running".into(),
+                    params: params.clone(),
+                    summary: None,
+                })
+            }
+
+            async fn finish_analytics_run(&self, run_id: i64, out: &AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                for chunk in out.results.chunks(100) {
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO analytics_results (run_id, model, body) ");
+                    q.push_values(chunk, |mut b, (model, body)| {
+                        b.push_bind(run_id).push_bind(model.clone()).push_bind(Json(body.clone()));
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in out.members.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
+                         churn_risk, cluster, next_purchase, body) ",
+                    );
+                    q.push_values(chunk, |mut b, m| {
+                        b.push_bind(run_id)
+                            .push_bind(m.member_id)
+                            .push_bind(m.rfm_segment.clone())
+                            .push_bind(m.stage.clone())
+                            .push_bind(m.clv_fen)
+                            .push_bind(m.prob_alive)
+                            .push_bind(m.churn_risk)
+                            .push_bind(m.cluster)
+                            .push_bind(m.next_purchase)
+                            .push_bind(Json(&m.body));
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for chunk in out.changes.chunks(2000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO member_analytics_changes (run_id, member_id, model, from_value, to_value, reason) ",
+                    );
+                    q.push_values(chunk, |mut b, c| {
+                        b.push_bind(run_id)
+                            .push_bind(c.member_id)
+                            .push_bind(c.model.clone())
+                            .push_bind(c.from.clone())
+                            .push_bind(c.to.clone())
+                            .push_bind(c.reason.clone());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                sqlx::query("DELETE FROM member_tags WHERE source <> 'manual'").execute(&mut *tx).await?;
+                for chunk in out.tags.chunks(2000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
+                         last_supported_at, first_tagged_at, reason, run_id) ",
+                    );
+                    q.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.member_id)
+                            .push_bind(t.source.clone())
+                            .push_bind(t.tag.clone())
+                            .push_bind(t.category.clone())
+                            .push_bind(t.weight)
+                            .push_bind(t.support_weight)
+                            .push_bind(Ts(t.last_supported_at))
+                            .push_bind(Ts(t.first_tagged_at))
+                            .push_bind(t.reason.clone())
+                            .push_bind(run_id);
+                    });
+                    q.push(" ON CONFLICT (member_id, source, tag) DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
+                }
+                // Keep the member rows of this run and of the newest `keep_runs - 1` done runs before it.
+                let kept: Vec<i64> = sqlx::query_scalar(
+                    "SELECT run_id FROM analytics_runs WHERE status = 'done' AND run_id < $1 ORDER BY run_id DESC LIMIT $2",
+                )
+                .bind(run_id)
+                .bind(out.keep_runs.max(1) - 1)
+                .fetch_all(&mut *tx)
+                .await?;
+                let oldest_kept = kept.iter().copied().min().unwrap_or(run_id);
+                sqlx::query("DELETE FROM member_analytics WHERE run_id < $1").bind(oldest_kept).execute(&mut *tx).await?;
+                emit_notices(&mut tx, &out.notices, at).await?;
+                let updated = sqlx::query(
+                    "UPDATE analytics_runs SET status = 'done', finished_at = $1, summary = $2 \
+                     WHERE run_id = $3 AND status = 'running'",
+                )
+                .bind(Ts(at))
+                .bind(Json(&out.summary))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::Corrupt(format!("analytics run {run_id} is not running")));
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn fail_analytics_run(&self, run_id: i64, error: &str, at: DateTime<Utc>) -> StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "UPDATE analytics_runs SET status = 'failed', finished_at = $1, summary = $2 \
+                     WHERE run_id = $3 AND status = 'running'",
+                )
+                .bind(Ts(at))
+                .bind(Json(json!({ "error": error })))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn analytics_runs(&self, limit: i64) -> StoreResult<Vec<AnalyticsRun>> {
+                let sql = format!("SELECT {RUN_COLUMNS} FROM analytics_runs ORDER BY run_id DESC LIMIT $1");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(self.reader()).await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn latest_analytics_run(&self) -> StoreResult<Option<AnalyticsRun>> {
+                let sql =
+                    format!("SELECT {RUN_COLUMNS} FROM analytics_runs WHERE status = 'done' ORDER BY run_id DESC LIMIT 1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_optional(self.reader()).await?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn analytics_result(&self, run_id: i64, model: &str) -> StoreResult<Option<serde_json::Value>> {
+                let row: Option<Json<serde_json::Value>> =
+                    sqlx::query_scalar("SELECT body FROM analytics_results WHERE run_id = $1 AND model = $2")
+                        .bind(run_id)
+                        .bind(model)
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(row.map(|j| j.0))
+            }
+
+            async fn member_analytics_rows(&self, run_id: i64) -> StoreResult<Vec<MemberAnalyticsRow>> {
+                let sql = format!("SELECT {MEMBER_ROW_COLUMNS} FROM member_analytics WHERE run_id = $1 ORDER BY member_id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
+                rows.iter().map(member_row_from_row).collect()
+            }
+
+            async fn member_analytics(&self, run_id: i64, member: MemberId) -> StoreResult<Option<MemberAnalyticsRow>> {
+                let sql =
+                    format!("SELECT {MEMBER_ROW_COLUMNS} FROM member_analytics WHERE run_id = $1 AND member_id = $2");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(member).fetch_optional(self.reader()).await?;
+                row.as_ref().map(member_row_from_row).transpose()
+            }
+
+            async fn member_analytics_changes(&self, member: MemberId, limit: i64) -> StoreResult<Vec<AnalyticsChange>> {
+                let rows: Vec<(i64, i64, String, Option<String>, String, String)> = sqlx::query_as(
+                    "SELECT run_id, member_id, model, from_value, to_value, reason FROM member_analytics_changes \
+                     WHERE member_id = $1 ORDER BY run_id DESC, model LIMIT $2",
+                )
+                .bind(member)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(run_id, member_id, model, from, to, reason)| AnalyticsChange { run_id, member_id, model, from, to, reason })
+                    .collect())
+            }
+
+            async fn member_tags(&self, member: Option<MemberId>) -> StoreResult<Vec<MemberTagRow>> {
+                let rows = sqlx::query(
+                    "SELECT member_id, tag, category, source, weight, support_weight, last_supported_at, \
+                     first_tagged_at, reason FROM member_tags \
+                     WHERE ($1 IS NULL OR member_id = $1) ORDER BY member_id, weight DESC, tag",
+                )
+                .bind(member)
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter().map(tag_from_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use analytics_store;

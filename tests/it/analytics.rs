@@ -1,0 +1,244 @@
+//! Behaviour analytics on both stores: `huiyuan analyze` through the real binary over a hand-built shop
+//! whose RFM scores, segments, stages, cycles and funnel counts are worked out by hand below; the results
+//! over HTTP (aggregates and the member 360); change logs between runs; and `--as-of` reading nothing after
+//! its date.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use huiyuan::security::Role;
+
+use crate::support::{TestServer, servers};
+
+async fn member(s: &TestServer, phone: &str, registered: &str) -> i64 {
+    let body = json!({"identities": [{"kind": "phone", "value": phone}], "registered_at": registered});
+    let (status, v) = s.post("/v1/members", body).await;
+    assert_eq!(status, 201, "{v}");
+    v["member_id"].as_i64().unwrap()
+}
+
+/// A paid order of one line worth `yuan`, placed at noon UTC of `day`.
+async fn order(s: &TestServer, no: &str, m: i64, day: &str, yuan: i64) {
+    let body = json!({
+        "channel": "web", "order_no": no, "member_id": m, "placed_at": format!("{day}T12:00:00Z"),
+        "lines": [{"sku": "TEA-1", "quantity": 1, "unit_price": yuan * 100, "name": "绿茶"}]
+    });
+    let (status, v) = s.post("/v1/orders", body).await;
+    assert_eq!(status, 201, "{v}");
+}
+
+async fn events(s: &TestServer, m: i64, day: &str, types: &[&str]) {
+    let evs: Vec<Value> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut e = json!({"type": t, "member_id": m, "occurred_at": format!("{day}T10:0{i}:00Z"), "sku": "TEA-1"});
+            if *t == "campaign_open" {
+                e["properties"] = json!({"campaign_id": "c1"});
+            }
+            e
+        })
+        .collect();
+    let (status, v) = s.post("/v1/events", json!({"events": evs})).await;
+    assert_eq!((status, v["stored"].as_u64()), (200, Some(types.len() as u64)), "{v}");
+}
+
+/// `huiyuan analyze --as-of DAY --json` on the server's database; the run report.
+fn analyze(s: &TestServer, as_of: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_huiyuan"))
+        .args(["analyze", "--as-of", as_of, "--json", "--db", &s.db.url])
+        .env("HUIYUAN_SECRET_KEY", crate::support::TEST_KEY)
+        .output()
+        .expect("run huiyuan analyze");
+    assert!(out.status.success(), "analyze failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("analyze --json prints JSON")
+}
+
+async fn get(s: &TestServer, role: Role, path: &str) -> (u16, Value) {
+    let r = s.req(role, Method::GET, path).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+struct Shop {
+    a: i64,
+    b: i64,
+    c: i64,
+    d: i64,
+    e: i64,
+    f: i64,
+}
+
+/// Six members, as of 2026-06-30 (window 2025-07-01 ..= 2026-06-30):
+/// A four orders of ¥500, 36/35/36 days apart, last 5 days ago;  B one ¥50 order 10 days ago, new;
+/// C three ¥800 orders, last 2025-10-01 (272 days ago);  D registered, never bought;
+/// E one ¥100 order 135 days ago;  F two ¥200 orders, last 29 days ago.
+async fn shop(s: &TestServer) -> Shop {
+    let a = member(s, "13900000601", "2025-01-01T00:00:00Z").await;
+    let b = member(s, "13900000602", "2026-06-01T00:00:00Z").await;
+    let c = member(s, "13900000603", "2025-01-01T00:00:00Z").await;
+    let d = member(s, "13900000604", "2026-06-10T00:00:00Z").await;
+    let e = member(s, "13900000605", "2025-06-01T00:00:00Z").await;
+    let f = member(s, "13900000606", "2025-06-01T00:00:00Z").await;
+    for (i, day) in ["2026-03-10", "2026-04-15", "2026-05-20", "2026-06-25"].iter().enumerate() {
+        order(s, &format!("A-{i}"), a, day, 500).await;
+    }
+    order(s, "B-0", b, "2026-06-20", 50).await;
+    for (i, day) in ["2025-08-01", "2025-09-01", "2025-10-01"].iter().enumerate() {
+        order(s, &format!("C-{i}"), c, day, 800).await;
+    }
+    order(s, "E-0", e, "2026-02-15", 100).await;
+    order(s, "F-0", f, "2026-05-01", 200).await;
+    order(s, "F-1", f, "2026-06-01", 200).await;
+    // The funnel view → cart → checkout → purchase: A goes all the way, B stops at the cart.
+    events(s, a, "2026-06-25", &["product_view", "add_to_cart", "checkout", "purchase"]).await;
+    events(s, b, "2026-06-20", &["product_view", "add_to_cart"]).await;
+    Shop { a, b, c, d, e, f }
+}
+
+fn segment(profile: &Value) -> Option<&str> {
+    profile["analytics"]["rfm"]["segment"].as_str()
+}
+
+#[tokio::test]
+async fn analyze_scores_segments_and_stages_a_hand_built_shop_on_both_stores() {
+    for s in servers().await {
+        let bk = s.db.backend;
+        let shop = shop(&s).await;
+        let (status, _) = get(&s, Role::Analyst, "/v1/analytics/rfm").await;
+        assert_eq!(status, 404, "{bk}: no run yet");
+
+        let report = analyze(&s, "2026-06-30");
+        assert_eq!(report["run"]["status"], "done", "{bk}: {report}");
+        assert_eq!(report["run"]["as_of"], "2026-06-30", "{bk}");
+
+        // RFM by hand (n = 5 buyers; score = 1 + floor(5·b/n), b = members strictly worse):
+        // R days A5 B10 F29 E135 C272 → A5 B4 F3 E2 C1, mean 3;  F orders A4 C3 F2 B1 E1 → A5 C4 F3 B1 E1,
+        // mean 2.8;  M A2000 C2400 F400 E100 B50 yuan → C5 A4 F3 E2 B1, mean 3. High = strictly above the mean.
+        let (status, rfm) = get(&s, Role::Analyst, "/v1/analytics/rfm").await;
+        assert_eq!(status, 200, "{bk}: {rfm}");
+        assert_eq!(rfm["result"]["scored"], 5, "{bk}: {rfm}");
+        assert_eq!(rfm["result"]["unscored"], 1, "{bk}: D never bought");
+        let expect = [
+            (shop.a, Some("important_value"), (5, 5, 4), "active"),
+            (shop.b, Some("general_develop"), (4, 1, 1), "new"),
+            (shop.c, Some("important_keep"), (1, 4, 5), "churned"),
+            (shop.d, None, (0, 0, 0), "potential"),
+            (shop.e, Some("general_retain"), (2, 1, 2), "sleeping"),
+            (shop.f, Some("general_keep"), (3, 3, 3), "active"),
+        ];
+        for (m, seg, (r, f, mo), stage) in expect {
+            let (status, p) = get(&s, Role::Operator, &format!("/v1/members/{m}/profile")).await;
+            assert_eq!(status, 200, "{bk}: {p}");
+            assert_eq!(segment(&p), seg, "{bk}: member {m}: {}", p["analytics"]["rfm"]);
+            if seg.is_some() {
+                let sc = &p["analytics"]["rfm"]["scores"];
+                assert_eq!(
+                    (sc["r"].as_i64(), sc["f"].as_i64(), sc["m"].as_i64()),
+                    (Some(r), Some(f), Some(mo)),
+                    "{bk}: {m}"
+                );
+            }
+            assert_eq!(
+                p["analytics"]["lifecycle"]["stage"], stage,
+                "{bk}: member {m}: {}",
+                p["analytics"]["lifecycle"]
+            );
+            assert!(p["analytics"]["lifecycle"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{bk}");
+            assert!(p["points"].is_object() && p["member"]["member_id"] == m, "{bk}: the 360 carries the member");
+        }
+        // A buys every 35–36 days: typical interval 36, next purchase 2026-07-31.
+        let (_, pa) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.a)).await;
+        let cyc = &pa["analytics"]["cycle"]["overall"];
+        assert_eq!(cyc["typical_interval_days"], 36.0, "{bk}: {cyc}");
+        assert_eq!(cyc["next_expected"], "2026-07-31", "{bk}: {cyc}");
+        assert_eq!(pa["recent_orders"].as_array().map(Vec::len), Some(4), "{bk}");
+
+        let (_, lc) = get(&s, Role::Analyst, "/v1/analytics/lifecycle").await;
+        let counts = &lc["result"]["counts"];
+        assert_eq!(
+            [
+                counts["potential"].as_i64(),
+                counts["new"].as_i64(),
+                counts["active"].as_i64(),
+                counts["sleeping"].as_i64(),
+                counts["churned"].as_i64()
+            ],
+            [Some(1), Some(1), Some(2), Some(1), Some(1)],
+            "{bk}: {lc}"
+        );
+        let (_, fu) = get(&s, Role::Analyst, "/v1/analytics/funnels").await;
+        let steps =
+            fu["result"]["funnels"]["view_to_purchase"]["report"]["steps"].as_array().cloned().unwrap_or_default();
+        let entered: Vec<i64> = steps.iter().filter_map(|st| st["entered"].as_i64()).collect();
+        assert_eq!(entered, vec![2, 2, 1, 1], "{bk}: {fu}");
+        let (_, co) = get(&s, Role::Analyst, "/v1/analytics/cohorts").await;
+        // Buyers A C E F B; repeat buyers (two or more purchase days) A C F.
+        assert_eq!(co["result"]["repurchase"]["buyers"], 5, "{bk}: {co}");
+        assert_eq!(co["result"]["repurchase"]["repeat_buyers"], 3, "{bk}: {co}");
+
+        // Integration keys may not read analytics aggregates; unknown models are named.
+        let (status, _) = get(&s, Role::Integration, "/v1/analytics/rfm").await;
+        assert_eq!(status, 403, "{bk}");
+        let (status, e) = get(&s, Role::Analyst, "/v1/analytics/unicorns").await;
+        assert_eq!((status, e["error"]["code"].as_str()), (404, Some("unknown_model")), "{bk}: {e}");
+
+        // A later run: A's last purchase is 112 days old by 2026-10-15 → sleeping, and the change is logged
+        // with its reason; B's stays new no longer (first purchase 117 days ago, last too) → sleeping.
+        let second = analyze(&s, "2026-10-15");
+        assert_eq!(second["run"]["status"], "done", "{bk}");
+        let (_, pa) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.a)).await;
+        assert_eq!(pa["analytics"]["lifecycle"]["stage"], "sleeping", "{bk}");
+        let change = pa["changes"].as_array().unwrap().iter().find(|c| c["model"] == "lifecycle").cloned();
+        let change = change.unwrap_or_else(|| panic!("{bk}: no lifecycle change logged: {}", pa["changes"]));
+        assert_eq!((change["from"].as_str(), change["to"].as_str()), (Some("active"), Some("sleeping")), "{bk}");
+        assert!(change["reason"].as_str().unwrap().contains("112"), "{bk}: the reason names the days: {change}");
+        let (_, lc) = get(&s, Role::Analyst, "/v1/analytics/lifecycle").await;
+        let t = &lc["result"]["transitions"];
+        assert_eq!(t["from_run"], report["run"]["run_id"], "{bk}: {t}");
+        assert!(t["changed"].as_i64().unwrap() >= 2, "{bk}: A and B moved: {t}");
+    }
+}
+
+#[tokio::test]
+async fn as_of_reads_nothing_after_its_date() {
+    for s in servers().await {
+        let bk = s.db.backend;
+        let shop = shop(&s).await;
+        let first = analyze(&s, "2026-06-30");
+        let run1 = first["run"]["run_id"].as_i64().unwrap();
+        let rows1 = s.app.store.member_analytics_rows(run1).await.unwrap();
+        let results1 = s.app.store.analytics_result(run1, "rfm").await.unwrap();
+
+        // The future: E comes back on 2026-07-05, D buys, a new member registers, events arrive.
+        order(&s, "E-1", shop.e, "2026-07-05", 900).await;
+        order(&s, "D-0", shop.d, "2026-07-01", 300).await;
+        member(&s, "13900000699", "2026-07-02T00:00:00Z").await;
+        events(&s, shop.b, "2026-07-03", &["product_view", "add_to_cart", "checkout", "purchase"]).await;
+
+        let again = analyze(&s, "2026-06-30");
+        let run2 = again["run"]["run_id"].as_i64().unwrap();
+        assert_ne!(run1, run2, "{bk}");
+        let rows2 = s.app.store.member_analytics_rows(run2).await.unwrap();
+        assert_eq!(rows1.len(), rows2.len(), "{bk}: the later member is not in a run as of before they joined");
+        for (r1, r2) in rows1.iter().zip(&rows2) {
+            assert_eq!(r1.member_id, r2.member_id, "{bk}");
+            assert_eq!(r1.body, r2.body, "{bk}: member {} changed though only later data was added", r1.member_id);
+            assert_eq!((&r1.rfm_segment, &r1.stage), (&r2.rfm_segment, &r2.stage), "{bk}");
+        }
+        assert_eq!(results1, s.app.store.analytics_result(run2, "rfm").await.unwrap(), "{bk}");
+        for model in ["cohorts", "funnels", "paths", "cycle"] {
+            let r1 = s.app.store.analytics_result(run1, model).await.unwrap();
+            assert_eq!(r1, s.app.store.analytics_result(run2, model).await.unwrap(), "{bk}: {model}");
+        }
+        let counts = |v: Option<Value>| v.map(|v| v["counts"].clone());
+        assert_eq!(
+            counts(s.app.store.analytics_result(run1, "lifecycle").await.unwrap()),
+            counts(s.app.store.analytics_result(run2, "lifecycle").await.unwrap()),
+            "{bk}"
+        );
+        // And a run as of a later day does see it: E is active again.
+        analyze(&s, "2026-07-10");
+        let (_, pe) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.e)).await;
+        assert_eq!(pe["analytics"]["lifecycle"]["stage"], "active", "{bk}: {}", pe["analytics"]["lifecycle"]);
+    }
+}
