@@ -144,7 +144,7 @@ async fn analyze_scores_segments_and_stages_a_hand_built_shop_on_both_stores() {
                 p["analytics"]["lifecycle"]
             );
             assert!(p["analytics"]["lifecycle"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "{bk}");
-            assert!(p["points"].is_object() && p["member"]["member_id"] == m, "{bk}: the 360 carries the member");
+            assert!(p["points"].is_object() && p["member"]["id"] == m, "{bk}: the 360 carries the member: {p}");
         }
         // A buys every 35–36 days: typical interval 36, next purchase 2026-07-31.
         let (_, pa) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.a)).await;

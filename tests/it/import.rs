@@ -78,6 +78,42 @@ async fn online_retail_twice(db: support::TestDb, file: PathBuf) {
     assert_eq!(second.imported, 0, "{:?}", second.notes);
     assert_eq!(second.duplicates, first.imported + first.duplicates);
     assert_eq!(second.rejected, first.rejected);
+    analyze_online_retail(&db).await;
+}
+
+/// The behaviour analysis on real data is sane: every buyer of the window has an RFM segment and all eight
+/// segments occur, the CLV models are fitted with finite parameters, and the churn model beats chance on
+/// the held-out period. The window covers the whole file (2010-12-01 to 2011-12-09).
+async fn analyze_online_retail(db: &support::TestDb) {
+    let mut cfg = support::config_for(db);
+    cfg.analytics.rfm.window_days = 400;
+    let app = huiyuan::app::App::start(cfg).await.expect("app");
+    let as_of = chrono::NaiveDate::from_ymd_opt(2011, 12, 9).expect("date");
+    let started = Instant::now();
+    let report = app.analyze(as_of, &|_| {}).await.expect("analyze");
+    eprintln!("[{}] online retail analyze: {:?}, stages {:?}", db.backend, started.elapsed(), report.stages);
+    let b = db.backend;
+    let run = report.run.run_id;
+    let rows = app.store.member_analytics_rows(run).await.expect("rows");
+    let buyers: Vec<_> = rows.iter().filter(|r| r.body.get("clv").is_some()).collect();
+    assert!(buyers.len() > 4_000, "{b}: {} buyers", buyers.len());
+    assert!(buyers.iter().all(|r| r.rfm_segment.is_some()), "{b}: every buyer has an RFM segment");
+    let rfm = app.store.analytics_result(run, "rfm").await.expect("rfm").expect("rfm result");
+    let segments = rfm["segments"].as_array().expect("segments");
+    assert_eq!(segments.len(), 8, "{b}: {rfm}");
+    assert!(segments.iter().all(|s| s["count"].as_u64().unwrap_or(0) > 0), "{b}: every segment occurs: {rfm}");
+    let clv = app.store.analytics_result(run, "clv_model").await.expect("clv").expect("clv model");
+    let bg = &clv["bgnbd"]["params"];
+    for p in ["r", "alpha", "a", "b"] {
+        assert!(bg[p].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{b}: BG/NBD {p}: {clv}");
+    }
+    assert!(clv["gamma_gamma"]["params"]["p"].as_f64().is_some_and(f64::is_finite), "{b}: {clv}");
+    let churn = app.store.analytics_result(run, "churn").await.expect("churn").expect("churn result");
+    let auc = churn["model"]["validation"]["roc_auc"].as_f64().unwrap_or(0.0);
+    assert!(auc > 0.5, "{b}: churn ROC-AUC on the held-out period {auc}: {}", churn["model"]["validation"]);
+    let lifecycle = app.store.analytics_result(run, "lifecycle").await.expect("lc").expect("lifecycle");
+    let counted: u64 = lifecycle["counts"].as_object().expect("counts").values().filter_map(|v| v.as_u64()).sum();
+    assert_eq!(counted as usize, rows.len(), "{b}: every member has a stage");
 }
 
 #[tokio::test]
