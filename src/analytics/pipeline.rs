@@ -667,21 +667,8 @@ impl Run<'_> {
         let start = self.window_start(self.params.kpi_days);
         let days: Vec<NaiveDate> = start.iter_days().take_while(|day| *day <= self.as_of()).collect();
         let pos = |day: NaiveDate| usize::try_from((day - start).num_days()).ok().filter(|&i| i < days.len());
-        let mut aggs: Vec<kpis::DailyAggregate> = days
-            .iter()
-            .map(|&date| kpis::DailyAggregate {
-                date,
-                members_total: 0,
-                new_members: 0,
-                active_members: 0,
-                orders: 0,
-                gmv_fen: 0,
-                buyers: 0,
-                repeat_buyers: 0,
-                points_issued: 0,
-                points_redeemed: 0,
-            })
-            .collect();
+        let mut aggs: Vec<kpis::DailyAggregate> =
+            days.iter().map(|&date| kpis::DailyAggregate::quiet(date, 0)).collect();
         let mut before_window = 0i64;
         for m in &d.members {
             let day = m.registered_at.date_naive();

@@ -214,7 +214,10 @@ fn phone_like_runs(bytes: &[u8]) -> Vec<String> {
             13 => run.starts_with(b"861") && (b'3'..=b'9').contains(&run[3]),
             _ => false,
         };
-        if !phone {
+        // Digits of a decimal number (`0.14285714286` in a stored JSON result) are not a phone number.
+        let decimal = (start >= 2 && bytes[start - 1] == b'.' && bytes[start - 2].is_ascii_digit())
+            || (bytes.get(i) == Some(&b'.') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit));
+        if !phone || decimal {
             continue;
         }
         let before = bytes[..start].iter().rev().take_while(|b| token(b));
@@ -229,7 +232,7 @@ fn phone_like_runs(bytes: &[u8]) -> Vec<String> {
 #[test]
 fn the_phone_scan_finds_phones_and_ignores_identifiers() {
     let text = b"\x02phone13812345678\x00\"8613912345678\" 13812345678x oMp022d68c13392000118 bi1:8c4d15748602296e7d \
-                 DY2026041300000180 138123456789 12812345678";
+                 DY2026041300000180 138123456789 12812345678 0.14285714286 13812345678.25";
     assert_eq!(phone_like_runs(text), ["13812345678", "8613912345678", "13812345678"]);
     let windows = eleven_digit_windows(text);
     assert!(windows.contains(&b"13912345678"[..]) && windows.contains(&b"13392000118"[..]));

@@ -79,6 +79,24 @@ pub struct DailyAggregate {
     pub points_redeemed: i64,
 }
 
+impl DailyAggregate {
+    /// A day on which nothing happened, with the member base it carried.
+    pub fn quiet(date: NaiveDate, members_total: i64) -> Self {
+        Self {
+            date,
+            members_total,
+            new_members: 0,
+            active_members: 0,
+            orders: 0,
+            gmv_fen: 0,
+            buyers: 0,
+            repeat_buyers: 0,
+            points_issued: 0,
+            points_redeemed: 0,
+        }
+    }
+}
+
 /// Sums and ratios over a trailing window ending on a day (inclusive).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RollingKpis {
@@ -231,21 +249,7 @@ fn contiguous(aggs: &[DailyAggregate]) -> Result<Vec<(DailyAggregate, bool)>, Kp
                 members_total = a.members_total;
                 out.push((*a, false));
             }
-            None => out.push((
-                DailyAggregate {
-                    date,
-                    members_total,
-                    new_members: 0,
-                    active_members: 0,
-                    orders: 0,
-                    gmv_fen: 0,
-                    buyers: 0,
-                    repeat_buyers: 0,
-                    points_issued: 0,
-                    points_redeemed: 0,
-                },
-                true,
-            )),
+            None => out.push((DailyAggregate::quiet(date, members_total), true)),
         }
     }
     Ok(out)
