@@ -254,20 +254,7 @@ fn short_history_never_alerts_and_the_boundary_is_w_weeks() {
 #[test]
 fn zero_and_constant_series_do_not_panic_or_alert() {
     let start = date(2026, 1, 5);
-    let zeros: Vec<DailyAggregate> = (0..140)
-        .map(|i| DailyAggregate {
-            date: start + chrono::Days::new(i),
-            members_total: 0,
-            new_members: 0,
-            active_members: 0,
-            orders: 0,
-            gmv_fen: 0,
-            buyers: 0,
-            repeat_buyers: 0,
-            points_issued: 0,
-            points_redeemed: 0,
-        })
-        .collect();
+    let zeros: Vec<DailyAggregate> = (0..140).map(|i| DailyAggregate::quiet(start + chrono::Days::new(i), 0)).collect();
     assert!(detect_anomalies(&zeros, &AnomalyParams::default()).unwrap().is_empty());
     let constant: Vec<DailyAggregate> =
         (0..140).map(|i| agg(start + chrono::Days::new(i), 50, 1_250_000, 45, 15)).collect();
