@@ -28,7 +28,7 @@ use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
     MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
-pub use analytics::RunReport;
+pub use analytics::{FUNNEL_QUERY_MAX_DAYS, FunnelQueryResult, RunReport};
 pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use loyalty::{
     CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
@@ -48,6 +48,9 @@ pub enum AppError {
     Config(String),
     #[error("analysis: {0}")]
     Analytics(String),
+    /// Another analysis run is in progress in this process.
+    #[error("an analysis run is already in progress")]
+    AnalysisBusy,
 }
 
 /// A member's points as the API shows them.
@@ -105,6 +108,9 @@ pub struct App {
     defer_loyalty: std::sync::atomic::AtomicBool,
     /// Recently seen API keys, so a request does not cost a key look-up.
     principals: std::sync::Mutex<HashMap<String, (Option<Principal>, std::time::Instant)>>,
+    /// Held for the whole of an analysis run: one run at a time per process, so a run never marks a
+    /// running sibling as crashed.
+    analysis: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long an authenticated key is trusted without asking the store again.
@@ -239,6 +245,7 @@ impl App {
             earner,
             defer_loyalty: std::sync::atomic::AtomicBool::new(false),
             principals: std::sync::Mutex::new(HashMap::new()),
+            analysis: Arc::new(tokio::sync::Mutex::new(())),
         };
         if let Some(k) = app.config.admin_key.clone() {
             app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;

@@ -61,19 +61,51 @@ pub struct AnalyticsParams {
     pub tag_weights: kernels::tags::TagWeightParams,
 }
 
-/// A funnel the scheduled run reports, under a name.
+/// Stored event rows (grouped by member, as the store returns them) in the form the funnel and path
+/// kernels read.
+pub fn funnel_events(rows: &[crate::store::EventRow]) -> Vec<kernels::funnels::Event> {
+    rows.iter()
+        .map(|e| kernels::funnels::Event {
+            member_id: e.member_id,
+            at: e.at,
+            event_type: e.event_type.clone(),
+            session_id: e.session_id.clone(),
+            sku: e.sku.clone(),
+            properties: Vec::new(),
+        })
+        .collect()
+}
+
+/// A funnel the scheduled run reports, under a name. Each member's progress through it goes into their
+/// profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamedFunnel {
     pub name: String,
+    /// Tag members who stalled part-way, so they can be acted on (加购未买: carted, did not buy).
+    #[serde(default)]
+    pub stalled_tag: Option<StalledTag>,
     #[serde(flatten)]
     pub definition: kernels::funnels::FunnelDefinition,
+}
+
+/// A model tag (category `funnel`, recomputed each run) for members whose best attempt reached step
+/// `from_step` (0-based) or further but not the last step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StalledTag {
+    pub tag: String,
+    pub from_step: usize,
 }
 
 /// The shop funnel every brand asks for first.
 fn default_funnels() -> Vec<NamedFunnel> {
     use kernels::funnels::{FunnelDefinition, FunnelStep};
     let steps = ["product_view", "add_to_cart", "checkout", "purchase"].map(FunnelStep::on).to_vec();
-    vec![NamedFunnel { name: "view_to_purchase".into(), definition: FunnelDefinition::new(steps) }]
+    vec![NamedFunnel {
+        name: "view_to_purchase".into(),
+        stalled_tag: Some(StalledTag { tag: "加购未买".into(), from_step: 1 }),
+        definition: FunnelDefinition::new(steps),
+    }]
 }
 
 impl Default for AnalyticsParams {
@@ -119,7 +151,7 @@ fn default_rule_tags() -> Vec<kernels::tags::RuleTagDef> {
         t("高消费", "value", "monetary_365d_fen >= 300000"),
         t("复购客", "value", "orders_365d >= 2"),
         t("促销敏感", "behaviour", "orders_365d >= 2 and promo_share >= 0.5"),
-        t("高互动", "behaviour", "events_90d >= 30"),
+        t("高互动", "behaviour", "recent_events >= 30"),
         t("老会员", "basic", "tenure_days >= 730"),
     ]
 }

@@ -39,6 +39,9 @@ struct Run<'a> {
     previous: HashMap<MemberId, &'a MemberAnalyticsRow>,
     previous_run: Option<&'a AnalyticsRun>,
     notices: Vec<crate::notify::Notice>,
+    dropped_manual_tags: Vec<(MemberId, String)>,
+    /// Members who stalled in a funnel: (member index, tag, reason), tagged by the tags stage.
+    stalled: Vec<(usize, String, String)>,
 }
 
 /// Run every model over `data` and assemble what the store commits. `previous` is the last finished run
@@ -62,6 +65,8 @@ pub fn run(
         previous: previous.map(|(_, rows)| rows.iter().map(|row| (row.member_id, row)).collect()).unwrap_or_default(),
         previous_run: previous.map(|(run, _)| run),
         notices: Vec::new(),
+        dropped_manual_tags: Vec::new(),
+        stalled: Vec::new(),
     };
     progress("rfm");
     r.rfm()?;
@@ -629,24 +634,13 @@ impl Run<'_> {
 
     fn journeys(&mut self) -> Result<(), AnalyticsError> {
         let d = self.data;
-        let events: Vec<funnels::Event> = d
-            .streams
-            .all()
-            .iter()
-            .map(|e| funnels::Event {
-                member_id: e.member_id,
-                at: e.at,
-                event_type: e.event_type.clone(),
-                session_id: e.session_id.clone(),
-                sku: e.sku.clone(),
-                properties: Vec::new(),
-            })
-            .collect();
+        let events = super::funnel_events(d.streams.all());
         let mut reports = serde_json::Map::new();
         let mut summary = serde_json::Map::new();
-        for f in &self.params.funnels {
+        for (k, f) in self.params.funnels.iter().enumerate() {
             let report = funnels::funnel_report(&events, &f.definition)
                 .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
+            self.funnel_progress(k, f, &events)?;
             let last = report.steps.last().map(|s| s.entered).unwrap_or(0);
             let first = report.steps.first().map(|s| s.entered).unwrap_or(0);
             summary.insert(f.name.clone(), json!({"entered": first, "converted": last}));
@@ -659,6 +653,62 @@ impl Run<'_> {
             .insert("paths".into(), json!({"purchases": paths.target_events, "distinct": paths.distinct_paths}));
         self.result("funnels", json!({"window_days": self.params.journey_days, "funnels": reports}));
         self.result("paths", json!({"window_days": self.params.journey_days, "paths": paths}));
+        Ok(())
+    }
+
+    /// Each member's place in funnel `f` (the profile's `funnels.<name>`), and its stalled tag.
+    fn funnel_progress(
+        &mut self,
+        k: usize,
+        f: &super::NamedFunnel,
+        events: &[funnels::Event],
+    ) -> Result<(), AnalyticsError> {
+        let steps = &f.definition.steps;
+        if let Some(st) = &f.stalled_tag
+            && st.from_step + 1 >= steps.len()
+        {
+            return Err(AnalyticsError::model(
+                "funnels",
+                format!(
+                    "funnels[{k}].stalled_tag.from_step: {} must be below the last step's index {} (funnel `{}`)",
+                    st.from_step,
+                    steps.len() - 1,
+                    f.name
+                ),
+            ));
+        }
+        let progress = funnels::member_progress(events, &f.definition)
+            .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
+        for p in progress {
+            let Some(&i) = self.data.index.get(&p.member_id) else { continue };
+            let last = p.reached - 1;
+            let label = steps[last].display_label();
+            let at = p.step_times[last];
+            let state = json!({
+                "reached": p.reached,
+                "of": steps.len(),
+                "last_step": label,
+                "last_step_at": at,
+                "converted": p.reached == steps.len(),
+            });
+            let body = &mut self.members[i].body;
+            let entry = body.entry("funnels").or_insert_with(|| json!({}));
+            if let Some(map) = entry.as_object_mut() {
+                map.insert(f.name.clone(), state);
+            }
+            if let Some(st) = &f.stalled_tag
+                && p.reached > st.from_step
+                && p.reached < steps.len()
+            {
+                let next = steps[p.reached].display_label();
+                let reason = format!(
+                    "funnel `{}`: reached '{label}' on {} but not '{next}' within the window",
+                    f.name,
+                    at.date_naive()
+                );
+                self.stalled.push((i, st.tag.clone(), reason));
+            }
+        }
         Ok(())
     }
 
@@ -736,7 +786,8 @@ impl Run<'_> {
     }
 
     /// Rule, model and keyword tags observed this run, merged with the stored tags (decay, reinforcement,
-    /// drops). Returns the computed tags to store; manual tags stay as they are in the store.
+    /// drops). Returns the tags to store: the computed ones, and the manual ones with their weights (which
+    /// decay only under a configured manual half-life).
     fn tags(&mut self, stored: &[MemberTagRow]) -> Result<Vec<MemberTagRow>, AnalyticsError> {
         use tagk::{FeatureDecl, FeatureSchema, FeatureType, TagObservation, TagSource, Value as F};
         let d = self.data;
@@ -746,7 +797,7 @@ impl Run<'_> {
             ("monetary_365d_fen", FeatureType::Number),
             ("aov_fen", FeatureType::Number),
             ("promo_share", FeatureType::Number),
-            ("events_90d", FeatureType::Number),
+            ("recent_events", FeatureType::Number),
             ("tenure_days", FeatureType::Number),
             ("recency_days", FeatureType::Number),
             ("stage", FeatureType::Text),
@@ -804,6 +855,17 @@ impl Run<'_> {
                 model("待复购".to_string(), "behaviour", "purchase cycle says the next purchase is due".into());
             }
         }
+        for (i, tag, reason) in std::mem::take(&mut self.stalled) {
+            observations.push(TagObservation {
+                member_id: d.members[i].member_id,
+                tag,
+                category: "funnel".into(),
+                source: TagSource::Model,
+                at,
+                strength: 1.0,
+                reason,
+            });
+        }
         let tagger = tagk::KeywordTagger::new(self.params.keyword_tags.clone(), &self.params.keywords)
             .map_err(|e| AnalyticsError::model("tags", e))?;
         let texts: Vec<tagk::MemberText> = d
@@ -829,15 +891,19 @@ impl Run<'_> {
                     reason: t.reason.clone(),
                 })
             })
-            .filter(|t| t.source != TagSource::Manual)
             .collect();
         let update = tagk::update_member_tags(&previous, &observations, at, &self.params.tag_weights)
             .map_err(|e| AnalyticsError::model("tags", e))?;
+        self.dropped_manual_tags = update
+            .changes
+            .iter()
+            .filter(|c| c.source == TagSource::Manual && c.kind == tagk::ChangeKind::Dropped)
+            .map(|c| (c.member_id, c.tag.clone()))
+            .collect();
         let mut by_tag: BTreeMap<String, u64> = BTreeMap::new();
         let rows: Vec<MemberTagRow> = update
             .tags
             .into_iter()
-            .filter(|t| t.source != TagSource::Manual)
             .map(|t| {
                 *by_tag.entry(t.tag.clone()).or_default() += 1;
                 MemberTagRow {
@@ -890,6 +956,7 @@ impl Run<'_> {
             tags: Vec::new(),
             keep_runs: self.params.keep_runs,
             notices: self.notices,
+            dropped_manual_tags: self.dropped_manual_tags,
         }
     }
 }

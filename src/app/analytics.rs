@@ -24,15 +24,52 @@ impl App {
     }
 
     /// Run the whole analysis as of the end of `as_of` (UTC), reading nothing later, and store its results
-    /// as a new run. `progress` hears each stage's name as it starts.
+    /// as a new run. `progress` hears each stage's name as it starts. Refused with
+    /// [`AppError::AnalysisBusy`] while another run of this process is in progress.
     pub async fn analyze(
         &self,
         as_of: NaiveDate,
         progress: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<RunReport, AppError> {
+        let _running = self.analysis.clone().try_lock_owned().map_err(|_| AppError::AnalysisBusy)?;
+        let run = self.begin_analysis(as_of).await?;
+        self.complete_analysis(run, progress).await
+    }
+
+    /// Start a run in the background and return it at once (status `running`); poll
+    /// [`Self::analytics_run`] for its end. Refused with [`AppError::AnalysisBusy`] while another run of
+    /// this process is in progress.
+    pub async fn start_analysis(self: &std::sync::Arc<Self>, as_of: NaiveDate) -> Result<AnalyticsRun, AppError> {
+        let running = self.analysis.clone().try_lock_owned().map_err(|_| AppError::AnalysisBusy)?;
+        let run = self.begin_analysis(as_of).await?;
+        let (app, started) = (self.clone(), run.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            let id = started.run_id;
+            match app.complete_analysis(started, &|stage| tracing::debug!(stage, "analysis")).await {
+                Ok(_) => tracing::info!(run = id, %as_of, "analysis finished"),
+                Err(e) => tracing::error!(run = id, error = %e, %as_of, "analysis failed"),
+            }
+        });
+        Ok(run)
+    }
+
+    /// One run, whatever its status.
+    pub async fn analytics_run(&self, run_id: i64) -> Result<Option<AnalyticsRun>, AppError> {
+        Ok(self.store.analytics_run(run_id).await?)
+    }
+
+    async fn begin_analysis(&self, as_of: NaiveDate) -> Result<AnalyticsRun, AppError> {
+        let params_json = serde_json::to_value(&self.config.analytics).map_err(|e| AppError::Config(e.to_string()))?;
+        Ok(self.store.begin_analytics_run(as_of, &params_json, self.now()).await?)
+    }
+
+    async fn complete_analysis(
+        &self,
+        run: AnalyticsRun,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<RunReport, AppError> {
         let params = self.config.analytics.clone();
-        let params_json = serde_json::to_value(&params).map_err(|e| AppError::Config(e.to_string()))?;
-        let run = self.store.begin_analytics_run(as_of, &params_json, self.now()).await?;
         match self.analyze_run(&run, params, progress).await {
             Ok((out, stages)) => {
                 progress("store results");
@@ -42,10 +79,8 @@ impl App {
                 stages.push(("store results".into(), t.elapsed().as_secs_f64()));
                 let run = self
                     .store
-                    .analytics_runs(20)
+                    .analytics_run(run.run_id)
                     .await?
-                    .into_iter()
-                    .find(|r| r.run_id == run.run_id)
                     .ok_or_else(|| AppError::Config("the run vanished".into()))?;
                 Ok(RunReport { run, stages })
             }
@@ -155,6 +190,109 @@ impl App {
         let changes = self.store.member_analytics_changes(member, 20).await?;
         let tags = self.store.member_tags(Some(member)).await?;
         Ok((latest, changes, tags))
+    }
+}
+
+/// Most days an ad-hoc funnel may span (the events are read into memory).
+pub const FUNNEL_QUERY_MAX_DAYS: i64 = 366;
+
+/// An ad-hoc funnel over the events of `[from, to]` (UTC days, both included).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FunnelQueryResult {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Events read (all types; the funnel keeps those its steps and exclusions match).
+    pub events_read: usize,
+    pub report: analytics::kernels::funnels::FunnelReport,
+}
+
+impl App {
+    /// Compute a funnel on demand over the stored events of `[from, to]`, off the async runtime. The
+    /// definition is validated first: `Ok(Err(_))` names the offending field.
+    pub async fn funnel_query(
+        &self,
+        definition: analytics::kernels::funnels::FunnelDefinition,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Result<FunnelQueryResult, analytics::kernels::funnels::FunnelError>, AppError> {
+        if let Err(e) = definition.validate() {
+            return Ok(Err(e));
+        }
+        let since = from.and_time(chrono::NaiveTime::MIN).and_utc();
+        let rows = self.store.event_rows(since, Dataset::cut_off(to)).await?;
+        let events_read = rows.len();
+        let report = tokio::task::spawn_blocking(move || {
+            let events = analytics::funnel_events(&rows);
+            analytics::kernels::funnels::funnel_report(&events, &definition)
+        })
+        .await
+        .map_err(|e| AppError::Analytics(format!("funnel task failed: {e}")))?;
+        Ok(report.map(|report| FunnelQueryResult { from, to, events_read, report }))
+    }
+
+    /// Set an operator's tag on a member (weight 1, decaying only under `manual_half_life_days`), audited.
+    /// `None` when the member does not exist.
+    pub async fn tag_member(
+        &self,
+        member: MemberId,
+        tag: &str,
+        category: &str,
+        reason: &str,
+        who: &crate::security::Principal,
+    ) -> Result<Option<MemberTagRow>, AppError> {
+        if self.store.member(member).await?.is_none() {
+            return Ok(None);
+        }
+        let now = self.now();
+        let first = self
+            .store
+            .member_tags(Some(member))
+            .await?
+            .into_iter()
+            .find(|t| t.source == "manual" && t.tag == tag)
+            .map_or(now, |t| t.first_tagged_at);
+        let row = MemberTagRow {
+            member_id: member,
+            tag: tag.to_string(),
+            category: category.to_string(),
+            source: "manual".into(),
+            weight: 1.0,
+            support_weight: 1.0,
+            last_supported_at: now,
+            first_tagged_at: first,
+            reason: format!("set by {}: {reason}", who.key_id),
+        };
+        self.store.put_manual_tag(&row).await?;
+        let entry = crate::security::AuditEntry::new(
+            who,
+            now,
+            "member.tag",
+            Some(member),
+            serde_json::json!({ "tag": tag, "category": category, "reason": reason }),
+        );
+        self.store.append_audit(&[entry]).await?;
+        Ok(Some(row))
+    }
+
+    /// Remove an operator's tag, audited; false when the member had no such manual tag.
+    pub async fn untag_member(
+        &self,
+        member: MemberId,
+        tag: &str,
+        who: &crate::security::Principal,
+    ) -> Result<bool, AppError> {
+        let removed = self.store.delete_manual_tag(member, tag).await?;
+        if removed {
+            let entry = crate::security::AuditEntry::new(
+                who,
+                self.now(),
+                "member.untag",
+                Some(member),
+                serde_json::json!({ "tag": tag }),
+            );
+            self.store.append_audit(&[entry]).await?;
+        }
+        Ok(removed)
     }
 }
 

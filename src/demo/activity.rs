@@ -439,6 +439,22 @@ fn browse_rate(p: Persona) -> f64 {
 }
 
 /// The activity of planned member `plan`, stored as `member`. Pure and deterministic in the seed and index.
+/// A review as a member writes it. `skin` (0–9, fixed per member; 9 for goods that are not skin or body
+/// care) decides what they mention: 0–2 sensitive skin, 3–4 oily skin, the rest neither (one of those phrasings is a negation the keyword tagger must not
+/// read as sensitive skin); one review in ten says the order was a gift.
+fn review_text(rng: &mut impl Rng, skin: u64) -> String {
+    let pool: &[&str] = match skin {
+        0..=2 => &["敏感肌用着不刺激，会回购", "皮肤敏感，这款很温和", "容易过敏的体质，用了一周没有泛红"],
+        3..=4 => &["油皮夏天用很清爽", "出油多，控油效果不错", "油性皮肤也不闷痘"],
+        _ => &["包装很好，物流很快", "味道不错，性价比高", "不是敏感肌，没什么特别感觉", "和描述一致，满意"],
+    };
+    let mut text = pool.choose(rng).copied().unwrap_or("满意").to_string();
+    if rng.random::<f64>() < 0.1 {
+        text.push_str("，买来送礼的，朋友很喜欢");
+    }
+    text
+}
+
 pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Activity {
     let mut rng = ChaCha8Rng::seed_from_u64(stream(shop.seed, plan.index as u64, 0xAC71));
     let cal = &shop.calendar;
@@ -513,6 +529,18 @@ pub fn member_activity(shop: &Shop, plan: &MemberPlan, member: MemberId) -> Acti
             );
         }
         out.refunds.extend(plan_refund(shop, &mut rng, &o, refund_chance));
+        // Some online buyers review the order a few days later (评价), in their own words.
+        if is_online(channel) && rng.random::<f64>() < 0.15 {
+            let at = placed_at + Duration::hours(rng.random_range(36..144));
+            if at < cal.horizon() {
+                let skin_care = catalog::department_of(o.leaf) <= 1;
+                let skin = if skin_care { stream(shop.seed, plan.index as u64, 0x5C1A) % 10 } else { 9 };
+                let text = review_text(&mut rng, skin);
+                let sku = o.input.lines.first().map(|l| l.sku.clone());
+                let props = json!({ "order_no": o.input.order_no, "rating": rng.random_range(3..=5), "text": text });
+                ev.push("custom.review", at, None, channel, sku.as_deref(), props);
+            }
+        }
         out.orders.push(o.input);
     }
 

@@ -335,7 +335,27 @@ macro_rules! analytics_store {
                     q.build().execute(&mut *tx).await?;
                 }
                 sqlx::query("DELETE FROM member_tags WHERE source <> 'manual'").execute(&mut *tx).await?;
-                for chunk in out.tags.chunks(2000) {
+                // Manual tags are updated in place (their weight decays only under a configured half-life);
+                // one an operator removed during the run stays removed.
+                for t in out.tags.iter().filter(|t| t.source == "manual") {
+                    sqlx::query(
+                        "UPDATE member_tags SET weight = $1 WHERE member_id = $2 AND source = 'manual' AND tag = $3",
+                    )
+                    .bind(t.weight)
+                    .bind(t.member_id)
+                    .bind(&t.tag)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (member, tag) in &out.dropped_manual_tags {
+                    sqlx::query("DELETE FROM member_tags WHERE member_id = $1 AND source = 'manual' AND tag = $2")
+                        .bind(member)
+                        .bind(tag)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let computed: Vec<&MemberTagRow> = out.tags.iter().filter(|t| t.source != "manual").collect();
+                for chunk in computed.chunks(2000) {
                     let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
                          last_supported_at, first_tagged_at, reason, run_id) ",
@@ -458,6 +478,47 @@ macro_rules! analytics_store {
                 .fetch_all(self.reader())
                 .await?;
                 rows.iter().map(tag_from_row).collect()
+            }
+
+            async fn analytics_run(&self, run_id: i64) -> StoreResult<Option<AnalyticsRun>> {
+                let sql = format!("SELECT {RUN_COLUMNS} FROM analytics_runs WHERE run_id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_optional(self.reader()).await?;
+                row.as_ref().map(run_from_row).transpose()
+            }
+
+            async fn put_manual_tag(&self, t: &MemberTagRow) -> StoreResult<()> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
+                     last_supported_at, first_tagged_at, reason, run_id) \
+                     VALUES ($1, 'manual', $2, $3, $4, $5, $6, $7, $8, NULL) \
+                     ON CONFLICT (member_id, source, tag) DO UPDATE SET category = excluded.category, \
+                     weight = excluded.weight, support_weight = excluded.support_weight, \
+                     last_supported_at = excluded.last_supported_at, reason = excluded.reason",
+                )
+                .bind(t.member_id)
+                .bind(&t.tag)
+                .bind(&t.category)
+                .bind(t.weight)
+                .bind(t.support_weight)
+                .bind(Ts(t.last_supported_at))
+                .bind(Ts(t.first_tagged_at))
+                .bind(&t.reason)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_manual_tag(&self, member: MemberId, tag: &str) -> StoreResult<bool> {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query("DELETE FROM member_tags WHERE member_id = $1 AND source = 'manual' AND tag = $2")
+                    .bind(member)
+                    .bind(tag)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() > 0)
             }
         }
     };

@@ -1026,8 +1026,11 @@ pub struct AnalyticsOutput {
     pub results: Vec<(String, serde_json::Value)>,
     pub members: Vec<MemberAnalyticsRow>,
     pub changes: Vec<AnalyticsChange>,
-    /// The new set of computed (non-manual) tags; manual tags are kept as they are.
+    /// The new set of computed tags, plus the manual tags still standing with their (decayed) weights;
+    /// manual tags are updated in place, never re-created.
     pub tags: Vec<MemberTagRow>,
+    /// Manual tags whose weight decayed below the floor (only under a configured manual half-life).
+    pub dropped_manual_tags: Vec<(MemberId, String)>,
     /// Per-member rows of runs older than the newest `keep_runs` are deleted (aggregates are kept).
     pub keep_runs: i64,
     /// Outbox events (KPI alerts), written in the same transaction.
@@ -1091,4 +1094,11 @@ pub trait AnalyticsStore {
     async fn member_analytics_changes(&self, member: MemberId, limit: i64) -> StoreResult<Vec<AnalyticsChange>>;
     /// Current tags of one member (`Some`) or of every member (`None`), by weight.
     async fn member_tags(&self, member: Option<MemberId>) -> StoreResult<Vec<MemberTagRow>>;
+    /// One run, whatever its status.
+    async fn analytics_run(&self, run_id: i64) -> StoreResult<Option<AnalyticsRun>>;
+    /// Set an operator's tag on a member (source `manual`): a new tag, or a re-applied one keeping the time
+    /// it was first set.
+    async fn put_manual_tag(&self, tag: &MemberTagRow) -> StoreResult<()>;
+    /// Remove a manual tag; false when the member had no such manual tag.
+    async fn delete_manual_tag(&self, member: MemberId, tag: &str) -> StoreResult<bool>;
 }

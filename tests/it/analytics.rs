@@ -242,3 +242,172 @@ async fn as_of_reads_nothing_after_its_date() {
         assert_eq!(pe["analytics"]["lifecycle"]["stage"], "active", "{bk}: {}", pe["analytics"]["lifecycle"]);
     }
 }
+
+async fn send(s: &TestServer, role: Role, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = s.req(role, method, path);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+fn shop_funnel() -> Value {
+    json!({"steps": [{"event_type": "product_view"}, {"event_type": "add_to_cart"},
+                     {"event_type": "checkout"}, {"event_type": "purchase"}]})
+}
+
+#[tokio::test]
+async fn manual_tags_funnels_on_demand_stalled_members_and_runs_over_http() {
+    for s in servers().await {
+        let bk = s.db.backend;
+        let shop = shop(&s).await;
+
+        // An operator tags A by hand; bad input names the field; analysts may not tag.
+        let path = format!("/v1/members/{}/tags/VIP客户", shop.a);
+        let (status, t) =
+            send(&s, Role::Operator, Method::PUT, &path, Some(json!({"reason": "called the hotline"}))).await;
+        assert_eq!(status, 200, "{bk}: {t}");
+        assert_eq!((t["source"].as_str(), t["weight"].as_f64()), (Some("manual"), Some(1.0)), "{bk}: {t}");
+        let (status, e) = send(&s, Role::Operator, Method::PUT, &path, Some(json!({"reason": "  "}))).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (422, Some("reason")), "{bk}: {e}");
+        let (status, e) = send(&s, Role::Operator, Method::PUT, &path, Some(json!({"reson": "typo"}))).await;
+        assert_eq!(status, 422, "{bk}: {e}");
+        let (status, _) = send(&s, Role::Analyst, Method::PUT, &path, Some(json!({"reason": "x"}))).await;
+        assert_eq!(status, 403, "{bk}");
+        let (status, _) =
+            send(&s, Role::Operator, Method::PUT, "/v1/members/999999/tags/x", Some(json!({"reason": "x"}))).await;
+        assert_eq!(status, 404, "{bk}");
+
+        // A run started over HTTP answers 202 at once; poll it to the end.
+        let (status, e) =
+            send(&s, Role::Operator, Method::POST, "/v1/analytics/runs", Some(json!({"as_of": "2999-01-01"}))).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (422, Some("as_of")), "{bk}: {e}");
+        let (status, _) =
+            send(&s, Role::Analyst, Method::POST, "/v1/analytics/runs", Some(json!({"as_of": "2026-06-30"}))).await;
+        assert_eq!(status, 403, "{bk}: analysts read, they do not start runs");
+        let (status, run) =
+            send(&s, Role::Operator, Method::POST, "/v1/analytics/runs", Some(json!({"as_of": "2026-06-30"}))).await;
+        assert_eq!((status, run["status"].as_str()), (202, Some("running")), "{bk}: {run}");
+        let id = run["run_id"].as_i64().unwrap();
+        let mut polled = Value::Null;
+        for _ in 0..600 {
+            polled = get(&s, Role::Analyst, &format!("/v1/analytics/runs/{id}")).await.1;
+            if polled["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(polled["status"], "done", "{bk}: {polled}");
+        let (status, _) = get(&s, Role::Analyst, "/v1/analytics/runs/987654").await;
+        assert_eq!(status, 404, "{bk}");
+
+        // B carted and did not buy: the funnel state is in the profile and B carries 加购未买; A converted.
+        let (_, pb) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.b)).await;
+        let fb = &pb["analytics"]["funnels"]["view_to_purchase"];
+        assert_eq!((fb["reached"].as_i64(), fb["converted"].as_bool()), (Some(2), Some(false)), "{bk}: {fb}");
+        let stalled = pb["tags"].as_array().unwrap().iter().find(|t| t["tag"] == "加购未买").cloned();
+        let stalled = stalled.unwrap_or_else(|| panic!("{bk}: B is not tagged 加购未买: {}", pb["tags"]));
+        assert_eq!((stalled["source"].as_str(), stalled["category"].as_str()), (Some("model"), Some("funnel")), "{bk}");
+        assert!(stalled["reason"].as_str().unwrap().contains("add_to_cart"), "{bk}: {stalled}");
+        let (_, pa) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.a)).await;
+        assert_eq!(pa["analytics"]["funnels"]["view_to_purchase"]["converted"], true, "{bk}");
+        let tags_a: Vec<&str> = pa["tags"].as_array().unwrap().iter().filter_map(|t| t["tag"].as_str()).collect();
+        assert!(!tags_a.contains(&"加购未买"), "{bk}: {tags_a:?}");
+        let vip = pa["tags"].as_array().unwrap().iter().find(|t| t["tag"] == "VIP客户").cloned();
+        let vip = vip.unwrap_or_else(|| panic!("{bk}: the run removed the manual tag: {tags_a:?}"));
+        assert_eq!((vip["source"].as_str(), vip["weight"].as_f64()), (Some("manual"), Some(1.0)), "{bk}: {vip}");
+
+        // Removing it is audited; a second removal finds nothing.
+        let (status, _) = send(&s, Role::Operator, Method::DELETE, &path, None).await;
+        assert_eq!(status, 204, "{bk}");
+        let (status, _) = send(&s, Role::Operator, Method::DELETE, &path, None).await;
+        assert_eq!(status, 404, "{bk}");
+        let audit = s.app.store.audit_log(Some(shop.a), 50).await.unwrap();
+        for action in ["member.tag", "member.untag"] {
+            assert!(audit.iter().any(|e| e.action == action), "{bk}: no {action} in the audit log");
+        }
+        analyze(&s, "2026-06-30");
+        let (_, pa) = get(&s, Role::Operator, &format!("/v1/members/{}/profile", shop.a)).await;
+        assert!(!pa["tags"].as_array().unwrap().iter().any(|t| t["tag"] == "VIP客户"), "{bk}: a run re-created it");
+
+        // Funnels on demand: the same counts as the run over June; from 06-21 B's visit is out of range.
+        let q = |from: &str, to: &str| json!({"funnel": shop_funnel(), "from": from, "to": to});
+        let (status, f) =
+            send(&s, Role::Analyst, Method::POST, "/v1/analytics/funnels/query", Some(q("2026-06-01", "2026-06-30")))
+                .await;
+        assert_eq!(status, 200, "{bk}: {f}");
+        let entered = |f: &Value| -> Vec<i64> {
+            f["report"]["steps"].as_array().unwrap().iter().filter_map(|st| st["entered"].as_i64()).collect()
+        };
+        assert_eq!(entered(&f), vec![2, 2, 1, 1], "{bk}: {f}");
+        assert_eq!(f["events_read"], 6, "{bk}");
+        let (_, f) =
+            send(&s, Role::Analyst, Method::POST, "/v1/analytics/funnels/query", Some(q("2026-06-21", "2026-06-30")))
+                .await;
+        assert_eq!(entered(&f), vec![1, 1, 1, 1], "{bk}: {f}");
+        let bad = [
+            (json!({"funnel": {"steps": [{"event_type": "product_view"}]}}), "funnel.steps"),
+            (q("2026-06-30", "2026-06-01"), "from"),
+            (q("2025-01-01", "2026-06-30"), "from"),
+            (json!({"funnel": {"steps": [{"event_type": "a"}, {"event_type": ""}]}}), "funnel.steps[1].event_type"),
+        ];
+        for (body, field) in bad {
+            let (status, e) = send(&s, Role::Analyst, Method::POST, "/v1/analytics/funnels/query", Some(body)).await;
+            assert_eq!((status, e["error"]["field"].as_str()), (422, Some(field)), "{bk}: {e}");
+        }
+        let (status, _) =
+            send(&s, Role::Integration, Method::POST, "/v1/analytics/funnels/query", Some(q("2026-06-01", "2026-06-30")))
+                .await;
+        assert_eq!(status, 403, "{bk}");
+
+        // One run at a time per process: of two started together, the second is refused.
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
+        let (one, two) = tokio::join!(s.app.analyze(as_of, &|_| {}), s.app.analyze(as_of, &|_| {}));
+        assert!(one.is_ok(), "{bk}: {:?}", one.err());
+        assert!(matches!(two, Err(huiyuan::app::AppError::AnalysisBusy)), "{bk}: {:?}", two.map(|r| r.run));
+    }
+}
+
+#[tokio::test]
+async fn a_kpi_anomaly_raises_one_alert_into_the_outbox() {
+    for s in servers().await {
+        let bk = s.db.backend;
+        let m: Vec<i64> = three_members(&s).await;
+        // Sixty quiet days of three ¥100 orders, then a day of twenty: orders and GMV jump.
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        for d in 0..60u64 {
+            let day = (start + chrono::Days::new(d)).to_string();
+            for (k, member) in m.iter().enumerate() {
+                order(&s, &format!("Q-{d}-{k}"), *member, &day, 100).await;
+            }
+        }
+        let spike = (start + chrono::Days::new(60)).to_string();
+        for k in 0..20 {
+            order(&s, &format!("S-{k}"), m[k % 3], &spike, 100).await;
+        }
+        let report = analyze(&s, &spike);
+        assert_eq!(report["run"]["status"], "done", "{bk}");
+        let alerts = s.app.store.outbox_events(0, Some("analytics.kpi_anomaly"), 100).await.unwrap();
+        let kpis: Vec<&str> = alerts.iter().filter_map(|a| a.data["kpi"].as_str()).collect();
+        assert!(kpis.contains(&"orders") && kpis.contains(&"gmv"), "{bk}: {kpis:?}");
+        for a in &alerts {
+            assert_eq!(a.data["date"], spike.as_str(), "{bk}: only the spike day is news: {:?}", a.data);
+            assert_eq!(a.occurred_at.date_naive().to_string(), spike, "{bk}");
+        }
+        let orders = alerts.iter().find(|a| a.data["kpi"] == "orders").unwrap();
+        assert_eq!(orders.data["value"].as_f64(), Some(20.0), "{bk}: {:?}", orders.data);
+        // The same day analysed again raises nothing new: the alert's event id is its KPI and day.
+        analyze(&s, &spike);
+        let again = s.app.store.outbox_events(0, Some("analytics.kpi_anomaly"), 100).await.unwrap();
+        assert_eq!(again.len(), alerts.len(), "{bk}");
+    }
+}
+
+async fn three_members(s: &TestServer) -> Vec<i64> {
+    let mut out = Vec::new();
+    for k in 0..3 {
+        out.push(member(s, &format!("1390000071{k}"), "2026-01-01T00:00:00Z").await);
+    }
+    out
+}

@@ -412,6 +412,22 @@ pub enum FunnelError {
     NotGrouped(#[from] NotGroupedByMember),
 }
 
+impl FunnelError {
+    /// The offending field of a bad definition, as a path (`steps[1].event_type`), for an API to name.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            FunnelError::TooFewSteps { field, .. }
+            | FunnelError::TooMany { field, .. }
+            | FunnelError::WindowOnFirstStep { field } => Some(field),
+            FunnelError::NonPositiveWindow { field, .. }
+            | FunnelError::Empty { field }
+            | FunnelError::StepOutOfRange { field, .. }
+            | FunnelError::ExclusionOrder { field, .. } => Some(field),
+            FunnelError::NotGrouped(_) => None,
+        }
+    }
+}
+
 /// One row of the funnel report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FunnelStepReport {
@@ -859,6 +875,49 @@ pub fn funnel_report(events: &[Event], def: &FunnelDefinition) -> Result<FunnelR
         events_without_session: acc.without_session,
         steps,
     })
+}
+
+/// Where one member stands in a funnel: the steps their best attempt reached and when each was done.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MemberProgress {
+    /// The member.
+    pub member_id: i64,
+    /// Steps reached (1 = only the first step; equal to the number of steps = converted).
+    pub reached: usize,
+    /// Time of each matched step of the best attempt, `reached` of them.
+    pub step_times: Vec<DateTime<Utc>>,
+}
+
+/// Each member's progress through the funnel (members who never did step 1 are left out), by member: the
+/// per-member side of [`funnel_report`] under the same semantics, always counting members (a session
+/// definition is read per member), so a member who stalled can be acted on (an abandoned-cart tag).
+///
+/// Errors as [`funnel_report`].
+pub fn member_progress(events: &[Event], def: &FunnelDefinition) -> Result<Vec<MemberProgress>, FunnelError> {
+    let c = Compiled::new(def)?;
+    let runs = member_runs(events)?;
+    let mut out: Vec<MemberProgress> = runs
+        .par_iter()
+        .with_min_len(256)
+        .map_init(
+            || (Dp::new(&c), Vec::new(), Vec::new()),
+            |(dp, recs, times), r| {
+                let run = &events[r.clone()];
+                recs.clear();
+                for (i, e) in run.iter().enumerate() {
+                    push_rec(recs, &c, e, i);
+                }
+                recs.sort_unstable_by_key(Rec::key);
+                dp.unit(recs, &c, times);
+                let step_times: Vec<DateTime<Utc>> =
+                    times.iter().filter_map(|&t| DateTime::<Utc>::from_timestamp_micros(t)).collect();
+                MemberProgress { member_id: run[0].member_id, reached: step_times.len(), step_times }
+            },
+        )
+        .filter(|p| p.reached > 0)
+        .collect();
+    out.sort_unstable_by_key(|p| p.member_id);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -500,3 +500,29 @@ proptest! {
         prop_assert_eq!(outcome(&events, &def), oracle(&events, &def));
     }
 }
+
+#[test]
+fn member_progress_agrees_with_the_report_member_by_member() {
+    // Window 1 h: member 1 converts through the 13:30 attempt (the Mixpanel example), member 2 stalls at the
+    // cart, member 3 never views (not in the funnel), member 4 views only.
+    let def = funnel(&["view", "cart", "purchase"], 3600);
+    let events = vec![
+        ev(1, 0, "view"),
+        ev(1, 1800, "view"),
+        ev(1, 2700, "cart"),
+        ev(1, 4500, "purchase"),
+        ev(2, 100, "view"),
+        ev(2, 200, "cart"),
+        ev(3, 50, "cart"),
+        ev(4, 10, "view"),
+    ];
+    let progress = member_progress(&events, &def).unwrap();
+    let got: Vec<(i64, usize)> = progress.iter().map(|p| (p.member_id, p.reached)).collect();
+    assert_eq!(got, vec![(1, 3), (2, 2), (4, 1)]);
+    assert_eq!(progress[0].step_times, vec![ts(1800), ts(2700), ts(4500)], "the best attempt's times");
+    // Summed over members, progress gives the report's counts.
+    let report = funnel_report(&events, &def).unwrap();
+    let from_progress: Vec<u64> =
+        (0..3).map(|i| progress.iter().filter(|p| p.reached > i).count() as u64).collect();
+    assert_eq!(from_progress, entered(&report));
+}

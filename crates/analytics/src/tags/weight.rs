@@ -109,7 +109,8 @@ pub struct CategoryPolicy {
 /// Parameters of [`update_member_tags`].
 ///
 /// Defaults (starting points to tune per shop): half-lives basic 365 d, channel 180 d, value 90 d,
-/// interest 60 d, behaviour 30 d, lifecycle 30 d with drop-when-unobserved; other categories 90 d; manual
+/// interest 60 d, behaviour 30 d, lifecycle 30 d and funnel 7 d with drop-when-unobserved (states the run
+/// recomputes: a stage, where a member stalled in a funnel); other categories 90 d; manual
 /// tags do not decay; floor 0.1; decay changes under 0.05 are not reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -137,6 +138,7 @@ impl Default for TagWeightParams {
             ("interest", policy(60.0, false)),
             ("behaviour", policy(30.0, false)),
             ("lifecycle", policy(30.0, true)),
+            ("funnel", policy(7.0, true)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
