@@ -92,7 +92,10 @@ def main():
         cpus.append(time.process_time() - c0)
 
     engine_walls, engine_cpus = [], []
-    engine_query = f"SELECT count(*), sum(r), sum(f), sum(m), sum(recency + frequency + monetary), count(DISTINCT segment) FROM ({QUERY})"
+    engine_query = (
+        "SELECT count(*), sum(r), sum(f), sum(m), sum(recency + frequency + monetary), count(DISTINCT segment) "
+        f"FROM ({QUERY})"
+    )
     for _ in range(max(reps, 1)):
         w0, c0 = time.perf_counter(), time.process_time()
         agg = con.execute(engine_query, params).fetchall()
