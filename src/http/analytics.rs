@@ -164,7 +164,9 @@ async fn funnel_query(
         ));
     }
     match s.app.funnel_query(q.funnel, from, to).await? {
-        Ok(r) => Ok(axum::Json(FunnelQueryResponse { from: r.from, to: r.to, events_read: r.events_read, report: r.report })),
+        Ok(r) => {
+            Ok(axum::Json(FunnelQueryResponse { from: r.from, to: r.to, events_read: r.events_read, report: r.report }))
+        }
         Err(e) => {
             let field = e.field().map_or_else(|| "funnel".to_string(), |f| format!("funnel.{f}"));
             Err(bad(&field, "invalid_funnel", e.to_string()))

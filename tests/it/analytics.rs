@@ -356,9 +356,14 @@ async fn manual_tags_funnels_on_demand_stalled_members_and_runs_over_http() {
             let (status, e) = send(&s, Role::Analyst, Method::POST, "/v1/analytics/funnels/query", Some(body)).await;
             assert_eq!((status, e["error"]["field"].as_str()), (422, Some(field)), "{bk}: {e}");
         }
-        let (status, _) =
-            send(&s, Role::Integration, Method::POST, "/v1/analytics/funnels/query", Some(q("2026-06-01", "2026-06-30")))
-                .await;
+        let (status, _) = send(
+            &s,
+            Role::Integration,
+            Method::POST,
+            "/v1/analytics/funnels/query",
+            Some(q("2026-06-01", "2026-06-30")),
+        )
+        .await;
         assert_eq!(status, 403, "{bk}");
 
         // One run at a time per process: of two started together, the second is refused.
@@ -393,7 +398,9 @@ async fn a_kpi_anomaly_raises_one_alert_into_the_outbox() {
         assert!(kpis.contains(&"orders") && kpis.contains(&"gmv"), "{bk}: {kpis:?}");
         for a in &alerts {
             assert_eq!(a.data["date"], spike.as_str(), "{bk}: only the spike day is news: {:?}", a.data);
-            assert_eq!(a.occurred_at.date_naive().to_string(), spike, "{bk}");
+            // Known once the day is over: the event occurs at the end of the day it describes.
+            let day_end = (start + chrono::Days::new(61)).and_hms_opt(0, 0, 0).unwrap().and_utc();
+            assert_eq!(a.occurred_at, day_end, "{bk}");
         }
         let orders = alerts.iter().find(|a| a.data["kpi"] == "orders").unwrap();
         assert_eq!(orders.data["value"].as_f64(), Some(20.0), "{bk}: {:?}", orders.data);

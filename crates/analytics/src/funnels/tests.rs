@@ -522,7 +522,6 @@ fn member_progress_agrees_with_the_report_member_by_member() {
     assert_eq!(progress[0].step_times, vec![ts(1800), ts(2700), ts(4500)], "the best attempt's times");
     // Summed over members, progress gives the report's counts.
     let report = funnel_report(&events, &def).unwrap();
-    let from_progress: Vec<u64> =
-        (0..3).map(|i| progress.iter().filter(|p| p.reached > i).count() as u64).collect();
+    let from_progress: Vec<u64> = (0..3).map(|i| progress.iter().filter(|p| p.reached > i).count() as u64).collect();
     assert_eq!(from_progress, entered(&report));
 }
