@@ -141,7 +141,7 @@ impl Generator {
             lines
                 .iter()
                 .map(|l| {
-                    json!({"beneficiary":{"who":"member"},"growth":l.amount / 100,"multiplier_bp":10000,"multipliers":[],
+                    json!({"beneficiary":{"who":"member"},"growth":l.amount / 100,"multiplier_bp":10000,"multipliers":["benefits"],
                            "points":l.amount / 100,"rule_id":"base","rule_version":1,
                            "target":{"line_no":l.line_no,"on":"line"},"uncapped_points":l.amount / 100})
                 })
@@ -170,10 +170,6 @@ fn evaluation_template() -> Value {
     let not =
         |id: &str, reason: &str| json!({"applied": false, "reason": reason, "rule_id": id, "target": {"on": "order"}});
     let mut explanations = vec![
-        not("tier_regular", "member tier  is not 普通"),
-        not("tier_silver", "member tier  is not 银卡"),
-        not("tier_gold", "member tier  is not 金卡"),
-        not("tier_diamond", "member tier  is not 钻石"),
         not("member_day", "order placed on Sunday (local), member day is Wednesday"),
         not("birthday_month", "no birthday on file"),
         not("double11", "outside campaign window 2025-11-01 00:00:00 – 2025-11-12 00:00:00 (local)"),
@@ -181,6 +177,7 @@ fn evaluation_template() -> Value {
     ];
     for line_no in 1..=2 {
         let on_line = |id: &str, applied: bool, reason: &str| json!({"applied": applied, "reason": reason, "rule_id": id, "target": {"line_no": line_no, "on": "line"}});
+        explanations.push(on_line("benefits", true, "applies to every order: benefits of regular give ×1"));
         explanations.push(on_line("skincare_bonus", false, "line has no category"));
         explanations.push(on_line("own_brand", false, "line has no brand"));
         explanations.push(on_line("base", true, "3998 fen at 1 point(s) per 100 fen × ×1: 39 point(s), 39 growth"));

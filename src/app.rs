@@ -31,7 +31,8 @@ use crate::store::{
 pub use analytics::{FUNNEL_QUERY_MAX_DAYS, FunnelQueryResult, RunReport};
 pub use coupons::{CouponFault, Issued, PriceRequest};
 pub use loyalty::{
-    CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules, default_tiers,
+    CardBought, CheckInOutcome, Earner, HistoryEntry, RulesRefused, SimulatedMember, TierView, default_rules,
+    default_tiers,
 };
 pub use notify::{DeliveryReport, WebhookCreated};
 pub use rewards::Redeemed;

@@ -265,6 +265,7 @@ impl Earner {
         members.sort_unstable();
         members.dedup();
         let facts = self.store.member_facts(&members).await?;
+        let mut cards = self.store.cards_of_members(&members).await?;
         let order_members: Vec<MemberId> = {
             // Includes the referees of referral tasks (their orders are loaded above).
             let mut v: Vec<MemberId> = orders.values().filter_map(|o| o.member_id).collect();
@@ -317,7 +318,8 @@ impl Earner {
         let mut jobs = Vec::with_capacity(per_member.len());
         for (member, (task_ids, work)) in per_member {
             let row = facts.get(&member).cloned();
-            let op = self.member_op(row, work, rules.clone(), program.clone(), risk.clone(), now);
+            let member_cards = cards.remove(&member).unwrap_or_default();
+            let op = self.member_op(row, member_cards, work, rules.clone(), program.clone(), risk.clone(), now);
             jobs.push(LedgerJob { member, op, tasks: task_ids });
         }
         let results = self.store.ledger_apply(jobs, now).await?;
@@ -329,9 +331,11 @@ impl Earner {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn member_op(
         &self,
         row: Option<MemberFactsRow>,
+        cards: Vec<crate::loyalty::tiers::CardTerm>,
         work: Vec<Work>,
         rules: Arc<RuleSet>,
         program: Option<Arc<TierProgram>>,
@@ -351,7 +355,8 @@ impl Earner {
                 .map(|s| s.tier.clone())
                 .or_else(|| program.as_ref().and_then(|p| p.tiers.first().map(|t| t.code.clone())))
                 .unwrap_or_default();
-            let facts = |first_paid_order: bool| MemberFacts {
+            let facts = |first_paid_order: bool, at: DateTime<Utc>| MemberFacts {
+                benefits: earning::benefits_at(program.as_deref(), &tier, &cards, at),
                 tier: tier.clone(),
                 birthday: row.birthday,
                 registered_at: row.registered_at,
@@ -379,7 +384,13 @@ impl Earner {
             for w in work {
                 match w {
                     Work::Order { order_id, order, first_paid } => {
-                        let e = earning::earn_order(&mut ledger, order_id, &order, &facts(first_paid), &rules)?;
+                        let e = earning::earn_order(
+                            &mut ledger,
+                            order_id,
+                            &order,
+                            &facts(first_paid, order.placed_at),
+                            &rules,
+                        )?;
                         keep(e, &mut applied);
                     }
                     Work::Refund(r) => {
@@ -392,7 +403,7 @@ impl Earner {
                         )?);
                     }
                     Work::Behaviour(input) => {
-                        let e = earning::earn_behaviour(&mut ledger, &input, &facts(false), &rules)?;
+                        let e = earning::earn_behaviour(&mut ledger, &input, &facts(false, input.event.at), &rules)?;
                         keep(e, &mut applied);
                     }
                     Work::Referral { referee, order_id, placed_at } => {
@@ -403,13 +414,16 @@ impl Earner {
                             subject: "registration".into(),
                             event: BehaviourEvent { at: registered_at, behaviour: Behaviour::Registration },
                         };
-                        keep(earning::earn_behaviour(&mut ledger, &reg, &facts(false), &rules)?, &mut applied);
+                        keep(
+                            earning::earn_behaviour(&mut ledger, &reg, &facts(false, registered_at), &rules)?,
+                            &mut applied,
+                        );
                         if profile_complete {
                             let p = BehaviourInput {
                                 subject: "profile".into(),
                                 event: BehaviourEvent { at, behaviour: Behaviour::ProfileCompletion },
                             };
-                            keep(earning::earn_behaviour(&mut ledger, &p, &facts(false), &rules)?, &mut applied);
+                            keep(earning::earn_behaviour(&mut ledger, &p, &facts(false, at), &rules)?, &mut applied);
                         }
                     }
                 }
@@ -533,8 +547,10 @@ impl super::App {
                 }
             }
         }
+        let mut cards = Vec::new();
         let (ledger, mut facts) = match member {
             Some(id) => {
+                cards = self.store.member_cards(id).await?.into_iter().map(|c| c.term).collect();
                 let Some(row) = self.store.member_facts(&[id]).await?.remove(&id).filter(|r| r.active) else {
                     return Ok(Err(Invalid::new("unknown_member", "member_id", format!("no member {id}"))));
                 };
@@ -548,6 +564,7 @@ impl super::App {
                     registered_at: row.registered_at,
                     referred_by: None,
                     first_paid_order: first_paid,
+                    benefits: None,
                 };
                 (ledger, facts)
             }
@@ -559,6 +576,7 @@ impl super::App {
                     registered_at: at,
                     referred_by: None,
                     first_paid_order: true,
+                    benefits: None,
                 },
             ),
         };
@@ -577,6 +595,9 @@ impl super::App {
         if overrides.referred_by.is_some() {
             facts.referred_by = overrides.referred_by;
         }
+        // The benefits of the (possibly overridden) tier and the member's cards at the input's time.
+        let program = self.earner.tier_program().await?;
+        facts.benefits = earning::benefits_at(program.as_ref(), &facts.tier, &cards, at);
         let snapshot = earning::snapshot(&ledger, &facts, &rules, at);
         Ok(Ok(crate::loyalty::rules::evaluate(&input, &snapshot, &rules)))
     }
@@ -744,6 +765,12 @@ pub struct TierView {
     /// The tier's benefits (paid cards not included).
     #[schema(value_type = Object)]
     pub benefits: crate::loyalty::tiers::Benefits,
+    /// What the member enjoys now: the tier's benefits combined with every active paid card (best
+    /// multiplier and discount, flags OR'ed, every birthday gift), with where each comes from.
+    #[schema(value_type = Option<Object>)]
+    pub effective_benefits: Option<crate::loyalty::tiers::EffectiveBenefits>,
+    /// Paid cards active now.
+    pub active_cards: Vec<crate::store::CardRecord>,
     /// Every change with its reason, oldest first.
     #[schema(value_type = Vec<Object>)]
     pub history: Vec<TierChange>,
@@ -762,10 +789,18 @@ impl super::App {
             .progress(&state, &growth, self.now())
             .map_err(|e| StoreError::Corrupt(format!("tier of member {member}: {e}")))?;
         let tier = program.tier(&state.tier).cloned();
+        let now = self.now();
+        let active_cards: Vec<crate::store::CardRecord> =
+            self.store.member_cards(member).await?.into_iter().filter(|c| c.term.is_active(now)).collect();
+        let terms: Vec<crate::loyalty::tiers::CardTerm> = active_cards.iter().map(|c| c.term.clone()).collect();
+        let effective =
+            tier.as_ref().or(program.tiers.first()).map(|t| crate::loyalty::tiers::effective_benefits(t, &terms, now));
         Ok(Some(TierView {
             member_id: member,
             name: tier.as_ref().map_or_else(|| state.tier.clone(), |t| t.name.clone()),
             benefits: tier.map(|t| t.benefits).unwrap_or_default(),
+            effective_benefits: effective,
+            active_cards,
             tier: state.tier,
             progress,
             history: self.store.tier_changes(member).await?,
@@ -795,5 +830,67 @@ impl super::App {
             self.store.append_audit(&[entry]).await?;
         }
         Ok(out)
+    }
+}
+
+/// What recording a card purchase came to.
+#[derive(Debug, Clone)]
+pub enum CardBought {
+    Bought(crate::store::CardRecord),
+    Replayed(crate::store::CardRecord),
+    KeyReused,
+    UnknownMember,
+    /// The request is not valid (no tier program, unknown plan), naming the field.
+    Invalid(crate::error::Invalid),
+}
+
+impl super::App {
+    /// Record a paid card bought at the shop's checkout (付费会员): a new term, or a renewal starting where
+    /// the member's current term of the plan ends. Idempotent on `(member, key)`; audited.
+    pub async fn buy_card(
+        &self,
+        member: MemberId,
+        plan: &str,
+        key: &str,
+        payment_ref: Option<String>,
+        who: &crate::security::Principal,
+    ) -> Result<CardBought, super::AppError> {
+        use crate::error::Invalid;
+        if self.store.member(member).await?.filter(|m| m.merged_into.is_none()).is_none() {
+            return Ok(CardBought::UnknownMember);
+        }
+        let Some(program) = self.earner.tier_program().await? else {
+            return Ok(CardBought::Invalid(Invalid::new(
+                "no_tier_program",
+                "plan",
+                "no card plans: the tier program is not set (PUT /v1/loyalty/tiers)",
+            )));
+        };
+        if program.card(plan).is_none() {
+            let known: Vec<&str> = program.cards.iter().map(|c| c.code.as_str()).collect();
+            return Ok(CardBought::Invalid(Invalid::new(
+                "unknown_plan",
+                "plan",
+                format!("no card plan `{plan}`; the program sells: {}", known.join(", ")),
+            )));
+        }
+        let now = self.now();
+        let purchase = crate::store::CardPurchase {
+            member_id: member,
+            plan: plan.to_string(),
+            key: key.to_string(),
+            payment_ref,
+            actor: crate::store::Actor { id: who.key_id.clone(), at: now },
+        };
+        let plan_code = plan.to_string();
+        let op: crate::store::CardOp = Box::new(move |terms| program.buy_card(&plan_code, terms, now));
+        Ok(match self.store.buy_card(&purchase, op).await? {
+            crate::store::CardStored::Bought(c) => CardBought::Bought(c),
+            crate::store::CardStored::Replayed(c) => CardBought::Replayed(c),
+            crate::store::CardStored::KeyReused(_) => CardBought::KeyReused,
+            crate::store::CardStored::Refused(e) => {
+                CardBought::Invalid(Invalid::new("card_refused", "plan", e.to_string()))
+            }
+        })
     }
 }

@@ -102,6 +102,7 @@ impl App {
             skus.dedup();
             let catalog = self.store.sku_attributes(&skus).await?;
             let first_paid = self.store.first_paid_orders(&ids).await?;
+            let mut cards = self.store.cards_of_members(&ids).await?;
             let mut causes: HashMap<crate::members::MemberId, Vec<Cause>> = HashMap::new();
             for o in &orders {
                 let Some(m) = o.member_id else { continue };
@@ -165,6 +166,7 @@ impl App {
                         birthday: f.birthday,
                         profile_complete: f.profile_complete,
                         referred_by: f.referred_by,
+                        cards: cards.remove(m).unwrap_or_default(),
                         causes: causes.remove(m).unwrap_or_default(),
                     })
                 })

@@ -11,7 +11,9 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, AppState, Caller};
-use crate::app::{CheckInOutcome, HistoryEntry, PointsRefused, PointsView, RulesRefused, SimulatedMember, TierView};
+use crate::app::{
+    CardBought, CheckInOutcome, HistoryEntry, PointsRefused, PointsView, RulesRefused, SimulatedMember, TierView,
+};
 use crate::loyalty::ledger::{LedgerError, Wallet};
 use crate::loyalty::rules::{RuleInput, RuleSet, RuleSetError};
 use crate::loyalty::tiers::TierProgram;
@@ -30,6 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rule_version))
         .routes(routes!(simulate))
         .routes(routes!(member_tier))
+        .routes(routes!(buy_card, member_cards))
         .routes(routes!(get_tiers, put_tiers))
 }
 
@@ -317,4 +320,64 @@ async fn put_tiers(
     })?;
     s.app.put_tier_program(&program, who).await??;
     Ok(axum::Json(program))
+}
+
+/// A paid card bought at the shop's checkout.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuyCard {
+    /// A card plan of the tier program (`cards[].code`).
+    pub plan: String,
+    /// The shop's payment reference, kept with the card.
+    #[serde(default)]
+    pub payment_ref: Option<String>,
+}
+
+/// Record a paid membership card (付费会员) the member bought: 201 with the new term (a renewal starts where
+/// the current term of the plan ends), 200 with the same card on a retry with the same `Idempotency-Key`
+/// (required), 409 if the key was used for another purchase. Audited. Admin, operator and integration.
+#[utoipa::path(post, path = "/v1/members/{id}/cards", tag = "loyalty", params(("id" = i64, Path),
+        ("Idempotency-Key" = String, Header)), request_body = BuyCard,
+    responses((status = 201, body = crate::store::CardRecord), (status = 200, body = crate::store::CardRecord),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn buy_card(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<MemberId>,
+    ApiJson(req): ApiJson<BuyCard>,
+) -> Result<Response, ApiError> {
+    let who = caller.require(Permission::MembersWrite)?;
+    let key = super::required_idempotency_key(&headers)?;
+    if key.len() > 200 {
+        return Err(crate::error::Invalid::new("invalid_key", "Idempotency-Key", "1 to 200 bytes").into());
+    }
+    let payment_ref = match req.payment_ref.as_deref().map(str::trim) {
+        Some(r) if r.is_empty() || r.len() > 200 => {
+            return Err(crate::error::Invalid::new("invalid_field", "payment_ref", "1 to 200 bytes").into());
+        }
+        other => other.map(str::to_string),
+    };
+    match s.app.buy_card(id, req.plan.trim(), key, payment_ref, who).await? {
+        CardBought::Bought(c) => Ok((StatusCode::CREATED, axum::Json(c)).into_response()),
+        CardBought::Replayed(c) => Ok((StatusCode::OK, axum::Json(c)).into_response()),
+        CardBought::KeyReused => Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different card purchase",
+        )),
+        CardBought::UnknownMember => Err(ApiError::not_found("member")),
+        CardBought::Invalid(e) => Err(e.into()),
+    }
+}
+
+/// A member's paid card terms, oldest first (active or not).
+#[utoipa::path(get, path = "/v1/members/{id}/cards", tag = "loyalty", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<crate::store::CardRecord>)))]
+async fn member_cards(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<MemberId>,
+) -> Result<axum::Json<Vec<crate::store::CardRecord>>, ApiError> {
+    caller.require(Permission::MemberRead)?;
+    Ok(axum::Json(s.app.store.member_cards(id).await?))
 }

@@ -88,6 +88,8 @@ pub struct MemberHistory {
     pub birthday: Option<NaiveDate>,
     pub profile_complete: bool,
     pub referred_by: Option<MemberId>,
+    /// Paid card terms the member bought: their multipliers count where a rule reads the benefits.
+    pub cards: Vec<crate::loyalty::tiers::CardTerm>,
     /// Any order; replayed by time (ties keep this order).
     pub causes: Vec<Cause>,
 }
@@ -146,8 +148,10 @@ pub fn replay(p: &Programme, h: &MemberHistory, until: DateTime<Utc>) -> Result<
             // The tier only matters to order multipliers; bringing it up to date is not free.
             state = Some(earning::update_tier(&p.tiers, state.take(), &ledger, h.registered_at, at)?.0);
         }
+        let tier = state.as_ref().map(|s| s.tier.clone()).unwrap_or_default();
         let facts = |first_paid_order| MemberFacts {
-            tier: state.as_ref().map(|s| s.tier.clone()).unwrap_or_default(),
+            benefits: earning::benefits_at(Some(&p.tiers), &tier, &h.cards, at),
+            tier: tier.clone(),
             birthday: h.birthday,
             registered_at: h.registered_at,
             referred_by: h.referred_by,
@@ -358,6 +362,7 @@ mod tests {
             birthday: None,
             profile_complete: false,
             referred_by: None,
+            cards: Vec::new(),
             causes: vec![
                 order(1, t(2026, 1, 6), 150_000),
                 order(2, t(2026, 1, 13), 100_000),

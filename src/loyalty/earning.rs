@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{Entry, Kind, Ledger, LedgerError, RefundedLine, Source, Wallet};
 use super::rules::{
-    Behaviour, BehaviourEvent, Beneficiary, Effect, Evaluation, Explanation, MemberSnapshot, Rule, RuleInput,
-    RuleOrder, RuleSet, Target, Usage, evaluate,
+    Behaviour, BehaviourEvent, Beneficiary, BenefitMultiplier, Effect, Evaluation, Explanation, MemberSnapshot, Rule,
+    RuleInput, RuleOrder, RuleSet, Target, Usage, evaluate,
 };
 use super::tiers::{Growth, TierChange, TierError, TierProgram, TierState};
 use crate::members::MemberId;
@@ -45,6 +45,24 @@ pub struct MemberFacts {
     pub referred_by: Option<MemberId>,
     /// No paid order of this member precedes the one being evaluated.
     pub first_paid_order: bool,
+    /// The tier's and active paid cards' points multiplier at the time of the input (see
+    /// [`benefits_at`]); none without a tier program.
+    pub benefits: Option<BenefitMultiplier>,
+}
+
+/// The benefits multiplier of a member in `tier` holding `cards`, at `at`: the best of the tier's and the
+/// active cards' (what a `multiplier = "benefits"` rule reads). None without a program; an unknown tier
+/// code (the program changed) counts as the lowest tier.
+pub fn benefits_at(
+    program: Option<&crate::loyalty::tiers::TierProgram>,
+    tier: &str,
+    cards: &[crate::loyalty::tiers::CardTerm],
+    at: DateTime<Utc>,
+) -> Option<BenefitMultiplier> {
+    let program = program?;
+    let t = program.tier(tier).or(program.tiers.first())?;
+    let e = crate::loyalty::tiers::effective_benefits(t, cards, at);
+    Some(BenefitMultiplier { multiplier_bp: e.points_multiplier_bp, sources: e.sources })
 }
 
 /// The result of one earning step: what was written and why.
@@ -131,6 +149,7 @@ pub fn snapshot(ledger: &Ledger, facts: &MemberFacts, rules: &RuleSet, at: DateT
         first_paid_order: facts.first_paid_order,
         referred_by: facts.referred_by,
         once_awarded: once_awarded(ledger.entries(), rules),
+        benefits: facts.benefits.clone(),
     }
 }
 

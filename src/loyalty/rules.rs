@@ -70,7 +70,8 @@ const MAX_LINE_AMOUNT: i64 = crate::commerce::order::MAX_AMOUNT;
 
 /// A realistic example rule set (a Chinese tea-and-beauty brand, 「青禾」), used in tests and as the template
 /// shown to operators. 1 point and 1 growth value per yuan; shipping, gift cards and fees earn nothing;
-/// 会员日 (Wednesday) and 生日月 are each ×2 but do not stack with each other (best of); tier multipliers;
+/// 会员日 (Wednesday) and 生日月 are each ×2 but do not stack with each other (best of); the tier and card
+/// multiplier from the tier program's benefits;
 /// a category bonus; 连续签到 over a 7-day cycle; behaviour rewards; daily and monthly caps.
 pub const EXAMPLE_TOML: &str = r#"
 version = 3
@@ -88,42 +89,16 @@ excluded_categories = ["礼品卡"]
 excluded_skus = ["SHIPPING"]
 include_shipping = false
 
-# Tier benefits: one multiplier per tier. A member has one tier, so at most one applies.
+# Tier and paid-card multipliers (银卡 ×1.2, 金卡 ×1.5, 钻石 ×2, PLUS 卡 ×1.5; the best of them) are the tier
+# program's benefits: one rule reads them, so they are configured once, where the tiers are.
 [[rules]]
-id = "tier_regular"
+id = "benefits"
 kind = "multiplier"
-description = "普通会员 ×1.0"
+description = "tier or paid card multiplier (the tier program's benefits)"
 stacking = "multiply"
 priority = 100
-multiplier = 1.0
-when = { on = "tier", tiers = ["regular"] }
-
-[[rules]]
-id = "tier_silver"
-kind = "multiplier"
-description = "银卡 ×1.2"
-stacking = "multiply"
-priority = 100
-multiplier = 1.2
-when = { on = "tier", tiers = ["silver"] }
-
-[[rules]]
-id = "tier_gold"
-kind = "multiplier"
-description = "金卡 ×1.5"
-stacking = "multiply"
-priority = 100
-multiplier = 1.5
-when = { on = "tier", tiers = ["gold"] }
-
-[[rules]]
-id = "tier_diamond"
-kind = "multiplier"
-description = "钻石 ×2.0"
-stacking = "multiply"
-priority = 100
-multiplier = 2.0
-when = { on = "tier", tiers = ["diamond"] }
+multiplier = "benefits"
+when = { on = "always" }
 
 # Date bonuses: 会员日 and 生日月 are both ×2, but a member's birthday-month Wednesday is still ×2.
 [[rules]]
@@ -354,21 +329,42 @@ pub struct MultiplierRule {
     /// Higher first among `multiply` factors and to break `best_of` ties.
     #[serde(default)]
     pub priority: i32,
-    /// The factor, with at most 4 decimals (it becomes basis points).
-    pub multiplier: f64,
+    /// The factor, with at most 4 decimals (it becomes basis points), or `"benefits"`: the points multiplier
+    /// of the member's tier and active paid cards (the tier program's benefits) at the time of the order, so
+    /// tier and card multipliers are configured once, where the tiers are.
+    pub multiplier: Factor,
     /// Also multiply growth value (default: promotions do not inflate tiers).
     #[serde(default)]
     pub applies_to_growth: bool,
     pub when: Condition,
 }
 
+/// A multiplier's factor: fixed, or read off the member's benefits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Factor {
+    Fixed(f64),
+    From(FactorSource),
+}
+
+/// Where a factor that is not fixed comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactorSource {
+    /// The best points multiplier of the member's tier and active paid cards.
+    Benefits,
+}
+
 impl MultiplierRule {
-    /// The multiplier in basis points (validated to be exact).
-    pub fn multiplier_bp(&self) -> i64 {
-        if self.multiplier.is_finite() {
-            (self.multiplier * BP as f64).round().clamp(0.0, MAX_COMBINED_BP as f64) as i64
-        } else {
-            BP
+    /// The multiplier in basis points for this member (fixed factors are validated to be exact; a benefits
+    /// factor is ×1 for a member without benefits).
+    pub fn multiplier_bp(&self, member: &MemberSnapshot) -> i64 {
+        match self.multiplier {
+            Factor::Fixed(f) if f.is_finite() => (f * BP as f64).round().clamp(0.0, MAX_COMBINED_BP as f64) as i64,
+            Factor::Fixed(_) => BP,
+            Factor::From(FactorSource::Benefits) => {
+                member.benefits.as_ref().map_or(BP, |b| b.multiplier_bp.clamp(0, MAX_COMBINED_BP))
+            }
         }
     }
 }
@@ -378,6 +374,8 @@ impl MultiplierRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "on", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
+    /// Every order (for a multiplier whose factor is the member's benefits).
+    Always,
     Tier {
         tiers: Vec<String>,
     },
@@ -599,13 +597,18 @@ impl RuleSet {
                 }
             }
             Rule::Multiplier(m) => {
-                let exact = m.multiplier.is_finite()
-                    && ((m.multiplier * BP as f64).round() - m.multiplier * BP as f64).abs() < 1e-6;
-                if !(m.multiplier.is_finite() && m.multiplier > 0.0 && m.multiplier <= MAX_MULTIPLIER && exact) {
+                let ok = |f: f64| {
+                    let exact = f.is_finite() && ((f * BP as f64).round() - f * BP as f64).abs() < 1e-6;
+                    f.is_finite() && f > 0.0 && f <= MAX_MULTIPLIER && exact
+                };
+                if matches!(m.multiplier, Factor::Fixed(f) if !ok(f)) {
                     return Err(Invalid::new(
                         "out_of_range",
                         "multiplier",
-                        format!("`multiplier` must be above 0 and at most {MAX_MULTIPLIER}, with at most 4 decimals"),
+                        format!(
+                            "`multiplier` must be above 0 and at most {MAX_MULTIPLIER}, with at most 4 decimals, \
+                             or \"benefits\""
+                        ),
                     ));
                 }
                 match (m.stacking, &m.group) {
@@ -683,6 +686,7 @@ impl RuleSet {
 
 fn validate_condition(c: &Condition) -> Checked<()> {
     match c {
+        Condition::Always => Ok(()),
         Condition::Tier { tiers } => check_non_empty(tiers, "tiers"),
         Condition::Category { prefixes } => check_non_empty(prefixes, "prefixes"),
         Condition::Brand { brands } => check_non_empty(brands, "brands"),
@@ -854,6 +858,16 @@ pub struct MemberSnapshot {
     /// Once-per-member rules (registration, profile completion, referral) already awarded.
     #[serde(default)]
     pub once_awarded: BTreeSet<String>,
+    /// The member's tier and paid-card benefits at the time of the input (none without a tier program).
+    #[serde(default)]
+    pub benefits: Option<BenefitMultiplier>,
+}
+
+/// The points multiplier of a member's benefits, and where it comes from (tier code, card plans).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenefitMultiplier {
+    pub multiplier_bp: i64,
+    pub sources: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1005,6 +1019,7 @@ fn order_condition(
     local: NaiveDateTime,
 ) -> Option<(bool, String)> {
     Some(match c {
+        Condition::Always => (true, "applies to every order".to_string()),
         Condition::Tier { tiers } => {
             if tiers.contains(&member.tier) {
                 (true, format!("member tier is {}", member.tier))
@@ -1099,7 +1114,25 @@ fn line_value(amount: i64, per_unit: i64, bp: i64, unit: i64) -> i64 {
 }
 
 /// Combine the matching multipliers of one line; returns (points bp, growth bp, applied ids, losers).
-fn combine(candidates: &[(usize, &MultiplierRule)]) -> (i64, i64, Vec<String>, Vec<(String, String)>) {
+/// A benefits factor says what it reads (`benefits of gold + plus ×1.5`), and does not apply to a member
+/// without benefits.
+fn with_factor(m: &MultiplierRule, member: &MemberSnapshot, (ok, why): (bool, String)) -> (bool, String) {
+    match (m.multiplier, &member.benefits) {
+        (Factor::Fixed(_), _) => (ok, why),
+        (Factor::From(FactorSource::Benefits), None) => {
+            (false, "the member has no tier benefits (no tier program)".into())
+        }
+        (Factor::From(FactorSource::Benefits), Some(b)) if ok => {
+            (true, format!("{why}: benefits of {} give {}", b.sources.join(" + "), format_bp(b.multiplier_bp)))
+        }
+        (Factor::From(FactorSource::Benefits), Some(_)) => (false, why),
+    }
+}
+
+fn combine(
+    candidates: &[(usize, &MultiplierRule)],
+    member: &MemberSnapshot,
+) -> (i64, i64, Vec<String>, Vec<(String, String)>) {
     // best_of: keep the largest per group; ties to higher priority, then earlier position.
     let mut winners: BTreeMap<&str, (usize, &MultiplierRule)> = BTreeMap::new();
     for &(pos, m) in candidates.iter().filter(|(_, m)| m.stacking == Stacking::BestOf) {
@@ -1107,8 +1140,8 @@ fn combine(candidates: &[(usize, &MultiplierRule)]) -> (i64, i64, Vec<String>, V
         let better = match winners.get(group) {
             None => true,
             Some(&(wpos, w)) => {
-                (m.multiplier_bp(), m.priority, std::cmp::Reverse(pos))
-                    > (w.multiplier_bp(), w.priority, std::cmp::Reverse(wpos))
+                (m.multiplier_bp(member), m.priority, std::cmp::Reverse(pos))
+                    > (w.multiplier_bp(member), w.priority, std::cmp::Reverse(wpos))
             }
         };
         if better {
@@ -1127,9 +1160,9 @@ fn combine(candidates: &[(usize, &MultiplierRule)]) -> (i64, i64, Vec<String>, V
     let mut applied = Vec::new();
     let (mut points_bp, mut growth_bp) = (BP, BP);
     for &(_, m) in candidates.iter().filter(|(_, m)| m.stacking == Stacking::Add) {
-        points_bp += m.multiplier_bp() - BP;
+        points_bp += m.multiplier_bp(member) - BP;
         if m.applies_to_growth {
-            growth_bp += m.multiplier_bp() - BP;
+            growth_bp += m.multiplier_bp(member) - BP;
         }
         applied.push(m.id.clone());
     }
@@ -1140,9 +1173,9 @@ fn combine(candidates: &[(usize, &MultiplierRule)]) -> (i64, i64, Vec<String>, V
     factors.extend(winners.values().copied());
     factors.sort_by_key(|&(pos, m)| (std::cmp::Reverse(m.priority), pos));
     for (_, m) in factors {
-        points_bp = (points_bp * m.multiplier_bp() / BP).clamp(0, MAX_COMBINED_BP);
+        points_bp = (points_bp * m.multiplier_bp(member) / BP).clamp(0, MAX_COMBINED_BP);
         if m.applies_to_growth {
-            growth_bp = (growth_bp * m.multiplier_bp() / BP).clamp(0, MAX_COMBINED_BP);
+            growth_bp = (growth_bp * m.multiplier_bp(member) / BP).clamp(0, MAX_COMBINED_BP);
         }
         applied.push(m.id.clone());
     }
@@ -1164,7 +1197,7 @@ fn evaluate_order(ctx: &mut Ctx<'_>, order: &RuleOrder) {
     let mut order_level: BTreeMap<usize, (bool, String)> = BTreeMap::new();
     for &(pos, m) in &multipliers {
         if let Some(judged) = order_condition(&m.when, ctx.member, order, local) {
-            order_level.insert(pos, judged);
+            order_level.insert(pos, with_factor(m, ctx.member, judged));
         }
     }
 
@@ -1213,7 +1246,7 @@ fn evaluate_order(ctx: &mut Ctx<'_>, order: &RuleOrder) {
                     }
                 }
             }
-            let (points_bp, growth_bp, applied, losers) = combine(&candidates);
+            let (points_bp, growth_bp, applied, losers) = combine(&candidates, ctx.member);
             for (id, why) in losers {
                 // A best-of loser matched, but does not apply: correct its explanation for this line.
                 if let Some(e) =

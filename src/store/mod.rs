@@ -7,6 +7,7 @@
 //! store never sees a key.
 
 mod analytics;
+mod cards;
 mod common;
 mod coupons;
 mod loyalty;
@@ -252,7 +253,7 @@ pub struct RefundState {
 /// the HTTP API share one code path.
 #[async_trait]
 pub trait Store:
-    LoyaltyStore + RewardStore + RiskStore + OutboxStore + CouponStore + AnalyticsStore + Send + Sync + 'static
+    LoyaltyStore + RewardStore + RiskStore + OutboxStore + CouponStore + AnalyticsStore + CardStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
 
@@ -614,6 +615,60 @@ pub trait RewardStore {
     async fn cancel_redemption(&self, member: MemberId, redemption_id: i64, op: CancelOp) -> StoreResult<RedeemStored>;
     /// A member's redemptions, newest first.
     async fn member_redemptions(&self, member: MemberId) -> StoreResult<Vec<Redemption>>;
+}
+
+pub use crate::loyalty::tiers::CardTerm;
+
+/// A purchased card term as stored: its id, who sold it and the shop's payment reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CardRecord {
+    pub card_id: i64,
+    pub member_id: MemberId,
+    /// The shop's reference of the payment (the card is paid at the shop's checkout).
+    pub payment_ref: Option<String>,
+    /// The API key (or `cli`) that recorded the purchase.
+    pub bought_by: String,
+    /// Plan, price paid, validity and the benefits as sold.
+    #[schema(value_type = Object)]
+    pub term: CardTerm,
+}
+
+/// A card purchase to record, idempotent on `(member_id, key)`.
+#[derive(Debug, Clone)]
+pub struct CardPurchase {
+    pub member_id: MemberId,
+    pub plan: String,
+    pub key: String,
+    pub payment_ref: Option<String>,
+    pub actor: Actor,
+}
+
+/// The pure decision of a purchase: the member's stored terms in, the new term (or why not) out.
+pub type CardOp = Box<dyn FnOnce(&[CardTerm]) -> Result<CardTerm, crate::loyalty::tiers::TierError> + Send>;
+
+/// What a purchase came to.
+#[derive(Debug, Clone)]
+pub enum CardStored {
+    Bought(CardRecord),
+    /// The same key, plan and payment reference again: the card bought the first time.
+    Replayed(CardRecord),
+    /// The key was used for a different purchase.
+    KeyReused(CardRecord),
+    Refused(crate::loyalty::tiers::TierError),
+}
+
+/// Paid membership cards (`store/cards.rs`).
+#[async_trait]
+pub trait CardStore {
+    /// Record a purchase under the member's card lock, with its audit entry, in one transaction.
+    async fn buy_card(&self, purchase: &CardPurchase, op: CardOp) -> StoreResult<CardStored>;
+    /// A member's card terms, oldest first.
+    async fn member_cards(&self, member: MemberId) -> StoreResult<Vec<CardRecord>>;
+    /// The card terms of several members (for earning), oldest first per member.
+    async fn cards_of_members(
+        &self,
+        members: &[MemberId],
+    ) -> StoreResult<std::collections::HashMap<MemberId, Vec<CardTerm>>>;
 }
 
 pub use crate::loyalty::risk::{ClearRefusal, Crossing, RiskFlag};

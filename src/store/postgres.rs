@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::analytics::analytics_store;
+use super::cards::cards_store;
 use super::common::shared_store;
 use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
@@ -88,3 +89,4 @@ risk_store!(PgStore, sqlx::Postgres);
 outbox_store!(PgStore, sqlx::Postgres);
 coupons_store!(PgStore, sqlx::Postgres);
 analytics_store!(PgStore, sqlx::Postgres);
+cards_store!(PgStore, sqlx::Postgres);

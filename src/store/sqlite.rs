@@ -8,6 +8,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 use super::analytics::analytics_store;
+use super::cards::cards_store;
 use super::common::shared_store;
 use super::coupons::coupons_store;
 use super::loyalty::loyalty_store;
@@ -87,3 +88,4 @@ risk_store!(SqliteStore, sqlx::Sqlite);
 outbox_store!(SqliteStore, sqlx::Sqlite);
 coupons_store!(SqliteStore, sqlx::Sqlite);
 analytics_store!(SqliteStore, sqlx::Sqlite);
+cards_store!(SqliteStore, sqlx::Sqlite);

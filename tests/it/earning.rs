@@ -373,3 +373,111 @@ async fn a_referral_pays_both_sides_once_on_the_referees_first_paid_order() {
         assert_eq!(other_points, 100, "{b}: registration only; the referral stays with the first referrer");
     }
 }
+
+/// POST a card purchase with an idempotency key.
+async fn buy(s: &TestServer, role: Role, m: i64, key: Option<&str>, body: Value) -> (u16, Value) {
+    let mut r = s.req(role, Method::POST, &format!("/v1/members/{m}/cards")).json(&body);
+    if let Some(k) = key {
+        r = r.header("Idempotency-Key", k);
+    }
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_paid_card_is_bought_once_renews_end_to_end_and_multiplies_points_through_the_benefits_rule() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000401").await;
+        let plain = member(&s, "13900000402").await;
+
+        // Bought once: a retry with the same key answers the same card; the key cannot buy something else.
+        let plus = json!({"plan": "plus", "payment_ref": "PAY-1"});
+        let (status, first) = buy(&s, Role::Integration, m, Some("card-1"), plus.clone()).await;
+        assert_eq!(status, 201, "{b}: {first}");
+        assert_eq!(
+            (first["term"]["plan"].as_str(), first["term"]["price"].as_i64()),
+            (Some("plus"), Some(9900)),
+            "{b}"
+        );
+        let (status, again) = buy(&s, Role::Integration, m, Some("card-1"), plus.clone()).await;
+        assert_eq!((status, &again["card_id"]), (200, &first["card_id"]), "{b}: {again}");
+        let (status, e) =
+            buy(&s, Role::Integration, m, Some("card-1"), json!({"plan": "plus", "payment_ref": "PAY-9"})).await;
+        assert_eq!((status, e["error"]["code"].as_str()), (409, Some("idempotency_key_reused")), "{b}: {e}");
+        // Renewing early loses nothing: the new term starts where the first ends.
+        let (status, second) =
+            buy(&s, Role::Integration, m, Some("card-2"), json!({"plan": "plus", "payment_ref": "PAY-2"})).await;
+        assert_eq!(status, 201, "{b}: {second}");
+        assert_eq!(second["term"]["starts_at"], first["term"]["ends_at"], "{b}: {second}");
+        // Bad requests name what is wrong and store nothing.
+        let (status, e) = buy(&s, Role::Integration, m, Some("card-3"), json!({"plan": "gold-card"})).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (422, Some("plan")), "{b}: {e}");
+        let (status, e) = buy(&s, Role::Integration, m, None, plus.clone()).await;
+        assert_eq!((status, e["error"]["field"].as_str()), (400, Some("Idempotency-Key")), "{b}: {e}");
+        let (status, _) = buy(&s, Role::Integration, 999_999, Some("card-4"), plus.clone()).await;
+        assert_eq!(status, 404, "{b}");
+        let (status, _) = buy(&s, Role::Analyst, m, Some("card-5"), plus.clone()).await;
+        assert_eq!(status, 403, "{b}");
+        let (_, cards) = s.get(&format!("/v1/members/{m}/cards")).await;
+        assert_eq!(cards.as_array().map(Vec::len), Some(2), "{b}: {cards}");
+        let audit = s.app.store.audit_log(Some(m), 20).await.unwrap();
+        assert_eq!(audit.iter().filter(|e| e.action == "member.card").count(), 2, "{b}");
+
+        // The tier view shows what the member enjoys now: the card's ×1.5 over 普通's ×1.
+        let (_, t) = s.get(&format!("/v1/members/{m}/tier")).await;
+        let e = &t["effective_benefits"];
+        assert_eq!(e["points_multiplier_bp"], 15_000, "{b}: {t}");
+        assert_eq!(e["sources"], json!(["regular", "plus"]), "{b}");
+        assert_eq!(t["active_cards"].as_array().map(Vec::len), Some(1), "{b}: only the first term is active");
+
+        // Earning reads the same benefits: the same order earns ×1.5 for the card holder (whatever the day's
+        // other bonuses, which both members share), in the simulator and in the ledger.
+        let placed_at = chrono::Utc::now();
+        let input = json!({"type": "order", "channel": "web", "placed_at": placed_at, "paid": true,
+            "lines": [{"line_no": 1, "sku": "TEA-1", "kind": "product", "amount": 10_000}], "shipping_fee": 0});
+        let (_, with_card) = s.post("/v1/loyalty/simulate", json!({"member_id": m, "input": input})).await;
+        let (_, without) = s.post("/v1/loyalty/simulate", json!({"member_id": plain, "input": input})).await;
+        let (pc, pn) = (with_card["points"].as_i64().unwrap(), without["points"].as_i64().unwrap());
+        assert_eq!(pc * 2, pn * 3, "{b}: {pc} vs {pn}");
+        let why = with_card["explanations"].as_array().unwrap().iter().find(|e| e["rule_id"] == "benefits").cloned();
+        let why = why.unwrap_or_else(|| panic!("{b}: no benefits explanation: {with_card}"));
+        assert!(why["reason"].as_str().unwrap().contains("regular + plus give ×1.5"), "{b}: {why}");
+        let before = points(&s, m).await["pending"].as_i64().unwrap();
+        let o = json!({"channel": "web", "order_no": "CARD-1", "member_id": m, "placed_at": placed_at,
+            "lines": [{"sku": "TEA-1", "quantity": 1, "unit_price": 10_000, "name": "绿茶"}]});
+        let (status, _) = s.post("/v1/orders", o).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, m).await["pending"].as_i64().unwrap() - before, pc, "{b}: the ledger agrees");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_card_purchases_chain_their_terms() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000403").await;
+        let buys = (0..8).map(|i| {
+            let s = &s;
+            async move { buy(s, Role::Integration, m, Some(&format!("c-{i}")), json!({"plan": "plus"})).await }
+        });
+        let results = futures::future::join_all(buys).await;
+        assert!(results.iter().all(|(status, _)| *status == 201), "{b}: {results:?}");
+        let (_, cards) = s.get(&format!("/v1/members/{m}/cards")).await;
+        let terms: Vec<(String, String)> = cards
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["term"]["starts_at"].as_str().unwrap().to_string(),
+                    c["term"]["ends_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(terms.len(), 8, "{b}");
+        for w in terms.windows(2) {
+            assert_eq!(w[1].0, w[0].1, "{b}: each term starts where the previous ends: {terms:?}");
+        }
+    }
+}

@@ -16,6 +16,7 @@ fn facts() -> MemberFacts {
         registered_at: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
         referred_by: None,
         first_paid_order: false,
+        benefits: Some(BenefitMultiplier { multiplier_bp: 10_000, sources: vec!["regular".into()] }),
     }
 }
 

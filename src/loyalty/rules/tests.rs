@@ -17,7 +17,15 @@ fn member(tier: &str) -> MemberSnapshot {
         first_paid_order: false,
         referred_by: None,
         once_awarded: BTreeSet::new(),
+        benefits: tier_benefits(tier),
     }
+}
+
+/// The benefits multiplier of a tier of the example tier program (no paid cards).
+fn tier_benefits(tier: &str) -> Option<BenefitMultiplier> {
+    let program = crate::loyalty::tiers::TierProgram::from_toml(crate::loyalty::tiers::EXAMPLE_TOML).unwrap();
+    let t = program.tier(tier).unwrap_or(&program.tiers[0]);
+    Some(BenefitMultiplier { multiplier_bp: t.benefits.points_multiplier_bp, sources: vec![t.code.clone()] })
 }
 
 /// Monday 2025-06-02 10:00 in Shanghai (02:00 UTC): no member day, no campaign.
@@ -64,7 +72,7 @@ fn example_toml_parses_validates_and_round_trips_through_json() {
     let set = example();
     assert_eq!(set.version, 3);
     assert_eq!(set.time_zone, chrono_tz::Asia::Shanghai);
-    assert_eq!(set.rules.len(), 17);
+    assert_eq!(set.rules.len(), 14);
     let json = serde_json::to_string(&set).unwrap();
     assert_eq!(RuleSet::from_json(&json).unwrap(), set);
 }
@@ -147,7 +155,7 @@ fn best_of_keeps_only_the_best_in_its_group() {
     let lost = explanation(&ev, "member_day", target);
     assert!(!lost.applied);
     assert!(lost.reason.contains("outdone by birthday_month in best-of group date_bonus"), "{}", lost.reason);
-    assert_eq!(ev.effects[0].multipliers, vec!["tier_regular", "birthday_month"]);
+    assert_eq!(ev.effects[0].multipliers, vec!["benefits", "birthday_month"]);
 }
 
 #[test]
@@ -161,7 +169,7 @@ fn add_bonuses_sum_then_multiply_factors_apply() {
     // add: 1 + 0.5 + 0.1 + 0.2 = 1.8; multiply by 银卡 1.2 → 2.16.
     assert_eq!(ev.effects[0].multiplier_bp, 21_600);
     assert_eq!(ev.member_points(), 216);
-    assert_eq!(ev.effects[0].multipliers, vec!["skincare_bonus", "miniprogram", "own_brand", "tier_silver"]);
+    assert_eq!(ev.effects[0].multipliers, vec!["skincare_bonus", "miniprogram", "own_brand", "benefits"]);
     assert_eq!(ev.member_growth(), 100);
 }
 
@@ -173,7 +181,7 @@ fn two_multipliers(stacking: Stacking) -> RuleSet {
             stacking,
             group: (stacking == Stacking::BestOf).then(|| "g".to_string()),
             priority,
-            multiplier: m,
+            multiplier: Factor::Fixed(m),
             applies_to_growth: false,
             when: Condition::Channel { channels: vec!["tmall".to_string()] },
         })
@@ -224,11 +232,11 @@ fn campaign_window_is_half_open_in_local_time() {
     let inside =
         evaluate(&order(Utc.with_ymd_and_hms(2025, 11, 11, 15, 59, 0).unwrap(), vec![line(1, 10_000)]), &m, &set);
     assert_eq!(inside.member_points(), 200);
-    assert_eq!(inside.effects[0].multipliers, vec!["double11", "tier_regular"]);
+    assert_eq!(inside.effects[0].multipliers, vec!["double11", "benefits"]);
     // 2025-11-12 is a Wednesday: the campaign is over, but it is member day.
     let outside =
         evaluate(&order(Utc.with_ymd_and_hms(2025, 11, 11, 16, 0, 0).unwrap(), vec![line(1, 10_000)]), &m, &set);
-    assert_eq!(outside.effects[0].multipliers, vec!["tier_regular", "member_day"]);
+    assert_eq!(outside.effects[0].multipliers, vec!["benefits", "member_day"]);
     assert!(explanation(&outside, "double11", Target::Order).reason.starts_with("outside campaign window"));
 }
 
@@ -404,35 +412,35 @@ fn invalid_rule_sets_are_rejected_with_the_field_named() {
     assert_eq!(field(&|s| s.currency_unit = 0), "currency_unit");
     assert_eq!(
         field(&|s| {
-            let mut m = multiplier(s, 3);
-            m.multiplier = 0.0;
-            s.rules[3] = Rule::Multiplier(m);
+            let mut m = multiplier(s, 4);
+            m.multiplier = Factor::Fixed(0.0);
+            s.rules[4] = Rule::Multiplier(m);
         }),
-        "rules[3].multiplier"
-    );
-    assert_eq!(
-        field(&|s| {
-            let mut m = multiplier(s, 2);
-            m.multiplier = 1.23456;
-            s.rules[2] = Rule::Multiplier(m);
-        }),
-        "rules[2].multiplier"
+        "rules[4].multiplier"
     );
     assert_eq!(
         field(&|s| {
             let mut m = multiplier(s, 5);
-            m.group = None;
+            m.multiplier = Factor::Fixed(1.23456);
             s.rules[5] = Rule::Multiplier(m);
         }),
-        "rules[5].group"
+        "rules[5].multiplier"
     );
     assert_eq!(
         field(&|s| {
-            let mut m = multiplier(s, 9);
-            m.when = Condition::Campaign { start: m_end(), end: m_end() };
-            s.rules[9] = Rule::Multiplier(m);
+            let mut m = multiplier(s, 2);
+            m.group = None;
+            s.rules[2] = Rule::Multiplier(m);
         }),
-        "rules[9].when.end"
+        "rules[2].group"
+    );
+    assert_eq!(
+        field(&|s| {
+            let mut m = multiplier(s, 6);
+            m.when = Condition::Campaign { start: m_end(), end: m_end() };
+            s.rules[6] = Rule::Multiplier(m);
+        }),
+        "rules[6].when.end"
     );
     assert_eq!(
         field(&|s| {
@@ -442,14 +450,14 @@ fn invalid_rule_sets_are_rejected_with_the_field_named() {
         }),
         "rules[1].when.tiers"
     );
-    assert_eq!(field(&|s| s.rules.push(s.rules[0].clone())), "rules[17].id");
+    assert_eq!(field(&|s| s.rules.push(s.rules[0].clone())), "rules[14].id");
     assert_eq!(
         field(&|s| {
             let Rule::Base(mut b) = s.rules[0].clone() else { unreachable!() };
             b.id = "base2".to_string();
             s.rules.push(Rule::Base(b));
         }),
-        "rules[17].kind"
+        "rules[14].kind"
     );
     assert_eq!(
         field(&|s| {
@@ -461,19 +469,19 @@ fn invalid_rule_sets_are_rejected_with_the_field_named() {
     );
     assert_eq!(
         field(&|s| {
-            let Rule::CheckIn(mut c) = s.rules[12].clone() else { unreachable!() };
+            let Rule::CheckIn(mut c) = s.rules[9].clone() else { unreachable!() };
             c.points_by_day.pop();
-            s.rules[12] = Rule::CheckIn(c);
+            s.rules[9] = Rule::CheckIn(c);
         }),
-        "rules[12].points_by_day"
+        "rules[9].points_by_day"
     );
     assert_eq!(
         field(&|s| {
-            let Rule::CheckIn(mut c) = s.rules[12].clone() else { unreachable!() };
+            let Rule::CheckIn(mut c) = s.rules[9].clone() else { unreachable!() };
             c.points_by_day[2] = -3;
-            s.rules[12] = Rule::CheckIn(c);
+            s.rules[9] = Rule::CheckIn(c);
         }),
-        "rules[12].points_by_day[2]"
+        "rules[9].points_by_day[2]"
     );
     assert_eq!(field(&|s| s.caps[2].rules = vec!["nope".to_string()]), "caps[2].rules[0]");
     assert_eq!(field(&|s| s.caps[2].rules = vec!["member_day".to_string()]), "caps[2].rules[0]");
@@ -646,4 +654,36 @@ proptest! {
         prop_assert_eq!(&a, &evaluate(&input, &m, &set));
         prop_assert!(a.effects.iter().all(|e| e.points >= 0));
     }
+}
+
+#[test]
+fn the_benefits_multiplier_reads_the_tier_and_card_and_says_so() {
+    let set = example();
+    // A silver member holding a PLUS card: the card's ×1.5 beats silver's ×1.2.
+    let mut m = member("silver");
+    m.benefits = Some(BenefitMultiplier { multiplier_bp: 15_000, sources: vec!["silver".into(), "plus".into()] });
+    let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &m, &set);
+    assert_eq!(ev.member_points(), 150);
+    assert_eq!(ev.member_growth(), 100, "benefits do not inflate growth");
+    assert_eq!(ev.effects[0].multipliers, vec!["benefits"]);
+    let why = explanation(&ev, "benefits", Target::Line { line_no: 1 });
+    assert!(why.applied);
+    assert_eq!(why.reason, "applies to every order: benefits of silver + plus give ×1.5");
+    // Without a tier program there are no benefits: the rule does not apply, and says why.
+    m.benefits = None;
+    let ev = evaluate(&order(monday(), vec![line(1, 10_000)]), &m, &set);
+    assert_eq!(ev.member_points(), 100);
+    let why = explanation(&ev, "benefits", Target::Order);
+    assert!(!why.applied);
+    assert_eq!(why.reason, "the member has no tier benefits (no tier program)");
+}
+
+#[test]
+fn a_multiplier_is_a_number_or_benefits_and_nothing_else() {
+    let parse =
+        |m: &str| RuleSet::from_toml(&EXAMPLE_TOML.replace(r#"multiplier = "benefits""#, &format!("multiplier = {m}")));
+    assert!(parse("2").is_ok(), "an integer factor");
+    assert!(parse("1.25").is_ok());
+    assert!(parse(r#""benefits""#).is_ok());
+    assert!(parse(r#""tier""#).is_err(), "an unknown source is refused");
 }
