@@ -418,3 +418,55 @@ async fn three_members(s: &TestServer) -> Vec<i64> {
     }
     out
 }
+
+/// SQLite groups the heavy reads in process (a table scan sorted in Rust), PostgreSQL in SQL: on the same
+/// shop both give the same per-member aggregates.
+#[tokio::test]
+async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
+    use chrono::TimeZone;
+    let until = chrono::Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+    let since = chrono::Utc.with_ymd_and_hms(2026, 6, 21, 0, 0, 0).unwrap();
+    let mut seen = Vec::new();
+    for s in servers().await {
+        shop(&s).await;
+        // A second order on one of A's days, and events on both sides of `since`.
+        let st = &s.app.store;
+        let members: Vec<i64> = st.analytics_members(until).await.unwrap().iter().map(|m| m.member_id).collect();
+        order(&s, "A-extra", members[0], "2026-06-25", 70).await;
+        events(&s, members[0], "2026-06-25", &["check_in", "product_view"]).await;
+        let rank = |id: i64| members.iter().position(|m| *m == id).unwrap();
+        let purchases: Vec<_> = st
+            .purchase_days(until)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (rank(p.member_id), p.day, p.orders, p.amount, p.promo_orders))
+            .collect();
+        let tallies: Vec<_> = st
+            .event_tallies(since, until)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| (rank(t.member_id), t.event_type, t.total, t.recent, t.last_at))
+            .collect();
+        let engagement: Vec<_> = st
+            .engagement_days(since - chrono::Duration::days(30), until)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (rank(e.member_id), e.day, e.event_type, e.count))
+            .collect();
+        assert!(purchases.iter().any(|p| p.2 == 2), "{}: two orders on one day sum: {purchases:?}", s.db.backend);
+        assert!(tallies.iter().any(|t| t.2 == 2 && t.3 == 2), "{}: {tallies:?}", s.db.backend);
+        seen.push((s.db.backend, purchases, tallies, engagement));
+    }
+    if let [(_, p1, t1, e1), (_, p2, t2, e2)] = seen.as_slice() {
+        assert_eq!(p1, p2, "purchase days differ between the stores");
+        assert_eq!(t1, t2, "event tallies differ between the stores");
+        let mut e1 = e1.clone();
+        let mut e2 = e2.clone();
+        e1.sort();
+        e2.sort();
+        assert_eq!(e1, e2, "engagement days differ between the stores");
+    }
+}
