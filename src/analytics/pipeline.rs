@@ -465,7 +465,7 @@ impl Run<'_> {
                 current = Some((l.member_id, l.order_id));
             }
             if let Some(b) = baskets.last_mut() {
-                b.push(l.sku.as_str());
+                b.push(&*l.sku);
             }
         }
         let mined = basket::ItemDictionary::from_baskets(&baskets)
@@ -582,8 +582,8 @@ impl Run<'_> {
                     .iter()
                     .map(|l| preferences::PreferenceLine {
                         day: l.day,
-                        category_path: l.category.clone().unwrap_or_default(),
-                        brand: l.brand.clone().unwrap_or_default(),
+                        category_path: l.category.as_deref().unwrap_or_default().to_string(),
+                        brand: l.brand.as_deref().unwrap_or_default().to_string(),
                         amount_fen: l.amount,
                         unit_price_fen: l.unit_price,
                     })

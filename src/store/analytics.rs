@@ -233,24 +233,59 @@ macro_rules! analytics_store {
 
             async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>> {
                 let day = <$store>::day_sql("o.placed_at");
+                // SQLite: no ORDER BY and no member index (lines scanned in table order, each order found by
+                // its key), sorted here; PostgreSQL sorts in SQL.
+                let (orders, order_by) = if <$store>::BACKEND == Backend::Sqlite {
+                    ("orders o NOT INDEXED", "")
+                } else {
+                    ("orders o", " ORDER BY l.member_id, l.order_id, l.line_no")
+                };
                 let sql = format!(
-                    "SELECT l.member_id, l.order_id, {day}, l.sku, s.category_path, s.brand, l.unit_price, l.amount \
-                     FROM orders o JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
+                    "SELECT l.member_id, l.order_id, CAST(l.line_no AS BIGINT), {day}, l.sku, s.category_path, s.brand, l.unit_price, \
+                     l.amount FROM {orders} JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
                      LEFT JOIN skus s ON s.sku = l.sku \
                      WHERE o.status IN ('paid', 'shipped', 'completed') AND o.placed_at >= $1 AND o.placed_at < $2 \
-                     AND o.member_id <> 0 AND l.kind = 'product' ORDER BY l.member_id, l.order_id, l.line_no"
+                     AND o.member_id <> 0 AND l.kind = 'product'{order_by}"
                 );
-                let rows: Vec<(i64, i64, i64, String, Option<String>, Option<String>, i64, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                        .bind(Ts(since))
-                        .bind(Ts(until))
-                        .fetch_all(self.reader())
-                        .await?;
-                rows.into_iter()
-                    .map(|(member_id, order_id, d, sku, category, brand, unit_price, amount)| {
-                        Ok(LineFact { member_id, order_id, day: epoch_day(d)?, sku, category, brand, unit_price, amount })
-                    })
-                    .collect()
+                use futures::TryStreamExt;
+                type Row = (i64, i64, i64, i64, String, Option<String>, Option<String>, i64, i64);
+                let mut names: std::collections::HashMap<String, std::sync::Arc<str>> = std::collections::HashMap::new();
+                let mut intern = |v: String| -> std::sync::Arc<str> {
+                    match names.get(&v) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let a: std::sync::Arc<str> = v.as_str().into();
+                            names.insert(v, a.clone());
+                            a
+                        }
+                    }
+                };
+                let mut out: Vec<(i64, LineFact)> = Vec::new();
+                let mut rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(since))
+                    .bind(Ts(until))
+                    .fetch(self.reader());
+                while let Some((member_id, order_id, line_no, d, sku, category, brand, unit_price, amount)) =
+                    rows.try_next().await?
+                {
+                    let fact = LineFact {
+                        member_id,
+                        order_id,
+                        day: epoch_day(d)?,
+                        sku: intern(sku),
+                        category: category.map(&mut intern),
+                        brand: brand.map(&mut intern),
+                        unit_price,
+                        amount,
+                    };
+                    out.push((line_no, fact));
+                }
+                drop(rows);
+                off_runtime(move || {
+                    out.sort_unstable_by_key(|(line_no, f)| (f.member_id, f.order_id, *line_no));
+                    Ok(out.into_iter().map(|(_, f)| f).collect())
+                })
+                .await
             }
 
             async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {

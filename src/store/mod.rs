@@ -980,9 +980,10 @@ pub struct LineFact {
     pub member_id: MemberId,
     pub order_id: i64,
     pub day: NaiveDate,
-    pub sku: String,
-    pub category: Option<String>,
-    pub brand: Option<String>,
+    /// Shared with every line of the same SKU (tens of millions of lines name a few thousand SKUs).
+    pub sku: std::sync::Arc<str>,
+    pub category: Option<std::sync::Arc<str>>,
+    pub brand: Option<std::sync::Arc<str>>,
     pub unit_price: i64,
     pub amount: i64,
 }

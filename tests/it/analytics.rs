@@ -456,11 +456,21 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
             .into_iter()
             .map(|e| (rank(e.member_id), e.day, e.event_type, e.count))
             .collect();
+        let lines: Vec<_> = st
+            .line_facts(since - chrono::Duration::days(400), until)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (rank(l.member_id), l.day, l.sku.to_string(), l.category.map(|c| c.to_string()), l.amount))
+            .collect();
+        assert_eq!(lines.len(), 12, "{}: every order's line: {lines:?}", s.db.backend);
+        assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "{}: grouped by member", s.db.backend);
         assert!(purchases.iter().any(|p| p.2 == 2), "{}: two orders on one day sum: {purchases:?}", s.db.backend);
         assert!(tallies.iter().any(|t| t.2 == 2 && t.3 == 2), "{}: {tallies:?}", s.db.backend);
-        seen.push((s.db.backend, purchases, tallies, engagement));
+        seen.push((s.db.backend, purchases, tallies, engagement, lines));
     }
-    if let [(_, p1, t1, e1), (_, p2, t2, e2)] = seen.as_slice() {
+    if let [(_, p1, t1, e1, l1), (_, p2, t2, e2, l2)] = seen.as_slice() {
+        assert_eq!(l1, l2, "order lines differ between the stores");
         assert_eq!(p1, p2, "purchase days differ between the stores");
         assert_eq!(t1, t2, "event tallies differ between the stores");
         let mut e1 = e1.clone();
