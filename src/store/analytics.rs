@@ -290,10 +290,38 @@ macro_rules! analytics_store {
 
             async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {
                 let day = <$store>::day_sql("at");
+                // Earned is the signed sum of `earn` entries: maturing a lot writes −p pending and +p
+                // available beside the original +p pending, so only the sum counts each point once.
+                const EARNED: &str = "CASE WHEN kind = 'earn' THEN amount ELSE 0 END";
+                const SPENT: &str = "CASE WHEN kind = 'redeem' THEN -amount ELSE 0 END";
+                if <$store>::BACKEND == Backend::Sqlite {
+                    // As for purchases: a scan in table order (the member index means a random read per
+                    // entry), grouped here by sorting.
+                    let sql = format!(
+                        "SELECT member_id, {day}, {EARNED}, {SPENT} FROM ledger_entries NOT INDEXED \
+                         WHERE wallet = 'points' AND state <> 'voided' AND at < $1 AND kind IN ('earn', 'redeem')"
+                    );
+                    let mut rows: Vec<(i64, i64, i64, i64)> =
+                        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
+                    return off_runtime(move || {
+                        rows.sort_unstable_by_key(|r| (r.0, r.1));
+                        let mut out: Vec<PointsDay> = Vec::new();
+                        for (member_id, d, earned, spent) in rows {
+                            let day = epoch_day(d)?;
+                            match out.last_mut() {
+                                Some(p) if p.member_id == member_id && p.day == day => {
+                                    p.earned += earned;
+                                    p.spent += spent;
+                                }
+                                _ => out.push(PointsDay { member_id, day, earned, spent }),
+                            }
+                        }
+                        Ok(out)
+                    })
+                    .await;
+                }
                 let sql = format!(
-                    "SELECT member_id, {day} AS d, \
-                     CAST(SUM(CASE WHEN kind = 'earn' AND amount > 0 THEN amount ELSE 0 END) AS BIGINT), \
-                     CAST(SUM(CASE WHEN kind = 'redeem' THEN -amount ELSE 0 END) AS BIGINT) \
+                    "SELECT member_id, {day} AS d, CAST(SUM({EARNED}) AS BIGINT), CAST(SUM({SPENT}) AS BIGINT) \
                      FROM ledger_entries WHERE wallet = 'points' AND state <> 'voided' AND at < $1 \
                      GROUP BY member_id, {day} ORDER BY member_id, d"
                 );

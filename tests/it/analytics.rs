@@ -466,10 +466,39 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
         assert_eq!(lines.len(), 12, "{}: every order's line: {lines:?}", s.db.backend);
         assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "{}: grouped by member", s.db.backend);
         assert!(purchases.iter().any(|p| p.2 == 2), "{}: two orders on one day sum: {purchases:?}", s.db.backend);
+        // Points earned per day count each point once, matured or not: they sum to what members hold (no
+        // redemptions or expiry here).
+        let later = chrono::Utc.with_ymd_and_hms(2099, 1, 1, 0, 0, 0).unwrap();
+        // Past every return window: pending points mature (−p pending, +p available entries).
+        let (matured, _) = s.app.run_ledger_jobs(chrono::Utc::now()).await.unwrap();
+        assert!(matured > 0, "{}: nothing matured", s.db.backend);
+        let earned: i64 = st.points_days(later).await.unwrap().iter().map(|p| p.earned).sum();
+        let (mut held, mut expired) = (0, 0);
+        for m in &members {
+            let p = s.app.points(*m).await.unwrap().unwrap();
+            held += p.available + p.pending;
+            for e in st.ledger_entries(*m).await.unwrap() {
+                if e.kind == huiyuan::loyalty::ledger::Kind::Expire
+                    && e.wallet == huiyuan::loyalty::ledger::Wallet::Points
+                {
+                    expired -= e.amount;
+                }
+            }
+        }
+        assert!(held > 0, "{}", s.db.backend);
+        assert_eq!(earned, held + expired, "{}: points earned per day (held {held}, expired {expired})", s.db.backend);
+        let points: Vec<_> = st
+            .points_days(later)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (rank(p.member_id), p.day, p.earned, p.spent))
+            .collect();
         assert!(tallies.iter().any(|t| t.2 == 2 && t.3 == 2), "{}: {tallies:?}", s.db.backend);
-        seen.push((s.db.backend, purchases, tallies, engagement, lines));
+        seen.push((s.db.backend, purchases, tallies, engagement, lines, points));
     }
-    if let [(_, p1, t1, e1, l1), (_, p2, t2, e2, l2)] = seen.as_slice() {
+    if let [(_, p1, t1, e1, l1, q1), (_, p2, t2, e2, l2, q2)] = seen.as_slice() {
+        assert_eq!(q1, q2, "points days differ between the stores");
         assert_eq!(l1, l2, "order lines differ between the stores");
         assert_eq!(p1, p2, "purchase days differ between the stores");
         assert_eq!(t1, t2, "event tallies differ between the stores");
