@@ -244,13 +244,6 @@ impl App {
             return Ok(None);
         }
         let now = self.now();
-        let first = self
-            .store
-            .member_tags(Some(member))
-            .await?
-            .into_iter()
-            .find(|t| t.source == "manual" && t.tag == tag)
-            .map_or(now, |t| t.first_tagged_at);
         let row = MemberTagRow {
             member_id: member,
             tag: tag.to_string(),
@@ -259,10 +252,11 @@ impl App {
             weight: 1.0,
             support_weight: 1.0,
             last_supported_at: now,
-            first_tagged_at: first,
+            // Kept from the first time when the tag is set again.
+            first_tagged_at: now,
             reason: format!("set by {}: {reason}", who.key_id),
         };
-        self.store.put_manual_tag(&row).await?;
+        let row = self.store.put_manual_tag(&row).await?;
         let entry = crate::security::AuditEntry::new(
             who,
             now,

@@ -265,7 +265,11 @@ impl Earner {
         members.sort_unstable();
         members.dedup();
         let facts = self.store.member_facts(&members).await?;
-        let mut cards = self.store.cards_of_members(&members).await?;
+        // Cards only exist where the program sells them: no read on the earning path otherwise.
+        let mut cards = match &program {
+            Some(p) if !p.cards.is_empty() => self.store.cards_of_members(&members).await?,
+            _ => Default::default(),
+        };
         let order_members: Vec<MemberId> = {
             // Includes the referees of referral tasks (their orders are loaded above).
             let mut v: Vec<MemberId> = orders.values().filter_map(|o| o.member_id).collect();

@@ -283,20 +283,10 @@ pub struct TagInput {
     pub category: Option<String>,
 }
 
-/// Printable text of at most `max` characters, trimmed; the error names `field`.
+/// Printable text of at most `max` characters, trimmed and required; the error names `field`.
 fn label(value: &str, field: &str, max: usize) -> Result<String, ApiError> {
-    let v = value.trim();
-    let bad = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg).with_field(field);
-    if v.is_empty() {
-        return Err(bad(format!("{field} must not be empty")));
-    }
-    if v.chars().count() > max {
-        return Err(bad(format!("{field} is longer than {max} characters")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(bad(format!("{field} contains control characters")));
-    }
-    Ok(v.to_string())
+    let text = crate::members::optional_text(Some(value), field, max)?;
+    Ok(text.ok_or_else(|| crate::error::Invalid::missing(field))?)
 }
 
 /// Tag a member by hand (source `manual`, weight 1; re-tagging renews it). Manual tags sit beside the

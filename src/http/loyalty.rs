@@ -352,12 +352,7 @@ async fn buy_card(
     if key.len() > 200 {
         return Err(crate::error::Invalid::new("invalid_key", "Idempotency-Key", "1 to 200 bytes").into());
     }
-    let payment_ref = match req.payment_ref.as_deref().map(str::trim) {
-        Some(r) if r.is_empty() || r.len() > 200 => {
-            return Err(crate::error::Invalid::new("invalid_field", "payment_ref", "1 to 200 bytes").into());
-        }
-        other => other.map(str::to_string),
-    };
+    let payment_ref = optional_text(req.payment_ref.as_deref(), "payment_ref", 200)?;
     match s.app.buy_card(id, req.plan.trim(), key, payment_ref, who).await? {
         CardBought::Bought(c) => Ok((StatusCode::CREATED, axum::Json(c)).into_response()),
         CardBought::Replayed(c) => Ok((StatusCode::OK, axum::Json(c)).into_response()),

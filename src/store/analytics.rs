@@ -196,18 +196,22 @@ macro_rules! analytics_store {
                         e.1 += i64::from(at >= since);
                         e.2 = e.2.max(at);
                     }
-                    let mut out: Vec<EventTally> = tally
-                        .into_iter()
-                        .map(|((member_id, t), (total, recent, last))| EventTally {
-                            member_id,
-                            event_type: types[t].clone(),
-                            total,
-                            recent,
-                            last_at: last,
-                        })
-                        .collect();
-                    out.sort_unstable_by(|a, b| (a.member_id, &a.event_type).cmp(&(b.member_id, &b.event_type)));
-                    return Ok(out);
+                    drop(rows);
+                    return off_runtime(move || {
+                        let mut out: Vec<EventTally> = tally
+                            .into_iter()
+                            .map(|((member_id, t), (total, recent, last))| EventTally {
+                                member_id,
+                                event_type: types[t].clone(),
+                                total,
+                                recent,
+                                last_at: last,
+                            })
+                            .collect();
+                        out.sort_unstable_by(|a, b| (a.member_id, &a.event_type).cmp(&(b.member_id, &b.event_type)));
+                        Ok(out)
+                    })
+                    .await;
                 }
                 let rows: Vec<(i64, String, i64, i64, Ts)> = sqlx::query_as(
                     "SELECT member_id, event_type, COUNT(*), \
@@ -675,15 +679,16 @@ macro_rules! analytics_store {
                 row.as_ref().map(run_from_row).transpose()
             }
 
-            async fn put_manual_tag(&self, t: &MemberTagRow) -> StoreResult<()> {
+            async fn put_manual_tag(&self, t: &MemberTagRow) -> StoreResult<MemberTagRow> {
                 let mut tx = self.write_tx().await?;
-                sqlx::query(
+                let row = sqlx::query(
                     "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
                      last_supported_at, first_tagged_at, reason, run_id) \
                      VALUES ($1, 'manual', $2, $3, $4, $5, $6, $7, $8, NULL) \
                      ON CONFLICT (member_id, source, tag) DO UPDATE SET category = excluded.category, \
                      weight = excluded.weight, support_weight = excluded.support_weight, \
-                     last_supported_at = excluded.last_supported_at, reason = excluded.reason",
+                     last_supported_at = excluded.last_supported_at, reason = excluded.reason \
+                     RETURNING first_tagged_at",
                 )
                 .bind(t.member_id)
                 .bind(&t.tag)
@@ -693,10 +698,10 @@ macro_rules! analytics_store {
                 .bind(Ts(t.last_supported_at))
                 .bind(Ts(t.first_tagged_at))
                 .bind(&t.reason)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(MemberTagRow { first_tagged_at: row.try_get::<Ts, _>("first_tagged_at")?.0, ..t.clone() })
             }
 
             async fn delete_manual_tag(&self, member: MemberId, tag: &str) -> StoreResult<bool> {

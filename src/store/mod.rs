@@ -1153,8 +1153,8 @@ pub trait AnalyticsStore {
     /// One run, whatever its status.
     async fn analytics_run(&self, run_id: i64) -> StoreResult<Option<AnalyticsRun>>;
     /// Set an operator's tag on a member (source `manual`): a new tag, or a re-applied one keeping the time
-    /// it was first set.
-    async fn put_manual_tag(&self, tag: &MemberTagRow) -> StoreResult<()>;
+    /// it was first set. Returns the stored tag.
+    async fn put_manual_tag(&self, tag: &MemberTagRow) -> StoreResult<MemberTagRow>;
     /// Remove a manual tag; false when the member had no such manual tag.
     async fn delete_manual_tag(&self, member: MemberId, tag: &str) -> StoreResult<bool>;
 }
