@@ -498,7 +498,12 @@ impl App {
         from: MemberId,
         who: &Principal,
     ) -> Result<MergeOutcome, AppError> {
-        Ok(self.store.merge_members(into, from, &Actor { id: who.key_id.clone(), at: self.now() }).await?)
+        let outcome = self.store.merge_members(into, from, &Actor { id: who.key_id.clone(), at: self.now() }).await?;
+        if matches!(outcome, MergeOutcome::Merged(_)) {
+            // The survivor's tier is re-evaluated with the growth value it gained.
+            self.settle_now().await;
+        }
+        Ok(outcome)
     }
 
     // ---- points

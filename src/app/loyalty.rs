@@ -449,7 +449,7 @@ pub struct HistoryEntry {
     /// `points` or `growth`.
     pub wallet: String,
     pub amount: i64,
-    /// earn, redeem, expire, adjust, reverse.
+    /// earn, redeem, expire, adjust, reverse, transfer (a merge).
     pub kind: String,
     /// pending, available or voided.
     pub state: String,
@@ -483,6 +483,26 @@ fn subject_of(op: &str) -> &str {
         return &op[..end];
     }
     op.strip_suffix(":points").or_else(|| op.strip_suffix(":growth")).unwrap_or(op)
+}
+
+/// Why a merge's entry exists, from the operation's request.
+fn transfer_reason(e: &crate::loyalty::ledger::Entry) -> Option<String> {
+    use crate::loyalty::ledger::{Request, Source, State};
+    Some(match serde_json::from_str::<Request>(&e.request).ok()? {
+        Request::MergeOut { into_member, .. } => {
+            format!("moved to member {into_member}, into which this member was merged")
+        }
+        Request::MergeIn { from_member, .. } => match (&e.source, e.state) {
+            (Source::OrderLine { order_id, line_no }, State::Voided) => format!(
+                "record, never counted: order {order_id} line {line_no} {} {} on member {from_member} (merged into \
+                 this one), so a refund of the line reverses exactly that",
+                if e.amount > 0 { "earned" } else { "had reversed" },
+                e.amount.abs()
+            ),
+            _ => format!("moved from member {from_member} when it was merged into this one"),
+        },
+        _ => return None,
+    })
 }
 
 impl super::App {
@@ -652,6 +672,9 @@ impl super::App {
                         ));
                     }
                 }
+            }
+            if e.kind == crate::loyalty::ledger::Kind::Transfer {
+                why.extend(transfer_reason(e));
             }
             out.push(HistoryEntry {
                 at: e.at,

@@ -197,8 +197,9 @@ pub struct MergeRequest {
     pub from_member_id: MemberId,
 }
 
-/// Merge another member into this one: identities, orders, refunds and events move; the other member is
-/// marked merged; the merge is recorded with everything needed to undo it.
+/// Merge another member into this one: identities, orders, refunds and events move, and so do its points and
+/// growth value (lots keep their expiry; debt moves too), coupons, paid cards and queued loyalty work; the
+/// other member is marked merged; the merge is recorded with what moved.
 #[utoipa::path(post, path = "/v1/members/{id}/merge", tag = "members", params(("id" = i64, Path)), request_body = MergeRequest,
     responses((status = 200, body = MergeRecord), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn merge_member(

@@ -57,6 +57,9 @@ pub enum Kind {
     Expire,
     Adjust,
     Reverse,
+    /// Moved between two members when one is merged into the other (see [`merge`]): the merged member's
+    /// lots close and the survivor's open with the same source, remainder and expiry.
+    Transfer,
 }
 
 /// Which bucket of its wallet an entry counts in.
@@ -95,6 +98,10 @@ pub enum Source {
     Operator {
         id: String,
         reason: String,
+    },
+    /// The other member of a merge, on entries that move debt between the two ledgers.
+    Merge {
+        member_id: i64,
     },
 }
 
@@ -200,12 +207,45 @@ pub struct RefundedLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Earn { wallet: Wallet, amount: i64, source: Source, at: DateTime<Utc> },
-    Redeem { amount: i64, source: Source, at: DateTime<Utc> },
-    Adjust { wallet: Wallet, amount: i64, operator: String, reason: String, at: DateTime<Utc> },
-    Reverse { order_id: i64, lines: Vec<RefundedLine>, at: DateTime<Utc> },
-    Mature { lot: LotId },
-    Expire { lot: LotId },
+    Earn {
+        wallet: Wallet,
+        amount: i64,
+        source: Source,
+        at: DateTime<Utc>,
+    },
+    Redeem {
+        amount: i64,
+        source: Source,
+        at: DateTime<Utc>,
+    },
+    Adjust {
+        wallet: Wallet,
+        amount: i64,
+        operator: String,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    Reverse {
+        order_id: i64,
+        lines: Vec<RefundedLine>,
+        at: DateTime<Utc>,
+    },
+    Mature {
+        lot: LotId,
+    },
+    Expire {
+        lot: LotId,
+    },
+    /// The merged member's side of a merge.
+    MergeOut {
+        into_member: i64,
+        at: DateTime<Utc>,
+    },
+    /// The survivor's side of a merge.
+    MergeIn {
+        from_member: i64,
+        at: DateTime<Utc>,
+    },
 }
 
 /// What an operation wrote (or, on a retry, had written).
@@ -763,6 +803,14 @@ impl Ledger {
             match e.kind {
                 Kind::Earn if opens => t.earned += e.amount,
                 Kind::Reverse => t.reversed -= e.amount,
+                // A merged member's line totals, carried so refunds of the line reverse exactly what it earned.
+                Kind::Transfer if e.lot.is_none() && e.state == State::Voided => {
+                    if e.amount > 0 {
+                        t.earned += e.amount;
+                    } else {
+                        t.reversed -= e.amount;
+                    }
+                }
                 _ => {}
             }
         }
@@ -775,6 +823,119 @@ impl Ledger {
         self.entries.push(e);
         Ok(())
     }
+}
+
+/// What one merge wrote on each side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// On the merged member: every lot closed, debt cancelled.
+    pub from: Outcome,
+    /// On the survivor: the same lots reopened, the debt, and the merged member's order-line totals.
+    pub into: Outcome,
+}
+
+/// Hand the merged member's standing over to the survivor, as entries on both ledgers (nothing is edited,
+/// and the two outcomes are written in one transaction).
+///
+/// * Each open lot (a pending or available remainder) closes on `from` and reopens on `into` with the same
+///   wallet, source, remainder, return-window end and expiry, dated when it was earned (when it became
+///   available, for an available remainder), so spending order, maturing, expiry and tier windows treat it
+///   as if it had been earned by the survivor.
+/// * Debt (lot-less available balance below zero) moves too: cancelled on `from`, owed on `into`.
+/// * Every order line's earned and reversed totals are carried as voided records (never counted), so a
+///   refund of a moved order reverses on the survivor exactly what the line earned, no more.
+///
+/// Idempotent by `key` on each side, like every operation.
+pub fn merge(
+    from: &mut Ledger,
+    into: &mut Ledger,
+    key: &str,
+    from_member: i64,
+    into_member: i64,
+    at: DateTime<Utc>,
+) -> Result<Merged, LedgerError> {
+    validate_key(key)?;
+    let out_request = Request::MergeOut { into_member, at };
+    let in_request = Request::MergeIn { from_member, at };
+    let (mut out, mut inn) = match (from.begin(key, &out_request)?, into.begin(key, &in_request)?) {
+        (Err(from), Err(into)) => return Ok(Merged { from, into }),
+        (Ok(out), Ok(inn)) => (out, inn),
+        // One side written without the other: the store writes both in one transaction, so this is a
+        // ledger that was not written by this code.
+        _ => return Err(LedgerError::KeyConflict { key: key.to_string() }),
+    };
+    let lots: Vec<Lot> = from.lots.iter().filter(|l| l.pending > 0 || l.available > 0).cloned().collect();
+    for lot in lots {
+        let id = Some(lot.id.clone());
+        if lot.pending > 0 {
+            let state = State::Pending { available_at: lot.available_at.unwrap_or(at) };
+            from.emit(
+                &mut out,
+                lot.wallet,
+                -lot.pending,
+                Kind::Transfer,
+                state,
+                lot.source.clone(),
+                at,
+                id.clone(),
+                None,
+            )?;
+            let opened = Some(LotId(format!("{}#{}", inn.op, inn.entries.len())));
+            into.emit(
+                &mut inn,
+                lot.wallet,
+                lot.pending,
+                Kind::Transfer,
+                state,
+                lot.source.clone(),
+                lot.earned_at,
+                opened,
+                lot.expires_at,
+            )?;
+        }
+        if lot.available > 0 {
+            let st = State::Available;
+            from.emit(&mut out, lot.wallet, -lot.available, Kind::Transfer, st, lot.source.clone(), at, id, None)?;
+            let opened = Some(LotId(format!("{}#{}", inn.op, inn.entries.len())));
+            let dated = lot.available_at.unwrap_or(lot.earned_at);
+            into.emit(
+                &mut inn,
+                lot.wallet,
+                lot.available,
+                Kind::Transfer,
+                st,
+                lot.source,
+                dated,
+                opened,
+                lot.expires_at,
+            )?;
+        }
+    }
+    for wallet in [Wallet::Points, Wallet::Growth] {
+        let debt: i64 = from
+            .entries
+            .iter()
+            .filter(|e| e.wallet == wallet && e.lot.is_none() && e.state == State::Available)
+            .map(|e| e.amount)
+            .sum();
+        if debt < 0 {
+            let (to_from, to_into) =
+                (Source::Merge { member_id: into_member }, Source::Merge { member_id: from_member });
+            from.emit(&mut out, wallet, -debt, Kind::Transfer, State::Available, to_from, at, None, None)?;
+            into.emit(&mut inn, wallet, debt, Kind::Transfer, State::Available, to_into, at, None, None)?;
+        }
+    }
+    let mut lines: Vec<((i64, i32, Wallet), LineTotals)> =
+        from.lines.iter().map(|(k, t)| (*k, t.clone())).filter(|(_, t)| t.earned > 0).collect();
+    lines.sort_by_key(|(k, _)| *k);
+    for ((order_id, line_no, wallet), t) in lines {
+        let source = Source::OrderLine { order_id, line_no };
+        into.emit(&mut inn, wallet, t.earned, Kind::Transfer, State::Voided, source.clone(), at, None, None)?;
+        if t.reversed > 0 {
+            into.emit(&mut inn, wallet, -t.reversed, Kind::Transfer, State::Voided, source, at, None, None)?;
+        }
+    }
+    Ok(Merged { from: from.finish(out), into: into.finish(inn) })
 }
 
 /// A broken invariant found by [`verify`], naming the entry (or lot, line, wallet) at fault.
@@ -855,7 +1016,9 @@ pub fn verify(entries: &[Entry], policy: NegativePolicy) -> Vec<Violation> {
                 v.push(Violation::MaturedEarly { key: key.clone() });
             }
         }
-        if e.lot.is_none() && (e.amount >= 0 || matches!(e.state, State::Pending { .. })) {
+        // A merge's lot-less entries are records (carried line totals, voided) or move debt (available).
+        let merge_record = e.kind == Kind::Transfer && !matches!(e.state, State::Pending { .. });
+        if e.lot.is_none() && !merge_record && (e.amount >= 0 || matches!(e.state, State::Pending { .. })) {
             v.push(Violation::CreditWithoutLot { key: key.clone() });
         }
         if e.lot.is_none() && e.state == State::Available && e.amount < 0 && policy == NegativePolicy::ClampAtZero {

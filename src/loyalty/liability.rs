@@ -196,6 +196,8 @@ impl LiabilityBuilder {
                 Kind::Expire => row.expired -= e.amount,
                 Kind::Reverse => row.reversed -= e.amount,
                 Kind::Adjust => row.adjusted += e.amount,
+                // A merge moves points between two members; the shop owes the same.
+                Kind::Transfer => {}
             }
         }
     }

@@ -338,7 +338,9 @@ pub fn earn_activities<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<
                 Some(id) => format!("order:{id}"),
                 None => e.op.clone(),
             },
-            Source::Reward { .. } | Source::Campaign { .. } | Source::Operator { .. } => continue,
+            Source::Reward { .. } | Source::Campaign { .. } | Source::Operator { .. } | Source::Merge { .. } => {
+                continue;
+            }
         };
         match index.get(&subject) {
             Some(&i) => {

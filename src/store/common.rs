@@ -634,6 +634,70 @@ macro_rules! shared_store {
             serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| corrupt(what, &s))
         }
 
+        /// The loyalty side of a merge, in the merge's transaction: the merged member's points and growth
+        /// lots, debt and order-line totals move to the survivor as ledger entries on both sides
+        /// ([`ledger::merge`]); its coupons and paid cards, and its queued loyalty work, become the survivor's;
+        /// and the survivor is queued for a tier re-evaluation with the growth it gained. Returns what moved.
+        async fn merge_loyalty(conn: &mut Conn, into: MemberId, from: MemberId, at: DateTime<Utc>) -> StoreResult<serde_json::Value> {
+            use $crate::loyalty::ledger::{self, Config, Ledger, Wallet};
+            let mut stored = load_ledgers(conn, &[into, from]).await?;
+            // Moving lots needs no program settings: every lot keeps its own dates.
+            let mut src = Ledger::from_entries(Config::default(), &stored.remove(&from).unwrap_or_default())
+                .map_err(|e| StoreError::Corrupt(format!("ledger of member {from}: {e}")))?;
+            let mut dst = Ledger::from_entries(Config::default(), &stored.remove(&into).unwrap_or_default())
+                .map_err(|e| StoreError::Corrupt(format!("ledger of member {into}: {e}")))?;
+            let merged = ledger::merge(&mut src, &mut dst, &format!("merge:{from}:{into}"), from, into, at)
+                .map_err(|e| StoreError::Corrupt(format!("merging ledgers of members {from} and {into}: {e}")))?;
+            if !merged.from.replayed {
+                append_ledger(conn, from, &merged.from.entries).await?;
+                append_ledger(conn, into, &merged.into.entries).await?;
+            }
+            let moved = |wallet: Wallet| -> i64 {
+                merged.into.entries.iter().filter(|e| e.wallet == wallet && e.state != ledger::State::Voided).map(|e| e.amount).sum()
+            };
+
+            let coupons: Vec<(String, Json<serde_json::Value>)> =
+                sqlx::query_as("SELECT code, record FROM coupons WHERE member_id = $1 ORDER BY code").bind(from).fetch_all(&mut *conn).await?;
+            for (code, Json(mut record)) in coupons.iter().cloned() {
+                if let Some(m) = record.get_mut("member_id") {
+                    *m = json!(into);
+                }
+                sqlx::query("UPDATE coupons SET member_id = $1, record = $2, updated_at = $3 WHERE code = $4")
+                    .bind(into)
+                    .bind(Json(record))
+                    .bind(Ts(at))
+                    .bind(&code)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            // Purchase keys are the merged member's; prefixed so they cannot collide with the survivor's own.
+            let cards = sqlx::query(
+                "UPDATE member_cards SET member_id = $1, idem_key = 'merged:' || CAST($2 AS TEXT) || ':' || idem_key \
+                 WHERE member_id = $3",
+            )
+            .bind(into)
+            .bind(from.to_string())
+            .bind(from)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            let tasks = sqlx::query("UPDATE loyalty_queue SET member_id = $1 WHERE member_id = $2")
+                .bind(into)
+                .bind(from)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            enqueue_loyalty(conn, &[(into, "member", into.to_string())], at).await?;
+            Ok(json!({
+                "ledger_entries": { "from": merged.from.entries.len(), "into": merged.into.entries.len() },
+                "points_moved": moved(Wallet::Points),
+                "growth_moved": moved(Wallet::Growth),
+                "coupons_moved": coupons.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+                "cards_moved": cards,
+                "loyalty_tasks_moved": tasks,
+            }))
+        }
+
         fn ledger_entry_from_row(row: &DbRow) -> StoreResult<LedgerEntry> {
             use $crate::loyalty::ledger::State;
             let state: String = row.try_get("state")?;
@@ -1052,7 +1116,12 @@ macro_rules! shared_store {
                     return Ok(MergeOutcome::Same);
                 }
                 let mut tx = self.write_tx().await?;
-                let mut locks = vec![lock_name(&["member", &into.to_string()]), lock_name(&["member", &from.to_string()])];
+                let mut locks = vec![
+                    lock_name(&["member", &into.to_string()]),
+                    lock_name(&["member", &from.to_string()]),
+                    lock_name(&["ledger", &into.to_string()]),
+                    lock_name(&["ledger", &from.to_string()]),
+                ];
                 locks.sort();
                 Self::lock_keys(&mut tx, &locks).await?;
                 let sql = format!("SELECT {MEMBER_COLUMNS}, name_digest FROM members WHERE member_id = $1");
@@ -1098,6 +1167,7 @@ macro_rules! shared_store {
                 ] {
                     sqlx::query(sql).bind(into).bind(from).execute(&mut *tx).await?;
                 }
+                let loyalty = merge_loyalty(&mut tx, into, from, actor.at).await?;
                 // The survivor keeps its own profile; gaps are filled from the merged member.
                 let mut filled = Vec::new();
                 for (field, gap) in [
@@ -1144,6 +1214,7 @@ macro_rules! shared_store {
                     "refund_ids": refund_ids,
                     "event_ids": event_ids,
                     "duplicate_events_dropped": dropped,
+                    "loyalty": loyalty,
                     "fields_filled": filled,
                     "survivor_before": {
                         "registered_at": dst.registered_at,

@@ -481,3 +481,79 @@ async fn concurrent_card_purchases_chain_their_terms() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_merge_hands_points_growth_and_coupons_to_the_survivor_and_refunds_of_moved_orders_reverse_there() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let keep = member(&s, "13900000301").await;
+        let gone = member(&s, "13900000302").await;
+        let (status, o) = s.post("/v1/orders", order("MG-1", gone)).await;
+        assert_eq!(status, 201, "{b}: {o}");
+        let gone_order = o["id"].as_i64().unwrap();
+        let (status, _) = s.post("/v1/orders", order("MG-2", keep)).await;
+        assert_eq!(status, 201, "{b}");
+        let template = json!({"id": "mg-30", "name": "满200减30", "per_member_limit": 1,
+            "benefit": {"kind": "amount_off", "threshold": 20000, "amount_off": 3000},
+            "validity": {"kind": "days_from_issue", "days": 30}});
+        let r = s.req(Role::Operator, Method::PUT, "/v1/coupon-templates/mg-30").json(&template).send().await.unwrap();
+        assert!(r.status().is_success(), "{b}");
+        let r = s
+            .req(Role::Operator, Method::POST, "/v1/coupon-templates/mg-30/issue")
+            .header("Idempotency-Key", "mg-issue")
+            .json(&json!({"member_ids": [gone]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{b}");
+        let (before_keep, before_gone) = (points(&s, keep).await, points(&s, gone).await);
+        assert_eq!(before_gone["available"], 100, "{b}: registration points");
+        assert_eq!(before_gone["pending"], 150, "{b}: the order's points");
+
+        let (status, m) = s.post(&format!("/v1/members/{keep}/merge"), json!({"from_member_id": gone})).await;
+        assert_eq!(status, 200, "{b}: {m}");
+        let moved = &m["detail"]["loyalty"];
+        assert_eq!(
+            (moved["points_moved"].as_i64(), moved["growth_moved"].as_i64()),
+            (Some(250), Some(150)),
+            "{b}: {m}"
+        );
+        assert_eq!(moved["coupons_moved"].as_array().map(Vec::len), Some(1), "{b}: {m}");
+        let after = points(&s, keep).await;
+        for field in ["available", "pending", "growth_value", "growth_pending"] {
+            let sum = before_keep[field].as_i64().unwrap() + before_gone[field].as_i64().unwrap();
+            assert_eq!(after[field].as_i64(), Some(sum), "{b}: {field}: {after}");
+        }
+        let (status, coupons) = s.get(&format!("/v1/members/{keep}/coupons")).await;
+        assert_eq!(status, 200, "{b}");
+        assert!(coupons.as_array().unwrap().iter().any(|c| c["template_id"] == "mg-30"), "{b}: {coupons}");
+
+        // The merged member's order, refunded after the merge, reverses on the survivor: the cup's 50 points
+        // and 50 growth, exactly what that line earned.
+        let (status, r) = s
+            .post(
+                "/v1/refunds",
+                json!({"channel": "web", "refund_no": "MG-R1", "order_id": gone_order,
+                       "refunded_at": "2026-06-02T10:00:00+08:00", "lines": [{"line_no": 2, "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}: {r}");
+        let refunded = points(&s, keep).await;
+        assert_eq!(refunded["pending"].as_i64(), after["pending"].as_i64().map(|p| p - 50), "{b}: {refunded}");
+        assert_eq!(
+            refunded["growth_pending"].as_i64(),
+            after["growth_pending"].as_i64().map(|p| p - 50),
+            "{b}: {refunded}"
+        );
+        let (_, h) = s.get(&format!("/v1/members/{keep}/points/history")).await;
+        let moved_in = h
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "transfer" && e["state"] != "voided")
+            .unwrap_or_else(|| panic!("{b}: no transfer entry in {h}"));
+        assert!(moved_in["why"].to_string().contains(&format!("from member {gone}")), "{b}: {moved_in}");
+        let report = s.app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}

@@ -403,3 +403,172 @@ proptest! {
         prop_assert_eq!(back, l);
     }
 }
+
+/// Play random actions on a ledger without the retry checks (those are above): orders are numbered from
+/// `first_order`; returns each order's lines as (quantity, refunded so far) and the clock at the end.
+fn play(
+    l: &mut Ledger,
+    actions: &[Action],
+    first_order: i64,
+    prefix: &str,
+    mut now: DateTime<Utc>,
+) -> (Vec<(i64, Vec<(i64, i64)>)>, DateTime<Utc>) {
+    let mut orders: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
+    for (n, a) in actions.iter().enumerate() {
+        let key = format!("{prefix}{n}");
+        let call = match a {
+            Action::EarnOrder { lines } => {
+                let order_id = first_order + orders.len() as i64;
+                for (i, &(_, pts)) in lines.iter().enumerate() {
+                    for (w, amount) in [(Wallet::Points, pts), (Wallet::Growth, pts / 10)] {
+                        if amount > 0 {
+                            l.earn(&format!("{key}-{i}-{w:?}"), w, amount, line(order_id, i as i32 + 1), now).unwrap();
+                        }
+                    }
+                }
+                orders.push((order_id, lines.iter().map(|&(q, _)| (q, 0)).collect()));
+                None
+            }
+            Action::EarnRule { amount } => Some(Call::Earn(key, Wallet::Points, *amount, rule(), now)),
+            Action::Redeem { amount } => Some(Call::Redeem(key, *amount, now)),
+            Action::Adjust { amount } if *amount != 0 => Some(Call::Adjust(key, *amount, now)),
+            Action::Refund { order, line: li, quantity } => match orders.get_mut(*order) {
+                Some((order_id, lines)) if !lines.is_empty() => {
+                    let i = li % lines.len();
+                    let (q, done) = lines[i];
+                    lines[i].1 = (done + quantity).min(q);
+                    let rl = RefundedLine { line_no: i as i32 + 1, refunded_quantity: lines[i].1, line_quantity: q };
+                    Some(Call::Reverse(key, *order_id, vec![rl], now))
+                }
+                _ => None,
+            },
+            Action::Advance { hours } => {
+                now += Duration::hours(*hours);
+                None
+            }
+            Action::Mature => {
+                l.mature(now).unwrap();
+                None
+            }
+            Action::Expire => {
+                l.expire_due(now).unwrap();
+                None
+            }
+            Action::Adjust { .. } | Action::Retry { .. } => None,
+        };
+        if let Some(c) = call {
+            // Refusals (insufficient, blocked) are part of a random history.
+            let _ = run(l, &c);
+        }
+    }
+    (orders, now)
+}
+
+#[test]
+fn merge_moves_lots_debt_and_line_totals_to_the_survivor() {
+    let cfg = Config::default();
+    let at = t("2026-01-10T00:00:00Z");
+    let mut from = Ledger::new(cfg.clone());
+    from.earn("o1", Wallet::Points, 100, line(1, 1), at).unwrap();
+    from.earn("o1g", Wallet::Growth, 10, line(1, 1), at).unwrap();
+    from.earn("o2", Wallet::Points, 40, line(2, 1), at + Duration::days(20)).unwrap();
+    from.mature(at + Duration::days(8)).unwrap();
+    from.redeem("spend", 60, reward(), at + Duration::days(9)).unwrap();
+    let mut into = Ledger::new(cfg);
+    into.earn("own", Wallet::Points, 5, rule(), at).unwrap();
+    let when = at + Duration::days(21);
+    let m = merge(&mut from, &mut into, "merge:2:1", 2, 1, when).unwrap();
+    assert!(!m.from.replayed && !m.into.replayed);
+    let (bf, bi) = (from.balances(when, DAY()), into.balances(when, DAY()));
+    assert_eq!((bf.available, bf.pending, bf.growth, bf.growth_pending), (0, 0, 0, 0));
+    assert_eq!((bi.available, bi.pending, bi.growth), (45, 40, 10));
+    // The moved lots keep their expiry and return window.
+    let moved: Vec<&Lot> = into.lots().iter().filter(|l| l.source == line(1, 1) || l.source == line(2, 1)).collect();
+    let o2 = moved.iter().find(|l| l.source == line(2, 1)).unwrap();
+    assert_eq!(o2.available_at, Some(at + Duration::days(27)));
+    let o1 = moved.iter().find(|l| l.source == line(1, 1) && l.wallet == Wallet::Points).unwrap();
+    assert_eq!(o1.expires_at, from.lots()[0].expires_at);
+    // Order 1 line 1 earned 100; refunding it on the survivor reverses 100 (its 40 left, then 5 + debt).
+    let r = into
+        .reverse_order_lines("rf", 1, &[RefundedLine { line_no: 1, refunded_quantity: 1, line_quantity: 1 }], when)
+        .unwrap();
+    let points: i64 = r.entries.iter().filter(|e| e.wallet == Wallet::Points).map(|e| e.amount).sum();
+    assert_eq!(points, -100);
+    assert_eq!(into.balances(when, DAY()).growth, 0);
+    // A retry of the merge writes nothing.
+    let again = merge(&mut from, &mut into, "merge:2:1", 2, 1, when).unwrap();
+    assert!(again.from.replayed && again.into.replayed);
+    assert_eq!(again.into.entries, m.into.entries);
+    assert_sound(&from);
+    assert_sound(&into);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// After any two histories, a merge moves every balance (debt included) to the survivor, leaves the
+    /// merged member at zero, keeps both ledgers sound, and refunds of the merged member's orders on the
+    /// survivor bring each line's total reversal to exactly its pro-rata share of what it earned.
+    #[test]
+    fn merged_ledgers_keep_every_invariant(
+        cfg in config(),
+        a in prop::collection::vec(action(), 1..40),
+        b in prop::collection::vec(action(), 1..40),
+        after in prop::collection::vec(action(), 1..30),
+    ) {
+        let start = t("2026-11-01T00:00:00Z");
+        let mut from = Ledger::new(cfg.clone());
+        let (mut orders, t1) = play(&mut from, &a, 1, "a", start);
+        let mut into = Ledger::new(cfg.clone());
+        let (_, t2) = play(&mut into, &b, 1000, "b", start);
+        let now = t1.max(t2);
+        let (bf, bi) = (from.balances(now, DAY()), into.balances(now, DAY()));
+        merge(&mut from, &mut into, "m", 1, 2, now).unwrap();
+        let zero = from.balances(now, DAY());
+        prop_assert_eq!((zero.available, zero.pending, zero.growth, zero.growth_pending), (0, 0, 0, 0));
+        let sum = into.balances(now, DAY());
+        prop_assert_eq!(sum.available, bf.available + bi.available);
+        prop_assert_eq!(sum.pending, bf.pending + bi.pending);
+        prop_assert_eq!(sum.growth, bf.growth + bi.growth);
+        prop_assert_eq!(sum.growth_pending, bf.growth_pending + bi.growth_pending);
+        prop_assert!(verify(from.entries(), cfg.negative).is_empty(), "{:?}", verify(from.entries(), cfg.negative));
+        // The survivor goes on; the merged member's orders are refunded on it.
+        let mut t3 = now;
+        for (n, act) in after.iter().enumerate() {
+            match act {
+                Action::Refund { order, line: li, quantity } if !orders.is_empty() => {
+                    let k = order % orders.len();
+                    let (order_id, lines) = &mut orders[k];
+                    let i = li % lines.len();
+                    let (q, done) = lines[i];
+                    lines[i].1 = (done + quantity).min(q);
+                    let rl = RefundedLine { line_no: i as i32 + 1, refunded_quantity: lines[i].1, line_quantity: q };
+                    into.reverse_order_lines(&format!("after{n}"), *order_id, &[rl], t3).unwrap();
+                }
+                Action::Advance { hours } => t3 += Duration::hours(*hours),
+                Action::Mature => { into.mature(t3).unwrap(); }
+                Action::Expire => { into.expire_due(t3).unwrap(); }
+                Action::Redeem { amount } => { let _ = into.redeem(&format!("after{n}"), *amount, reward(), t3); }
+                _ => {}
+            }
+        }
+        let v = verify(into.entries(), cfg.negative);
+        prop_assert!(v.is_empty(), "violations {:?}", v);
+        for (order_id, lines) in &orders {
+            for (i, &(q, refunded)) in lines.iter().enumerate() {
+                let src = line(*order_id, i as i32 + 1);
+                for w in [Wallet::Points, Wallet::Growth] {
+                    let earned: i64 = from.entries().iter()
+                        .filter(|e| e.kind == Kind::Earn && e.wallet == w && e.source == src && e.lot.as_ref().is_some_and(|x| x.0 == e.key))
+                        .map(|e| e.amount).sum();
+                    let reversed: i64 = from.entries().iter().chain(into.entries())
+                        .filter(|e| e.kind == Kind::Reverse && e.wallet == w && e.source == src)
+                        .map(|e| -e.amount).sum();
+                    prop_assert_eq!(reversed, earned * refunded / q, "order {} line {}", order_id, i + 1);
+                }
+            }
+        }
+        let back = Ledger::from_entries(cfg, into.entries()).unwrap();
+        prop_assert_eq!(back, into);
+    }
+}
