@@ -11,12 +11,20 @@ use super::kernels::{
 };
 use super::{AnalyticsError, AnalyticsParams, Dataset};
 use crate::members::MemberId;
-use crate::store::{AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsRow, MemberTagRow};
+use crate::store::{
+    AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsWrite, MemberTagRow, PreviousMember,
+};
 
 /// One member's results as the stages fill them in.
 #[derive(Debug, Default)]
 struct Acc {
-    body: serde_json::Map<String, Value>,
+    /// The profile body's sections as JSON text, in stage order: text is a fraction of the memory a
+    /// `Value` tree takes, and a large shop holds every member's body until the run commits.
+    body: Vec<(&'static str, String)>,
+    /// `funnels.<name>` states as JSON text.
+    funnels: Vec<(String, String)>,
+    /// The purchase cycle says the next purchase is due (a model tag).
+    cycle_due: bool,
     rfm_segment: Option<String>,
     stage: Option<String>,
     clv_fen: Option<i64>,
@@ -35,8 +43,8 @@ struct Run<'a> {
     results: Vec<(String, Value)>,
     summary: serde_json::Map<String, Value>,
     changes: Vec<AnalyticsChange>,
-    /// The previous run's rows by member id.
-    previous: HashMap<MemberId, &'a MemberAnalyticsRow>,
+    /// The previous run's stage and RFM result by member id.
+    previous: HashMap<MemberId, (&'a str, Option<rfm::RfmMember>)>,
     previous_run: Option<&'a AnalyticsRun>,
     notices: Vec<crate::notify::Notice>,
     dropped_manual_tags: Vec<(MemberId, String)>,
@@ -49,7 +57,7 @@ struct Run<'a> {
 pub fn run(
     run_id: i64,
     data: &Dataset,
-    previous: Option<(&AnalyticsRun, &[MemberAnalyticsRow])>,
+    previous: Option<(&AnalyticsRun, &[PreviousMember])>,
     tags: &[MemberTagRow],
     params: &AnalyticsParams,
     progress: impl Fn(&str),
@@ -62,7 +70,16 @@ pub fn run(
         results: Vec::new(),
         summary: serde_json::Map::new(),
         changes: Vec::new(),
-        previous: previous.map(|(_, rows)| rows.iter().map(|row| (row.member_id, row)).collect()).unwrap_or_default(),
+        previous: previous
+            .map(|(_, rows)| {
+                rows.iter()
+                    .map(|row| {
+                        let rfm = row.rfm.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok());
+                        (row.member_id, (row.stage.as_str(), rfm))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         previous_run: previous.map(|(run, _)| run),
         notices: Vec::new(),
         dropped_manual_tags: Vec::new(),
@@ -73,15 +90,15 @@ pub fn run(
     progress("lifecycle");
     r.lifecycle()?;
     progress("clv");
-    r.clv();
+    r.clv()?;
     progress("churn");
-    r.churn();
+    r.churn()?;
     progress("purchase cycle");
     r.cycles()?;
     progress("preferences");
     r.preferences()?;
     progress("clusters");
-    r.clusters();
+    r.clusters()?;
     progress("basket rules");
     r.basket();
     progress("cohorts");
@@ -92,7 +109,7 @@ pub fn run(
     r.kpis()?;
     progress("tags");
     let tags = r.tags(tags)?;
-    let mut out = r.finish();
+    let mut out = r.finish()?;
     out.tags = tags;
     Ok(out)
 }
@@ -107,8 +124,9 @@ impl Run<'_> {
         self.as_of().checked_sub_days(Days::new(u64::from(days.max(1)) - 1)).unwrap_or(NaiveDate::MIN)
     }
 
-    fn put(&mut self, i: usize, key: &str, v: Value) {
-        self.members[i].body.insert(key.to_string(), v);
+    fn put(&mut self, i: usize, key: &'static str, v: &impl serde::Serialize) -> Result<(), AnalyticsError> {
+        self.members[i].body.push((key, serde_json::to_string(v)?));
+        Ok(())
     }
 
     fn result(&mut self, model: &str, v: Value) {
@@ -137,12 +155,8 @@ impl Run<'_> {
         let report = rfm::rfm(&inputs, self.as_of(), &self.params.rfm);
         for (i, m) in report.members.iter().enumerate() {
             self.members[i].rfm_segment = m.segment.map(|s| s.code().to_string());
-            if let (Some(after), Some(prev)) = (m.segment, self.previous.get(&m.member_id)) {
-                let before: Option<rfm::RfmMember> =
-                    prev.body.get("rfm").and_then(|v| serde_json::from_value(v.clone()).ok());
-                if let Some(before) = before
-                    && before.segment != Some(after)
-                {
+            if let (Some(after), Some((_, Some(before)))) = (m.segment, self.previous.get(&m.member_id)) {
+                if before.segment != Some(after) {
                     let change = rfm::explain_segment_change(&before, m, &report.summary);
                     self.changes.push(AnalyticsChange {
                         run_id: self.run_id,
@@ -154,7 +168,7 @@ impl Run<'_> {
                     });
                 }
             }
-            self.put(i, "rfm", serde_json::to_value(m)?);
+            self.put(i, "rfm", m)?;
         }
         let segments: BTreeMap<&str, u64> = report.summary.segments.iter().map(|s| (s.code, s.count)).collect();
         self.summary.insert(
@@ -193,8 +207,8 @@ impl Run<'_> {
             now.push((res.member_id, stage));
             *counts.entry(stage.code()).or_default() += 1;
             self.members[i].stage = Some(stage.code().to_string());
-            if let Some(prev) = self.previous.get(&res.member_id)
-                && let Some(was) = stage_of(&prev.stage)
+            if let Some((prev_stage, _)) = self.previous.get(&res.member_id)
+                && let Some(was) = stage_of(prev_stage)
             {
                 before.push((res.member_id, was));
                 if was != stage {
@@ -208,7 +222,7 @@ impl Run<'_> {
                     });
                 }
             }
-            self.put(i, "lifecycle", serde_json::to_value(res)?);
+            self.put(i, "lifecycle", res)?;
         }
         let transitions = match self.previous_run {
             Some(prev) => {
@@ -238,7 +252,7 @@ impl Run<'_> {
 
     /// BG/NBD and Gamma-Gamma fitted on the shop's own repeat purchases, then every buyer scored. A shop
     /// too young to fit (no repeat buyers yet) gets the reason instead of a model, and the run goes on.
-    fn clv(&mut self) {
+    fn clv(&mut self) -> Result<(), AnalyticsError> {
         let d = self.data;
         let p = &self.params.clv;
         let summaries: Vec<(usize, clv::RepeatSummary)> = (0..d.members.len())
@@ -256,7 +270,7 @@ impl Run<'_> {
                 self.summary.insert("clv".into(), json!({"fitted": false, "reason": why}));
                 self.result("clv_model", json!({"fitted": false, "reason": why, "customers": only.len()}));
                 self.result("clv", json!({"fitted": false, "reason": why}));
-                return;
+                return Ok(());
             }
         };
         let gg = clv::fit_gamma_gamma(&only, p);
@@ -272,8 +286,7 @@ impl Run<'_> {
                     *stages.entry(stage.unwrap_or_default()).or_default() += 1;
                     self.members[*i].clv_fen = Some(m.clv_fen);
                     self.members[*i].prob_alive = Some(m.prob_alive);
-                    let body = json!({"summary": s, "score": m});
-                    self.put(*i, "clv", body);
+                    self.put(*i, "clv", &json!({"summary": s, "score": m}))?;
                 }
                 Err(_) => failed += 1,
             }
@@ -300,11 +313,12 @@ impl Run<'_> {
                    "median_clv_fen": pct(0.5), "p90_clv_fen": pct(0.9), "max_clv_fen": values.last(),
                    "probabilistic_stages": stages, "horizon_months": p.horizon_months}),
         );
+        Ok(())
     }
 
     /// The churn model trained on the shop's own history and validated on a later, held-out period; every
     /// buyer scored with the top reasons. A shop too small to train gets the reason instead.
-    fn churn(&mut self) {
+    fn churn(&mut self) -> Result<(), AnalyticsError> {
         let d = self.data;
         let histories: Vec<churn::ChurnHistory> = d
             .members
@@ -356,7 +370,7 @@ impl Run<'_> {
                 let why = e.to_string();
                 self.summary.insert("churn".into(), json!({"trained": false, "reason": why}));
                 self.result("churn", json!({"trained": false, "reason": why}));
-                return;
+                return Ok(());
             }
         };
         let mut scored = 0u64;
@@ -366,7 +380,7 @@ impl Run<'_> {
                 scored += 1;
                 high += u64::from(s.probability >= 0.5);
                 self.members[i].churn_risk = Some(s.probability);
-                self.put(i, "churn", serde_json::to_value(&s).unwrap_or(Value::Null));
+                self.put(i, "churn", &s)?;
             }
         }
         let v = &model.validation;
@@ -378,10 +392,11 @@ impl Run<'_> {
             "churn",
             json!({"trained": true, "model": serde_json::to_value(&model).unwrap_or(Value::Null), "scored": scored, "at_risk": high}),
         );
+        Ok(())
     }
 
     /// k-means on standardized behaviour features of the window's buyers, each cluster described in words.
-    fn clusters(&mut self) {
+    fn clusters(&mut self) -> Result<(), AnalyticsError> {
         let d = self.data;
         let start = self.window_start(self.params.rfm.window_days);
         let names = ["recency", "frequency", "monetary", "aov", "discount_share", "category_breadth", "engagement"];
@@ -430,8 +445,8 @@ impl Run<'_> {
                         self.put(
                             pos,
                             "cluster",
-                            json!({"id": a.cluster, "distance": a.distance, "description": description}),
-                        );
+                            &json!({"id": a.cluster, "distance": a.distance, "description": description}),
+                        )?;
                     }
                 }
                 let described: Vec<Value> = res
@@ -452,6 +467,7 @@ impl Run<'_> {
                 self.result("clusters", json!({"fitted": false, "reason": why, "members": input.member_ids.len()}));
             }
         }
+        Ok(())
     }
 
     /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
@@ -535,8 +551,9 @@ impl Run<'_> {
                 due += u64::from(est.due);
                 typical.push(est.typical_interval_days);
                 self.members[i].next_purchase = Some(est.next_expected);
+                self.members[i].cycle_due = est.due;
             }
-            self.put(i, "cycle", serde_json::to_value(res)?);
+            self.put(i, "cycle", res)?;
         }
         typical.sort_by(f64::total_cmp);
         let median = typical.get(typical.len() / 2).copied();
@@ -606,7 +623,7 @@ impl Run<'_> {
             if v.pointer("/promotion/share").and_then(Value::as_f64).unwrap_or(0.0) >= 0.5 {
                 promo_members += 1;
             }
-            self.put(i, "preferences", v);
+            self.put(i, "preferences", &v)?;
         }
         self.summary.insert("preferences".into(), json!({"promotion_sensitive_members": promo_members}));
         Ok(())
@@ -691,11 +708,7 @@ impl Run<'_> {
                 "last_step_at": at,
                 "converted": p.reached == steps.len(),
             });
-            let body = &mut self.members[i].body;
-            let entry = body.entry("funnels").or_insert_with(|| json!({}));
-            if let Some(map) = entry.as_object_mut() {
-                map.insert(f.name.clone(), state);
-            }
+            self.members[i].funnels.push((f.name.clone(), state.to_string()));
             if let Some(st) = &f.stalled_tag
                 && p.reached > st.from_step
                 && p.reached < steps.len()
@@ -851,7 +864,7 @@ impl Run<'_> {
             if let Some(stage) = acc.stage.as_deref().and_then(stage_of) {
                 model(stage.name_zh().to_string(), "lifecycle", format!("lifecycle stage {}", stage.name_en()));
             }
-            if acc.body.get("cycle").and_then(|c| c.pointer("/overall/due")).and_then(Value::as_bool) == Some(true) {
+            if acc.cycle_due {
                 model("待复购".to_string(), "behaviour", "purchase cycle says the next purchase is due".into());
             }
         }
@@ -927,28 +940,30 @@ impl Run<'_> {
         Ok(rows)
     }
 
-    fn finish(self) -> AnalyticsOutput {
+    fn finish(self) -> Result<AnalyticsOutput, AnalyticsError> {
         let members = self
             .data
             .members
             .iter()
             .zip(self.members)
-            .map(|(m, acc)| MemberAnalyticsRow {
-                member_id: m.member_id,
-                rfm_segment: acc.rfm_segment,
-                stage: acc.stage.unwrap_or_else(|| "potential".into()),
-                clv_fen: acc.clv_fen,
-                prob_alive: acc.prob_alive,
-                churn_risk: acc.churn_risk,
-                cluster: acc.cluster,
-                next_purchase: acc.next_purchase,
-                body: Value::Object(acc.body),
+            .map(|(m, acc)| {
+                Ok(MemberAnalyticsWrite {
+                    member_id: m.member_id,
+                    body: body_text(&acc)?,
+                    rfm_segment: acc.rfm_segment,
+                    stage: acc.stage.unwrap_or_else(|| "potential".into()),
+                    clv_fen: acc.clv_fen,
+                    prob_alive: acc.prob_alive,
+                    churn_risk: acc.churn_risk,
+                    cluster: acc.cluster,
+                    next_purchase: acc.next_purchase,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, AnalyticsError>>()?;
         let mut summary = self.summary;
         summary.insert("members".into(), json!(self.data.members.len()));
         summary.insert("changes".into(), json!(self.changes.len()));
-        AnalyticsOutput {
+        Ok(AnalyticsOutput {
             summary: Value::Object(summary),
             results: self.results,
             members,
@@ -957,8 +972,43 @@ impl Run<'_> {
             keep_runs: self.params.keep_runs,
             notices: self.notices,
             dropped_manual_tags: self.dropped_manual_tags,
-        }
+        })
     }
+}
+
+/// A member's profile body, `{"rfm": …, "lifecycle": …, …, "funnels": {"<name>": …}}`, joined from the
+/// sections' JSON text (keys are the pipeline's own identifiers; funnel names are escaped).
+fn body_text(acc: &Acc) -> Result<Box<serde_json::value::RawValue>, AnalyticsError> {
+    let size = acc.body.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+        + acc.funnels.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+        + 16;
+    let mut text = String::with_capacity(size);
+    text.push('{');
+    for (n, (key, value)) in acc.body.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(key)?);
+        text.push(':');
+        text.push_str(value);
+    }
+    if !acc.funnels.is_empty() {
+        if !acc.body.is_empty() {
+            text.push(',');
+        }
+        text.push_str("\"funnels\":{");
+        for (n, (name, state)) in acc.funnels.iter().enumerate() {
+            if n > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(name)?);
+            text.push(':');
+            text.push_str(state);
+        }
+        text.push('}');
+    }
+    text.push('}');
+    Ok(serde_json::value::RawValue::from_string(text)?)
 }
 
 fn segment_of(code: &str) -> Option<rfm::RfmSegment> {

@@ -116,7 +116,7 @@ impl App {
             texts: s.member_texts(days_back(365), until).await?,
         };
         let previous = match s.latest_analytics_run().await? {
-            Some(prev) => Some((prev.clone(), s.member_analytics_rows(prev.run_id).await?)),
+            Some(prev) => Some((prev.clone(), s.previous_members(prev.run_id).await?)),
             None => None,
         };
         let tags = s.member_tags(None).await?;

@@ -509,7 +509,7 @@ macro_rules! analytics_store {
                             .push_bind(m.churn_risk)
                             .push_bind(m.cluster)
                             .push_bind(m.next_purchase)
-                            .push_bind(Json(&m.body));
+                            .push_bind(Json(m.body.as_ref()));
                     });
                     q.build().execute(&mut *tx).await?;
                 }
@@ -637,6 +637,22 @@ macro_rules! analytics_store {
                 let sql = format!("SELECT {MEMBER_ROW_COLUMNS} FROM member_analytics WHERE run_id = $1 ORDER BY member_id");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
                 rows.iter().map(member_row_from_row).collect()
+            }
+
+            async fn previous_members(&self, run_id: i64) -> StoreResult<Vec<PreviousMember>> {
+                // Only the `rfm` section of each body leaves the database.
+                let rfm = if <$store>::BACKEND == Backend::Sqlite { "json_extract(body, '$.rfm')" } else { "body -> 'rfm'" };
+                let sql = format!("SELECT member_id, stage, {rfm} AS rfm FROM member_analytics WHERE run_id = $1 ORDER BY member_id");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(PreviousMember {
+                            member_id: row.try_get("member_id")?,
+                            stage: row.try_get("stage")?,
+                            rfm: row.try_get::<Option<Json<serde_json::Value>>, _>("rfm")?.map(|j| j.0),
+                        })
+                    })
+                    .collect()
             }
 
             async fn member_analytics(&self, run_id: i64, member: MemberId) -> StoreResult<Option<MemberAnalyticsRow>> {

@@ -1044,6 +1044,31 @@ pub struct MemberAnalyticsRow {
     pub body: serde_json::Value,
 }
 
+/// A member's row as a run writes it: the body is JSON text already, assembled section by section as the
+/// stages finish, because a million members' bodies held as `serde_json::Value` trees cost several times
+/// their text.
+#[derive(Debug, Clone)]
+pub struct MemberAnalyticsWrite {
+    pub member_id: MemberId,
+    pub rfm_segment: Option<String>,
+    pub stage: String,
+    pub clv_fen: Option<i64>,
+    pub prob_alive: Option<f64>,
+    pub churn_risk: Option<f64>,
+    pub cluster: Option<i32>,
+    pub next_purchase: Option<NaiveDate>,
+    pub body: Box<serde_json::value::RawValue>,
+}
+
+/// What the next run needs of a member's previous results to log changes: the stage and the RFM part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviousMember {
+    pub member_id: MemberId,
+    pub stage: String,
+    /// The `rfm` section of the body, if the member had one.
+    pub rfm: Option<serde_json::Value>,
+}
+
 /// A member's segment or stage change between two runs, with its reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AnalyticsChange {
@@ -1080,7 +1105,7 @@ pub struct AnalyticsOutput {
     pub summary: serde_json::Value,
     /// Aggregate results by model name.
     pub results: Vec<(String, serde_json::Value)>,
-    pub members: Vec<MemberAnalyticsRow>,
+    pub members: Vec<MemberAnalyticsWrite>,
     pub changes: Vec<AnalyticsChange>,
     /// The new set of computed tags, plus the manual tags still standing with their (decayed) weights;
     /// manual tags are updated in place, never re-created.
@@ -1143,8 +1168,10 @@ pub trait AnalyticsStore {
     /// The newest `done` run.
     async fn latest_analytics_run(&self) -> StoreResult<Option<AnalyticsRun>>;
     async fn analytics_result(&self, run_id: i64, model: &str) -> StoreResult<Option<serde_json::Value>>;
-    /// Every member's row of a run (the previous run's states, to log changes).
+    /// Every member's row of a run.
     async fn member_analytics_rows(&self, run_id: i64) -> StoreResult<Vec<MemberAnalyticsRow>>;
+    /// Every member's stage and RFM result of a run (what the next run compares with), by member id.
+    async fn previous_members(&self, run_id: i64) -> StoreResult<Vec<PreviousMember>>;
     async fn member_analytics(&self, run_id: i64, member: MemberId) -> StoreResult<Option<MemberAnalyticsRow>>;
     /// A member's logged changes, newest first.
     async fn member_analytics_changes(&self, member: MemberId, limit: i64) -> StoreResult<Vec<AnalyticsChange>>;

@@ -208,6 +208,13 @@ async fn as_of_reads_nothing_after_its_date() {
         let run1 = first["run"]["run_id"].as_i64().unwrap();
         let rows1 = s.app.store.member_analytics_rows(run1).await.unwrap();
         let results1 = s.app.store.analytics_result(run1, "rfm").await.unwrap();
+        // What the next run compares with: each member's stage and only the RFM part of the body.
+        let previous = s.app.store.previous_members(run1).await.unwrap();
+        assert_eq!(previous.len(), rows1.len(), "{bk}");
+        for (p, r) in previous.iter().zip(&rows1) {
+            assert_eq!((p.member_id, &p.stage, p.rfm.as_ref()), (r.member_id, &r.stage, r.body.get("rfm")), "{bk}");
+        }
+        assert!(previous.iter().filter(|p| p.rfm.is_some()).count() >= 5, "{bk}: the buyers have RFM results");
 
         // The future: E comes back on 2026-07-05, D buys, a new member registers, events arrive.
         order(&s, "E-1", shop.e, "2026-07-05", 900).await;
