@@ -155,18 +155,18 @@ impl Run<'_> {
         let report = rfm::rfm(&inputs, self.as_of(), &self.params.rfm);
         for (i, m) in report.members.iter().enumerate() {
             self.members[i].rfm_segment = m.segment.map(|s| s.code().to_string());
-            if let (Some(after), Some((_, Some(before)))) = (m.segment, self.previous.get(&m.member_id)) {
-                if before.segment != Some(after) {
-                    let change = rfm::explain_segment_change(&before, m, &report.summary);
-                    self.changes.push(AnalyticsChange {
-                        run_id: self.run_id,
-                        member_id: m.member_id,
-                        model: "rfm".into(),
-                        from: before.segment.map(|s| s.code().to_string()),
-                        to: after.code().to_string(),
-                        reason: change.text,
-                    });
-                }
+            if let (Some(after), Some((_, Some(before)))) = (m.segment, self.previous.get(&m.member_id))
+                && before.segment != Some(after)
+            {
+                let change = rfm::explain_segment_change(before, m, &report.summary);
+                self.changes.push(AnalyticsChange {
+                    run_id: self.run_id,
+                    member_id: m.member_id,
+                    model: "rfm".into(),
+                    from: before.segment.map(|s| s.code().to_string()),
+                    to: after.code().to_string(),
+                    reason: change.text,
+                });
             }
             self.put(i, "rfm", m)?;
         }
@@ -977,14 +977,32 @@ impl Run<'_> {
 }
 
 /// A member's profile body, `{"rfm": …, "lifecycle": …, …, "funnels": {"<name>": …}}`, joined from the
-/// sections' JSON text (keys are the pipeline's own identifiers; funnel names are escaped).
+/// sections' JSON text.
 fn body_text(acc: &Acc) -> Result<Box<serde_json::value::RawValue>, AnalyticsError> {
     let size = acc.body.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
         + acc.funnels.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
         + 16;
-    let mut text = String::with_capacity(size);
+    let mut funnels = String::new();
+    if !acc.funnels.is_empty() {
+        funnels = json_object(acc.funnels.iter().map(|(k, v)| (k.as_str(), v.as_str())), 0)?;
+    }
+    let sections = acc.body.iter().map(|(k, v)| (*k, v.as_str()));
+    let text = if funnels.is_empty() {
+        json_object(sections, size)?
+    } else {
+        json_object(sections.chain([("funnels", funnels.as_str())]), size)?
+    };
+    Ok(serde_json::value::RawValue::from_string(text)?)
+}
+
+/// `{"key": value, …}` from keys (escaped here) and values that are JSON text already.
+fn json_object<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a str)>,
+    capacity: usize,
+) -> Result<String, AnalyticsError> {
+    let mut text = String::with_capacity(capacity);
     text.push('{');
-    for (n, (key, value)) in acc.body.iter().enumerate() {
+    for (n, (key, value)) in entries.enumerate() {
         if n > 0 {
             text.push(',');
         }
@@ -992,23 +1010,8 @@ fn body_text(acc: &Acc) -> Result<Box<serde_json::value::RawValue>, AnalyticsErr
         text.push(':');
         text.push_str(value);
     }
-    if !acc.funnels.is_empty() {
-        if !acc.body.is_empty() {
-            text.push(',');
-        }
-        text.push_str("\"funnels\":{");
-        for (n, (name, state)) in acc.funnels.iter().enumerate() {
-            if n > 0 {
-                text.push(',');
-            }
-            text.push_str(&serde_json::to_string(name)?);
-            text.push(':');
-            text.push_str(state);
-        }
-        text.push('}');
-    }
     text.push('}');
-    Ok(serde_json::value::RawValue::from_string(text)?)
+    Ok(text)
 }
 
 fn segment_of(code: &str) -> Option<rfm::RfmSegment> {

@@ -1030,9 +1030,10 @@ pub struct AnalyticsRun {
     pub summary: Option<serde_json::Value>,
 }
 
-/// A member's results of one run: the columns segment queries filter on, and the whole explained result.
+/// A member's results of one run: the columns segment queries filter on, and the whole explained result
+/// (read back as a `Value`; written as text, see [`MemberAnalyticsWrite`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct MemberAnalyticsRow {
+pub struct MemberAnalyticsRow<B = serde_json::Value> {
     pub member_id: MemberId,
     pub rfm_segment: Option<String>,
     pub stage: String,
@@ -1041,24 +1042,13 @@ pub struct MemberAnalyticsRow {
     pub churn_risk: Option<f64>,
     pub cluster: Option<i32>,
     pub next_purchase: Option<NaiveDate>,
-    pub body: serde_json::Value,
+    pub body: B,
 }
 
 /// A member's row as a run writes it: the body is JSON text already, assembled section by section as the
 /// stages finish, because a million members' bodies held as `serde_json::Value` trees cost several times
 /// their text.
-#[derive(Debug, Clone)]
-pub struct MemberAnalyticsWrite {
-    pub member_id: MemberId,
-    pub rfm_segment: Option<String>,
-    pub stage: String,
-    pub clv_fen: Option<i64>,
-    pub prob_alive: Option<f64>,
-    pub churn_risk: Option<f64>,
-    pub cluster: Option<i32>,
-    pub next_purchase: Option<NaiveDate>,
-    pub body: Box<serde_json::value::RawValue>,
-}
+pub type MemberAnalyticsWrite = MemberAnalyticsRow<Box<serde_json::value::RawValue>>;
 
 /// What the next run needs of a member's previous results to log changes: the stage and the RFM part.
 #[derive(Debug, Clone, PartialEq)]

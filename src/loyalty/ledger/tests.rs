@@ -404,6 +404,9 @@ proptest! {
     }
 }
 
+/// Orders a history placed: id, and per line (quantity, units refunded so far).
+type Orders = Vec<(i64, Vec<(i64, i64)>)>;
+
 /// Play random actions on a ledger without the retry checks (those are above): orders are numbered from
 /// `first_order`; returns each order's lines as (quantity, refunded so far) and the clock at the end.
 fn play(
@@ -412,8 +415,8 @@ fn play(
     first_order: i64,
     prefix: &str,
     mut now: DateTime<Utc>,
-) -> (Vec<(i64, Vec<(i64, i64)>)>, DateTime<Utc>) {
-    let mut orders: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
+) -> (Orders, DateTime<Utc>) {
+    let mut orders: Orders = Vec::new();
     for (n, a) in actions.iter().enumerate() {
         let key = format!("{prefix}{n}");
         let call = match a {
