@@ -74,7 +74,8 @@ pub fn run(
             .map(|(_, rows)| {
                 rows.iter()
                     .map(|row| {
-                        let rfm = row.rfm.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok());
+                        let rfm =
+                            row.rfm.as_ref().and_then(|v| <rfm::RfmMember as serde::Deserialize>::deserialize(v).ok());
                         (row.member_id, (row.stage.as_str(), rfm))
                     })
                     .collect()

@@ -656,31 +656,24 @@ macro_rules! shared_store {
                 merged.into.entries.iter().filter(|e| e.wallet == wallet && e.state != ledger::State::Voided).map(|e| e.amount).sum()
             };
 
-            let coupons: Vec<(String, Json<serde_json::Value>)> =
-                sqlx::query_as("SELECT code, record FROM coupons WHERE member_id = $1 ORDER BY code").bind(from).fetch_all(&mut *conn).await?;
-            for (code, Json(mut record)) in coupons.iter().cloned() {
-                if let Some(m) = record.get_mut("member_id") {
-                    *m = json!(into);
-                }
-                sqlx::query("UPDATE coupons SET member_id = $1, record = $2, updated_at = $3 WHERE code = $4")
-                    .bind(into)
-                    .bind(Json(record))
-                    .bind(Ts(at))
-                    .bind(&code)
-                    .execute(&mut *conn)
-                    .await?;
+            let records: Vec<Json<serde_json::Value>> =
+                sqlx::query_scalar("SELECT record FROM coupons WHERE member_id = $1 ORDER BY code").bind(from).fetch_all(&mut *conn).await?;
+            sqlx::query("UPDATE coupons SET member_id = $1 WHERE member_id = $2").bind(into).bind(from).execute(&mut *conn).await?;
+            let mut coupons = Vec::with_capacity(records.len());
+            for Json(record) in records {
+                let mut c = coupon_from_json(record)?;
+                c.member_id = into;
+                write_coupon(conn, &c, at).await?;
+                coupons.push(c.code);
             }
             // Purchase keys are the merged member's; prefixed so they cannot collide with the survivor's own.
-            let cards = sqlx::query(
-                "UPDATE member_cards SET member_id = $1, idem_key = 'merged:' || CAST($2 AS TEXT) || ':' || idem_key \
-                 WHERE member_id = $3",
-            )
-            .bind(into)
-            .bind(from.to_string())
-            .bind(from)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let cards = sqlx::query("UPDATE member_cards SET member_id = $1, idem_key = $2 || idem_key WHERE member_id = $3")
+                .bind(into)
+                .bind(format!("merged:{from}:"))
+                .bind(from)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             let tasks = sqlx::query("UPDATE loyalty_queue SET member_id = $1 WHERE member_id = $2")
                 .bind(into)
                 .bind(from)
@@ -692,7 +685,7 @@ macro_rules! shared_store {
                 "ledger_entries": { "from": merged.from.entries.len(), "into": merged.into.entries.len() },
                 "points_moved": moved(Wallet::Points),
                 "growth_moved": moved(Wallet::Growth),
-                "coupons_moved": coupons.iter().map(|c| c.0.clone()).collect::<Vec<_>>(),
+                "coupons_moved": coupons,
                 "cards_moved": cards,
                 "loyalty_tasks_moved": tasks,
             }))

@@ -506,6 +506,11 @@ async fn a_merge_hands_points_growth_and_coupons_to_the_survivor_and_refunds_of_
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "{b}");
+        // Both bought a card with the same purchase key: the moved one must not collide with the survivor's.
+        for m in [keep, gone] {
+            let (status, card) = buy(&s, Role::Integration, m, Some("mg-card"), json!({"plan": "plus"})).await;
+            assert_eq!(status, 201, "{b}: {card}");
+        }
         let (before_keep, before_gone) = (points(&s, keep).await, points(&s, gone).await);
         assert_eq!(before_gone["available"], 100, "{b}: registration points");
         assert_eq!(before_gone["pending"], 150, "{b}: the order's points");
@@ -527,6 +532,10 @@ async fn a_merge_hands_points_growth_and_coupons_to_the_survivor_and_refunds_of_
         let (status, coupons) = s.get(&format!("/v1/members/{keep}/coupons")).await;
         assert_eq!(status, 200, "{b}");
         assert!(coupons.as_array().unwrap().iter().any(|c| c["template_id"] == "mg-30"), "{b}: {coupons}");
+        assert_eq!(moved["cards_moved"], 1, "{b}: {m}");
+        let (status, cards) = s.get(&format!("/v1/members/{keep}/cards")).await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(cards.as_array().map(Vec::len), Some(2), "{b}: both terms are the survivor's: {cards}");
 
         // The merged member's order, refunded after the merge, reverses on the survivor: the cup's 50 points
         // and 50 growth, exactly what that line earned.
