@@ -146,10 +146,19 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             let group: Vec<OrderJob> = pending.drain(..split).collect();
             let (writes, replies): (Vec<OrderWrite>, Vec<_>) = group.into_iter().map(|j| (j.write, j.reply)).unzip();
             let actor = Actor { id: actor_id, at: Utc::now() };
-            match store.insert_orders(&writes, &actor).await {
-                Ok(outcomes) => {
-                    // Earn before answering, so a created order's points are on the ledger when the caller hears.
-                    if outcomes.iter().any(|o| matches!(o, WriteOutcome::Created(_))) {
+            // Earn in the orders' own transaction, so a created order's points are on the ledger when the
+            // caller hears; what had to be queued (behind a member's earlier work) is settled before answering.
+            let written = match earner.order_earner().await {
+                Ok(Some(earn)) => store.insert_orders_earning(&writes, &actor, &earn).await,
+                Ok(None) => store.insert_orders(&writes, &actor).await.map(|o| {
+                    let created = o.iter().any(|o| matches!(o, WriteOutcome::Created(_)));
+                    (o, created)
+                }),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok((outcomes, queued)) => {
+                    if queued {
                         settle_or_log(&earner).await;
                     }
                     for (reply, o) in replies.into_iter().zip(outcomes) {

@@ -104,6 +104,66 @@ pub struct Earner {
     store: Arc<dyn Store>,
     ledger: LedgerConfig,
     gate: tokio::sync::Mutex<()>,
+    /// The policies last read, with the stored state they were parsed from.
+    policies: std::sync::Mutex<Option<(PolicyStamp, Policies)>>,
+}
+
+/// The rules, tier program and risk policy in force, parsed: what every earning decision reads.
+#[derive(Clone)]
+pub(crate) struct Policies {
+    rules: Arc<RuleSet>,
+    program: Option<Arc<TierProgram>>,
+    risk: Arc<RiskPolicy>,
+}
+
+/// What the policies were parsed from: the rule-set version (versions are never edited) and the stored tier
+/// program and risk policy texts. Equal stamps mean equal policies, so nothing is parsed again.
+#[derive(Clone, PartialEq, Eq)]
+struct PolicyStamp {
+    version: i64,
+    tiers: Option<String>,
+    risk: Option<String>,
+}
+
+/// Earning on orders inside the transaction that writes them (`Store::insert_orders_earning`).
+pub struct OrderEarner {
+    ledger: LedgerConfig,
+    policies: Policies,
+    now: DateTime<Utc>,
+}
+
+impl crate::store::OrderEarning for OrderEarner {
+    fn wants_cards(&self) -> bool {
+        self.policies.program.as_ref().is_some_and(|p| !p.cards.is_empty())
+    }
+
+    fn jobs(&self, inputs: crate::store::EarnInputs) -> Vec<LedgerJob> {
+        let crate::store::EarnInputs { orders, facts, first_paid, catalog, mut cards } = inputs;
+        let mut per_member: BTreeMap<MemberId, Vec<Work>> = BTreeMap::new();
+        for o in &orders {
+            let Some(member) = o.member_id else { continue };
+            per_member.entry(member).or_default().push(Work::Order {
+                order_id: o.id,
+                order: RuleOrder::from_view(o, |sku| catalog.get(sku).cloned().unwrap_or((None, None))),
+                first_paid: first_paid.get(&member) == Some(&o.id),
+            });
+        }
+        per_member
+            .into_iter()
+            .map(|(member, work)| LedgerJob {
+                member,
+                op: member_op(
+                    self.ledger.clone(),
+                    facts.get(&member).cloned(),
+                    cards.remove(&member).unwrap_or_default(),
+                    work,
+                    &self.policies,
+                    self.now,
+                ),
+                tasks: Vec::new(),
+            })
+            .collect()
+    }
 }
 
 /// One settled task's data, loaded before the member's transaction.
@@ -130,7 +190,7 @@ enum Work {
 
 impl Earner {
     pub fn new(store: Arc<dyn Store>, ledger: LedgerConfig) -> Self {
-        Self { store, ledger, gate: tokio::sync::Mutex::new(()) }
+        Self { store, ledger, gate: tokio::sync::Mutex::new(()), policies: std::sync::Mutex::new(None) }
     }
 
     /// The rule set in force (the newest version).
@@ -201,6 +261,45 @@ impl Earner {
         Ok(())
     }
 
+    /// The policies in force, parsed only when the stored ones changed (one small read otherwise); `None`
+    /// while the shop has no rule set.
+    pub(crate) async fn policies(&self) -> Result<Option<Policies>, StoreError> {
+        let (version, values) = self.store.policy_state(&[TIERS_SETTING, super::risk::RISK_SETTING]).await?;
+        let Some(version) = version else { return Ok(None) };
+        let mut values = values.into_iter();
+        let stamp = PolicyStamp { version, tiers: values.next().flatten(), risk: values.next().flatten() };
+        if let Some((cached, policies)) = self.policies.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *cached == stamp
+        {
+            return Ok(Some(policies.clone()));
+        }
+        let Some((_, body)) = self.store.rule_set(Some(version)).await? else { return Ok(None) };
+        let rules =
+            RuleSet::from_json(&body).map_err(|e| StoreError::Corrupt(format!("rule set version {version}: {e}")))?;
+        let program = match &stamp.tiers {
+            None => None,
+            Some(body) => Some(Arc::new(
+                TierProgram::from_json(body).map_err(|e| StoreError::Corrupt(format!("tier program: {e}")))?,
+            )),
+        };
+        let risk = match &stamp.risk {
+            None => super::risk::default_risk_policy(),
+            Some(body) => RiskPolicy::from_json(body).map_err(|e| StoreError::Corrupt(format!("risk policy: {e}")))?,
+        };
+        let policies = Policies { rules: Arc::new(rules), program, risk: Arc::new(risk) };
+        *self.policies.lock().unwrap_or_else(|p| p.into_inner()) = Some((stamp, policies.clone()));
+        Ok(Some(policies))
+    }
+
+    /// What an order writer earns with, or `None` while the shop has no rule set (orders are queued then).
+    pub async fn order_earner(&self) -> Result<Option<OrderEarner>, StoreError> {
+        Ok(self.policies().await?.map(|policies| OrderEarner {
+            ledger: self.ledger.clone(),
+            policies,
+            now: Utc::now(),
+        }))
+    }
+
     /// Settle everything queued; returns the number of tasks settled (or marked failed).
     pub async fn settle(&self) -> Result<u64, StoreError> {
         let _one_at_a_time = self.gate.lock().await;
@@ -217,13 +316,11 @@ impl Earner {
     }
 
     async fn settle_batch(&self, tasks: Vec<LoyaltyTask>) -> Result<(), StoreError> {
-        let Some((_, rules)) = self.rules().await? else {
+        let Some(policies) = self.policies().await? else {
             // No rules, nothing can earn yet; tasks wait for a rule set.
             return Ok(());
         };
-        let rules = Arc::new(rules);
-        let program = self.tier_program().await?.map(Arc::new);
-        let risk = Arc::new(super::risk::policy_in_force(self.store.as_ref()).await?);
+        let (rules, program) = (policies.rules.clone(), policies.program.clone());
         let now = Utc::now();
         let ids = |kind: &str| -> Vec<i64> {
             tasks.iter().filter(|t| t.kind == kind).filter_map(|t| t.reference.parse().ok()).collect()
@@ -323,7 +420,7 @@ impl Earner {
         for (member, (task_ids, work)) in per_member {
             let row = facts.get(&member).cloned();
             let member_cards = cards.remove(&member).unwrap_or_default();
-            let op = self.member_op(row, member_cards, work, rules.clone(), program.clone(), risk.clone(), now);
+            let op = member_op(self.ledger.clone(), row, member_cards, work, &policies, now);
             jobs.push(LedgerJob { member, op, tasks: task_ids });
         }
         let results = self.store.ledger_apply(jobs, now).await?;
@@ -334,112 +431,111 @@ impl Earner {
         }
         Ok(())
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn member_op(
-        &self,
-        row: Option<MemberFactsRow>,
-        cards: Vec<crate::loyalty::tiers::CardTerm>,
-        work: Vec<Work>,
-        rules: Arc<RuleSet>,
-        program: Option<Arc<TierProgram>>,
-        risk: Arc<RiskPolicy>,
-        now: DateTime<Utc>,
-    ) -> LoyaltyOp {
-        let cfg = self.ledger.clone();
-        Box::new(move |history, tier_state| {
-            let mut applied = Applied::default();
-            let Some(row) = row.filter(|r| r.active) else {
-                // Merged away: nothing earns on a member who no longer exists.
-                return Ok(applied);
-            };
-            let mut ledger = Ledger::from_entries(cfg, &history)?;
-            let tier = tier_state
-                .as_ref()
-                .map(|s| s.tier.clone())
-                .or_else(|| program.as_ref().and_then(|p| p.tiers.first().map(|t| t.code.clone())))
-                .unwrap_or_default();
-            let facts = |first_paid_order: bool, at: DateTime<Utc>| MemberFacts {
-                benefits: earning::benefits_at(program.as_deref(), &tier, &cards, at),
-                tier: tier.clone(),
-                birthday: row.birthday,
-                registered_at: row.registered_at,
-                referred_by: row.referred_by,
-                first_paid_order,
-            };
-            let keep = |e: Earned, applied: &mut Applied| {
-                let at = e.entries.first().map_or(row.registered_at, |x| x.at);
-                if !e.entries.is_empty() {
-                    applied.evaluations.push(EvaluationRecord {
-                        op: e.subject.clone(),
-                        rule_version: i64::from(e.evaluation.rule_version),
-                        evaluation: serde_json::to_value(earning::for_record(
-                            &e.evaluation,
-                            // A referral's explanation is an order rule's, like an order's.
-                            e.subject.starts_with("order:") || e.subject.starts_with("referral:"),
-                            &rules,
-                        ))
-                        .unwrap_or_default(),
-                        at,
-                    });
+/// One member's settling as a pure ledger operation: earn (or reverse) each piece of work in order on the
+/// member's history, then update the tier and judge velocity.
+fn member_op(
+    cfg: LedgerConfig,
+    row: Option<MemberFactsRow>,
+    cards: Vec<crate::loyalty::tiers::CardTerm>,
+    work: Vec<Work>,
+    policies: &Policies,
+    now: DateTime<Utc>,
+) -> LoyaltyOp {
+    let (rules, program, risk) = (policies.rules.clone(), policies.program.clone(), policies.risk.clone());
+    Box::new(move |history, tier_state| {
+        let mut applied = Applied::default();
+        let Some(row) = row.filter(|r| r.active) else {
+            // Merged away: nothing earns on a member who no longer exists.
+            return Ok(applied);
+        };
+        let mut ledger = Ledger::from_entries(cfg, &history)?;
+        let tier = tier_state
+            .as_ref()
+            .map(|s| s.tier.clone())
+            .or_else(|| program.as_ref().and_then(|p| p.tiers.first().map(|t| t.code.clone())))
+            .unwrap_or_default();
+        let facts = |first_paid_order: bool, at: DateTime<Utc>| MemberFacts {
+            benefits: earning::benefits_at(program.as_deref(), &tier, &cards, at),
+            tier: tier.clone(),
+            birthday: row.birthday,
+            registered_at: row.registered_at,
+            referred_by: row.referred_by,
+            first_paid_order,
+        };
+        let keep = |e: Earned, applied: &mut Applied| {
+            let at = e.entries.first().map_or(row.registered_at, |x| x.at);
+            if !e.entries.is_empty() {
+                applied.evaluations.push(EvaluationRecord {
+                    op: e.subject.clone(),
+                    rule_version: i64::from(e.evaluation.rule_version),
+                    evaluation: serde_json::to_value(earning::for_record(
+                        &e.evaluation,
+                        // A referral's explanation is an order rule's, like an order's.
+                        e.subject.starts_with("order:") || e.subject.starts_with("referral:"),
+                        &rules,
+                    ))
+                    .unwrap_or_default(),
+                    at,
+                });
+            }
+            applied.entries.extend(e.entries);
+        };
+        for w in work {
+            match w {
+                Work::Order { order_id, order, first_paid } => {
+                    let e = earning::earn_order(
+                        &mut ledger,
+                        order_id,
+                        &order,
+                        &facts(first_paid, order.placed_at),
+                        &rules,
+                    )?;
+                    keep(e, &mut applied);
                 }
-                applied.entries.extend(e.entries);
-            };
-            for w in work {
-                match w {
-                    Work::Order { order_id, order, first_paid } => {
-                        let e = earning::earn_order(
-                            &mut ledger,
-                            order_id,
-                            &order,
-                            &facts(first_paid, order.placed_at),
-                            &rules,
-                        )?;
-                        keep(e, &mut applied);
-                    }
-                    Work::Refund(r) => {
-                        applied.entries.extend(earning::reverse_refund(
-                            &mut ledger,
-                            r.refund_id,
-                            r.order_id,
-                            &r.lines,
-                            r.refunded_at,
-                        )?);
-                    }
-                    Work::Behaviour(input) => {
-                        let e = earning::earn_behaviour(&mut ledger, &input, &facts(false, input.event.at), &rules)?;
-                        keep(e, &mut applied);
-                    }
-                    Work::Referral { referee, order_id, placed_at } => {
-                        keep(earning::earn_referrer(&mut ledger, referee, order_id, placed_at, &rules)?, &mut applied);
-                    }
-                    Work::Member { registered_at, profile_complete, at } => {
-                        let reg = BehaviourInput {
-                            subject: "registration".into(),
-                            event: BehaviourEvent { at: registered_at, behaviour: Behaviour::Registration },
+                Work::Refund(r) => {
+                    applied.entries.extend(earning::reverse_refund(
+                        &mut ledger,
+                        r.refund_id,
+                        r.order_id,
+                        &r.lines,
+                        r.refunded_at,
+                    )?);
+                }
+                Work::Behaviour(input) => {
+                    let e = earning::earn_behaviour(&mut ledger, &input, &facts(false, input.event.at), &rules)?;
+                    keep(e, &mut applied);
+                }
+                Work::Referral { referee, order_id, placed_at } => {
+                    keep(earning::earn_referrer(&mut ledger, referee, order_id, placed_at, &rules)?, &mut applied);
+                }
+                Work::Member { registered_at, profile_complete, at } => {
+                    let reg = BehaviourInput {
+                        subject: "registration".into(),
+                        event: BehaviourEvent { at: registered_at, behaviour: Behaviour::Registration },
+                    };
+                    keep(
+                        earning::earn_behaviour(&mut ledger, &reg, &facts(false, registered_at), &rules)?,
+                        &mut applied,
+                    );
+                    if profile_complete {
+                        let p = BehaviourInput {
+                            subject: "profile".into(),
+                            event: BehaviourEvent { at, behaviour: Behaviour::ProfileCompletion },
                         };
-                        keep(
-                            earning::earn_behaviour(&mut ledger, &reg, &facts(false, registered_at), &rules)?,
-                            &mut applied,
-                        );
-                        if profile_complete {
-                            let p = BehaviourInput {
-                                subject: "profile".into(),
-                                event: BehaviourEvent { at, behaviour: Behaviour::ProfileCompletion },
-                            };
-                            keep(earning::earn_behaviour(&mut ledger, &p, &facts(false, at), &rules)?, &mut applied);
-                        }
+                        keep(earning::earn_behaviour(&mut ledger, &p, &facts(false, at), &rules)?, &mut applied);
                     }
                 }
             }
-            if let Some(p) = &program {
-                applied.tier = tier_update(p, tier_state, &ledger, row.registered_at, now);
-            }
-            // Velocity limits: flagged, never refused; the points are earned either way.
-            applied.crossings = crate::loyalty::risk::judge_earning(&risk, &history, &applied.entries, now);
-            Ok::<Applied, LedgerError>(applied)
-        })
-    }
+        }
+        if let Some(p) = &program {
+            applied.tier = tier_update(p, tier_state, &ledger, row.registered_at, now);
+        }
+        // Velocity limits: flagged, never refused; the points are earned either way.
+        applied.crossings = crate::loyalty::risk::judge_earning(&risk, &history, &applied.entries, now);
+        Ok::<Applied, LedgerError>(applied)
+    })
 }
 
 /// A member's ledger entry with the reason it exists.

@@ -161,6 +161,32 @@ pub struct OrderDraft {
     pub sku_hints: Vec<Sku>,
 }
 
+impl OrderDraft {
+    /// The order as it is stored under `id` for `member` (0 for a guest), before any refund: what a writer
+    /// hands on without reading its own rows back.
+    pub fn view(&self, id: i64, member: MemberId, created_at: DateTime<Utc>) -> OrderView {
+        OrderView {
+            id,
+            member_id: (member != 0).then_some(member),
+            channel: self.channel.clone(),
+            order_no: self.order_no.clone(),
+            store: self.store.clone(),
+            status: self.status,
+            placed_at: self.placed_at,
+            paid_at: self.paid_at,
+            currency: self.currency.clone(),
+            lines: self.lines.clone(),
+            subtotal: self.subtotal,
+            discount_total: self.discount_total,
+            shipping_fee: self.shipping_fee,
+            total: self.total,
+            coupon_code: self.coupon_code.clone(),
+            refunded_amount: 0,
+            created_at,
+        }
+    }
+}
+
 /// The largest amount we accept anywhere: 10^13 fen (100 billion yuan) keeps every sum far from i64 overflow.
 pub const MAX_AMOUNT: i64 = 10_000_000_000_000;
 

@@ -23,6 +23,27 @@ macro_rules! cards_store {
             rows.iter().map(card_from_row).collect()
         }
 
+        /// Several members' card terms, read on `conn`.
+        async fn cards_of_members_on(
+            conn: &mut Conn,
+            members: &[MemberId],
+        ) -> StoreResult<std::collections::HashMap<MemberId, Vec<CardTerm>>> {
+            let mut out: std::collections::HashMap<MemberId, Vec<CardTerm>> = std::collections::HashMap::new();
+            for chunk in members.chunks(500) {
+                let mut q = QueryBuilder::<$db>::new(format!("SELECT {CARD_COLUMNS} FROM member_cards WHERE member_id IN ("));
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(") ORDER BY member_id, card_id");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let c = card_from_row(&row)?;
+                    out.entry(c.member_id).or_default().push(c.term);
+                }
+            }
+            Ok(out)
+        }
+
         #[async_trait]
         impl CardStore for $store {
             async fn buy_card(&self, purchase: &CardPurchase, op: CardOp) -> StoreResult<CardStored> {
@@ -92,20 +113,8 @@ macro_rules! cards_store {
                 &self,
                 members: &[MemberId],
             ) -> StoreResult<std::collections::HashMap<MemberId, Vec<CardTerm>>> {
-                let mut out: std::collections::HashMap<MemberId, Vec<CardTerm>> = std::collections::HashMap::new();
-                for chunk in members.chunks(500) {
-                    let mut q = QueryBuilder::<$db>::new(format!("SELECT {CARD_COLUMNS} FROM member_cards WHERE member_id IN ("));
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(") ORDER BY member_id, card_id");
-                    for row in q.build().fetch_all(self.reader()).await? {
-                        let c = card_from_row(&row)?;
-                        out.entry(c.member_id).or_default().push(c.term);
-                    }
-                }
-                Ok(out)
+                let mut conn = self.reader().acquire().await?;
+                cards_of_members_on(&mut conn, members).await
             }
         }
     };

@@ -355,6 +355,49 @@ macro_rules! shared_store {
             Err(StoreError::Corrupt(format!("merge chain from member {id} is too long")))
         }
 
+        /// `live_member` of many ids, one query per step along merge chains rather than one per id.
+        async fn live_members(conn: &mut Conn, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, Option<MemberId>>> {
+            let mut out: HashMap<MemberId, Option<MemberId>> = HashMap::with_capacity(ids.len());
+            // (asked, current) pairs still being followed.
+            let mut open: Vec<(MemberId, MemberId)> = ids.iter().map(|id| (*id, *id)).collect();
+            for _ in 0..16 {
+                if open.is_empty() {
+                    return Ok(out);
+                }
+                let mut current: Vec<MemberId> = open.iter().map(|(_, c)| *c).collect();
+                current.sort_unstable();
+                current.dedup();
+                let mut rows: HashMap<MemberId, Option<MemberId>> = HashMap::with_capacity(current.len());
+                for chunk in current.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT member_id, merged_into FROM members WHERE member_id IN (");
+                    let mut sep = q.separated(", ");
+                    for m in chunk {
+                        sep.push_bind(*m);
+                    }
+                    q.push(")");
+                    let found: Vec<(MemberId, Option<MemberId>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    rows.extend(found);
+                }
+                let mut next = Vec::new();
+                for (asked, cur) in open {
+                    match rows.get(&cur) {
+                        None => {
+                            out.insert(asked, None);
+                        }
+                        Some(Some(into)) => next.push((asked, *into)),
+                        Some(None) => {
+                            out.insert(asked, Some(cur));
+                        }
+                    }
+                }
+                open = next;
+            }
+            match open.first() {
+                None => Ok(out),
+                Some((asked, _)) => Err(StoreError::Corrupt(format!("merge chain from member {asked} is too long"))),
+            }
+        }
+
         /// Enrol a member from the first order or event carrying an unknown identity.
         async fn enrol(conn: &mut Conn, ident: &IdentityRecord, channel: &str, at: DateTime<Utc>, actor: &Actor) -> StoreResult<MemberId> {
             let upsert = MemberUpsert {
@@ -731,10 +774,16 @@ macro_rules! shared_store {
 
         /// 14 parameters an entry.
         async fn append_ledger(conn: &mut Conn, member: MemberId, entries: &[LedgerEntry]) -> StoreResult<()> {
+            append_ledgers(conn, &[(member, entries)]).await
+        }
+
+        /// Append entries of several members: one id allocation and one multi-row insert per 1,000 entries.
+        async fn append_ledgers(conn: &mut Conn, batches: &[(MemberId, &[LedgerEntry])]) -> StoreResult<()> {
             use $crate::loyalty::ledger::State;
-            let ids = <$store>::next_ids(conn, "ledger_entries", "entry_id", entries.len()).await?;
-            let mut rows = Vec::with_capacity(entries.len());
-            for (e, id) in entries.iter().zip(ids) {
+            let total: usize = batches.iter().map(|(_, e)| e.len()).sum();
+            let ids = <$store>::next_ids(conn, "ledger_entries", "entry_id", total).await?;
+            let mut rows = Vec::with_capacity(total);
+            for ((member, e), id) in batches.iter().flat_map(|(m, es)| es.iter().map(move |e| (*m, e))).zip(ids) {
                 let (state, available_at) = match &e.state {
                     State::Pending { available_at } => ("pending", Some(Ts(*available_at))),
                     State::Available => ("available", None),
@@ -742,16 +791,17 @@ macro_rules! shared_store {
                 };
                 let source = serde_json::to_value(&e.source).map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?;
                 let lot = e.lot.as_ref().map(enum_text).transpose()?;
-                rows.push((id, e, enum_text(&e.wallet)?, enum_text(&e.kind)?, state, available_at, source, lot));
+                rows.push((id, member, e, enum_text(&e.wallet)?, enum_text(&e.kind)?, state, available_at, source, lot));
             }
-            for chunk in rows.chunks(2000) {
+            // 14 parameters an entry.
+            for chunk in rows.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new(
                     "INSERT INTO ledger_entries (entry_id, member_id, entry_key, op, request, wallet, amount, kind, state, \
                      available_at, source, at, lot, expires_at) ",
                 );
-                q.push_values(chunk, |mut b, (id, e, wallet, kind, state, available_at, source, lot)| {
+                q.push_values(chunk, |mut b, (id, member, e, wallet, kind, state, available_at, source, lot)| {
                     b.push_bind(*id)
-                        .push_bind(member)
+                        .push_bind(*member)
                         .push_bind(e.key.clone())
                         .push_bind(e.op.clone())
                         .push_bind(e.request.clone())
@@ -774,6 +824,211 @@ macro_rules! shared_store {
             Ok(sqlx::query_scalar(sql).fetch_one(&mut *conn).await?)
         }
 
+        /// Store orders (see `Store::insert_orders`) and, given an earning engine, earn on them before the commit.
+        async fn write_orders(
+            store: &$store,
+            batch: &[OrderWrite],
+            actor: &Actor,
+            earn: Option<&dyn OrderEarning>,
+        ) -> StoreResult<(Vec<WriteOutcome>, bool)> {
+            // Set-based: a handful of statements per batch rather than several per order, so bulk imports
+            // and the HTTP path share one code path without paying per-order round trips.
+            let mut tx = store.write_tx().await?;
+            let mut locks: Vec<String> = Vec::with_capacity(batch.len() * 2);
+            for w in batch {
+                locks.push(lock_name(&["order", &w.draft.channel, &w.draft.order_no]));
+                if let BuyerKey::Identity(i) = &w.buyer {
+                    locks.push(lock_name(&["identity", &i.kind, &i.key]));
+                }
+            }
+            locks.sort();
+            locks.dedup();
+            <$store>::lock_keys(&mut tx, &locks).await?;
+
+            // 1. Natural keys already stored.
+            let pairs: Vec<(&str, &str)> = batch.iter().map(|w| (w.draft.channel.as_str(), w.draft.order_no.as_str())).collect();
+            let known = existing_keys(&mut tx, "order", &pairs).await?;
+
+            // 2. Buyers: members by id (following merges), identities by key; unknown identities enrol.
+            let mut members: HashMap<MemberId, Option<MemberId>> = HashMap::new();
+            let mut owners: HashMap<(String, String), MemberId> = HashMap::new();
+            let wanted_ids: Vec<MemberId> = batch
+                .iter()
+                .filter_map(|w| if let BuyerKey::Member(id) = w.buyer { Some(id) } else { None })
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            members.extend(live_members(&mut tx, &wanted_ids).await?);
+            let wanted_keys: Vec<(String, String)> = batch
+                .iter()
+                .filter_map(|w| if let BuyerKey::Identity(i) = &w.buyer { Some((i.kind.clone(), i.key.clone())) } else { None })
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let mut keys_by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
+            for (k, v) in &wanted_keys {
+                keys_by_kind.entry(k.as_str()).or_default().push(v.as_str());
+            }
+            for (kind, values) in keys_by_kind {
+                for chunk in values.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
+                    q.push_bind(kind.to_string()).push(" AND id_key IN (");
+                    let mut sep = q.separated(", ");
+                    for v in chunk {
+                        sep.push_bind(v.to_string());
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    for (v, m) in rows {
+                        owners.insert((kind.to_string(), v), m);
+                    }
+                }
+            }
+
+            // 3. Decide each order; within the batch a repeated key compares with its first occurrence.
+            let mut out = Vec::with_capacity(batch.len());
+            let mut fresh: Vec<(usize, MemberId)> = Vec::new();
+            let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+            for (i, w) in batch.iter().enumerate() {
+                let d = &w.draft;
+                let key = (d.channel.clone(), d.order_no.clone());
+                if let Some((id, digest)) = known.get(&key) {
+                    out.push(if *digest == w.digest { WriteOutcome::Duplicate(*id) } else { WriteOutcome::Conflict(*id) });
+                    continue;
+                }
+                if let Some(&first) = in_batch.get(&key) {
+                    // Resolved to an id once ids are allocated below.
+                    out.push(if batch[first].digest == w.digest { WriteOutcome::Duplicate(-(first as i64) - 1) } else { WriteOutcome::Conflict(-(first as i64) - 1) });
+                    continue;
+                }
+                let member = match &w.buyer {
+                    BuyerKey::Guest => 0,
+                    BuyerKey::Member(id) => match members.get(id).copied().flatten() {
+                        Some(m) => m,
+                        None => {
+                            out.push(WriteOutcome::Rejected(Invalid::new("unknown_member", "member_id", format!("no member {id}"))));
+                            continue;
+                        }
+                    },
+                    BuyerKey::Identity(ident) => {
+                        let k = (ident.kind.clone(), ident.key.clone());
+                        match owners.get(&k) {
+                            Some(m) => *m,
+                            None => {
+                                let m = enrol(&mut tx, ident, &d.channel, d.placed_at, actor).await?;
+                                owners.insert(k, m);
+                                m
+                            }
+                        }
+                    }
+                };
+                in_batch.insert(key, i);
+                fresh.push((i, member));
+                out.push(WriteOutcome::Created(0));
+            }
+
+            // 4. Ids, then multi-row inserts of orders, lines and natural keys.
+            let ids = <$store>::next_ids(&mut tx, "orders", "order_id", fresh.len()).await?;
+            let mut id_of: HashMap<usize, i64> = HashMap::with_capacity(fresh.len());
+            for ((i, _), id) in fresh.iter().zip(&ids) {
+                id_of.insert(*i, *id);
+                out[*i] = WriteOutcome::Created(*id);
+            }
+            for o in out.iter_mut() {
+                match o {
+                    WriteOutcome::Duplicate(x) | WriteOutcome::Conflict(x) if *x < 0 => *x = id_of[&((-*x - 1) as usize)],
+                    _ => {}
+                }
+            }
+            let rows: Vec<(&OrderWrite, MemberId, i64)> = fresh.iter().map(|(i, m)| (&batch[*i], *m, id_of[i])).collect();
+            // 14 parameters an order, 9 a line, 6 a key: chunks stay under SQLite's 32,766 and PostgreSQL's 65,535.
+            for chunk in rows.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO orders (order_id, member_id, channel, order_no, store, status, placed_at, paid_at, currency, \
+                     subtotal, discount_total, shipping_fee, total, coupon_code, created_at) ",
+                );
+                q.push_values(chunk, |mut b, (w, member, id)| {
+                    let d = &w.draft;
+                    b.push_bind(*id)
+                        .push_bind(*member)
+                        .push_bind(d.channel.clone())
+                        .push_bind(d.order_no.clone())
+                        .push_bind(d.store.clone())
+                        .push_bind(d.status.as_str())
+                        .push_bind(Ts(d.placed_at))
+                        .push_bind(d.paid_at.map(Ts))
+                        .push_bind(d.currency.clone())
+                        .push_bind(d.subtotal)
+                        .push_bind(d.discount_total)
+                        .push_bind(d.shipping_fee)
+                        .push_bind(d.total)
+                        .push_bind(d.coupon_code.clone())
+                        .push_bind(Ts(actor.at));
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            let lines: Vec<(MemberId, i64, &OrderLine)> =
+                rows.iter().flat_map(|(w, m, id)| w.draft.lines.iter().map(move |l| (*m, *id, l))).collect();
+            for chunk in lines.chunks(3000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "INSERT INTO order_lines (member_id, order_id, line_no, sku, kind, quantity, unit_price, discount, amount) ",
+                );
+                q.push_values(chunk, |mut b, (member, id, l)| {
+                    b.push_bind(*member)
+                        .push_bind(*id)
+                        .push_bind(l.line_no)
+                        .push_bind(l.sku.clone())
+                        .push_bind(l.kind.as_str())
+                        .push_bind(l.quantity)
+                        .push_bind(l.unit_price)
+                        .push_bind(l.discount)
+                        .push_bind(l.amount);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            let keys: Vec<(&str, &str, MemberId, i64, &[u8])> = rows
+                .iter()
+                .map(|(w, member, id)| (w.draft.channel.as_str(), w.draft.order_no.as_str(), *member, *id, w.digest.as_slice()))
+                .collect();
+            write_natural_keys(&mut tx, "order", &keys).await?;
+
+            let mut seen = HashSet::new();
+            let hints: Vec<&Sku> =
+                rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
+            write_skus(&mut tx, &hints, true, actor.at).await?;
+            let mut buyers: Vec<MemberId> = rows.iter().map(|(_, m, _)| *m).filter(|m| *m != 0).collect();
+            buyers.sort_unstable();
+            buyers.dedup();
+            // Earn at once for buyers with nothing queued; the others' orders wait behind their queued work.
+            let inline: HashSet<MemberId> = match earn {
+                Some(_) => {
+                    let busy = members_with_open_tasks(&mut tx, &buyers).await?;
+                    buyers.iter().copied().filter(|m| !busy.contains(m)).collect()
+                }
+                None => HashSet::new(),
+            };
+            let mut tasks: Vec<(MemberId, &str, String)> =
+                rows.iter().filter(|(_, m, _)| !inline.contains(m)).map(|(_, m, id)| (*m, "order", id.to_string())).collect();
+            // A referred buyer's order may pay their referrer too: that is the referrer's own task.
+            let referrers = referrers_of(&mut tx, &buyers).await?;
+            if !referrers.is_empty() {
+                for (_, m, id) in &rows {
+                    if let Some(r) = referrers.get(m) {
+                        tasks.push((*r, "referral", id.to_string()));
+                    }
+                }
+            }
+            let queued = tasks.iter().any(|t| t.0 != 0);
+            enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
+            if let Some(earn) = earn.filter(|_| !inline.is_empty()) {
+                let orders: Vec<OrderView> =
+                    rows.iter().filter(|(_, m, _)| inline.contains(m)).map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
+                earn_in_transaction(&mut tx, earn, orders, actor.at).await?;
+            }
+            tx.commit().await?;
+            Ok((out, queued))
+        }
+
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> Backend {
@@ -786,6 +1041,17 @@ macro_rules! shared_store {
 
             async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(self.reader()).await?)
+            }
+
+            async fn policy_state(&self, keys: &[&str]) -> StoreResult<(Option<i64>, Vec<Option<String>>)> {
+                let mut q = QueryBuilder::<$db>::new("SELECT (SELECT CAST(MAX(version) AS BIGINT) FROM rule_sets) AS version");
+                for k in keys {
+                    q.push(", (SELECT value FROM settings WHERE key = ").push_bind(k.to_string()).push(")");
+                }
+                let row = q.build().fetch_one(self.reader()).await?;
+                let version: Option<i64> = row.try_get(0)?;
+                let values = (1..=keys.len()).map(|i| row.try_get::<Option<String>, _>(i)).collect::<Result<Vec<_>, _>>()?;
+                Ok((version, values))
             }
 
             async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()> {
@@ -1244,188 +1510,16 @@ macro_rules! shared_store {
             }
 
             async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>> {
-                // Set-based: a handful of statements per batch rather than several per order, so bulk imports
-                // and the HTTP path share one code path without paying per-order round trips.
-                let mut tx = self.write_tx().await?;
-                let mut locks: Vec<String> = Vec::with_capacity(batch.len() * 2);
-                for w in batch {
-                    locks.push(lock_name(&["order", &w.draft.channel, &w.draft.order_no]));
-                    if let BuyerKey::Identity(i) = &w.buyer {
-                        locks.push(lock_name(&["identity", &i.kind, &i.key]));
-                    }
-                }
-                locks.sort();
-                locks.dedup();
-                Self::lock_keys(&mut tx, &locks).await?;
+                Ok(write_orders(self, batch, actor, None).await?.0)
+            }
 
-                // 1. Natural keys already stored.
-                let pairs: Vec<(&str, &str)> = batch.iter().map(|w| (w.draft.channel.as_str(), w.draft.order_no.as_str())).collect();
-                let known = existing_keys(&mut tx, "order", &pairs).await?;
-
-                // 2. Buyers: members by id (following merges), identities by key; unknown identities enrol.
-                let mut members: HashMap<MemberId, Option<MemberId>> = HashMap::new();
-                let mut owners: HashMap<(String, String), MemberId> = HashMap::new();
-                let wanted_ids: Vec<MemberId> = batch
-                    .iter()
-                    .filter_map(|w| if let BuyerKey::Member(id) = w.buyer { Some(id) } else { None })
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                for id in wanted_ids {
-                    let live = live_member(&mut tx, id).await?;
-                    members.insert(id, live);
-                }
-                let wanted_keys: Vec<(String, String)> = batch
-                    .iter()
-                    .filter_map(|w| if let BuyerKey::Identity(i) = &w.buyer { Some((i.kind.clone(), i.key.clone())) } else { None })
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                let mut keys_by_kind: HashMap<&str, Vec<&str>> = HashMap::new();
-                for (k, v) in &wanted_keys {
-                    keys_by_kind.entry(k.as_str()).or_default().push(v.as_str());
-                }
-                for (kind, values) in keys_by_kind {
-                    for chunk in values.chunks(1000) {
-                        let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
-                        q.push_bind(kind.to_string()).push(" AND id_key IN (");
-                        let mut sep = q.separated(", ");
-                        for v in chunk {
-                            sep.push_bind(v.to_string());
-                        }
-                        q.push(")");
-                        let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                        for (v, m) in rows {
-                            owners.insert((kind.to_string(), v), m);
-                        }
-                    }
-                }
-
-                // 3. Decide each order; within the batch a repeated key compares with its first occurrence.
-                let mut out = Vec::with_capacity(batch.len());
-                let mut fresh: Vec<(usize, MemberId)> = Vec::new();
-                let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
-                for (i, w) in batch.iter().enumerate() {
-                    let d = &w.draft;
-                    let key = (d.channel.clone(), d.order_no.clone());
-                    if let Some((id, digest)) = known.get(&key) {
-                        out.push(if *digest == w.digest { WriteOutcome::Duplicate(*id) } else { WriteOutcome::Conflict(*id) });
-                        continue;
-                    }
-                    if let Some(&first) = in_batch.get(&key) {
-                        // Resolved to an id once ids are allocated below.
-                        out.push(if batch[first].digest == w.digest { WriteOutcome::Duplicate(-(first as i64) - 1) } else { WriteOutcome::Conflict(-(first as i64) - 1) });
-                        continue;
-                    }
-                    let member = match &w.buyer {
-                        BuyerKey::Guest => 0,
-                        BuyerKey::Member(id) => match members.get(id).copied().flatten() {
-                            Some(m) => m,
-                            None => {
-                                out.push(WriteOutcome::Rejected(Invalid::new("unknown_member", "member_id", format!("no member {id}"))));
-                                continue;
-                            }
-                        },
-                        BuyerKey::Identity(ident) => {
-                            let k = (ident.kind.clone(), ident.key.clone());
-                            match owners.get(&k) {
-                                Some(m) => *m,
-                                None => {
-                                    let m = enrol(&mut tx, ident, &d.channel, d.placed_at, actor).await?;
-                                    owners.insert(k, m);
-                                    m
-                                }
-                            }
-                        }
-                    };
-                    in_batch.insert(key, i);
-                    fresh.push((i, member));
-                    out.push(WriteOutcome::Created(0));
-                }
-
-                // 4. Ids, then multi-row inserts of orders, lines and natural keys.
-                let ids = Self::next_ids(&mut tx, "orders", "order_id", fresh.len()).await?;
-                let mut id_of: HashMap<usize, i64> = HashMap::with_capacity(fresh.len());
-                for ((i, _), id) in fresh.iter().zip(&ids) {
-                    id_of.insert(*i, *id);
-                    out[*i] = WriteOutcome::Created(*id);
-                }
-                for o in out.iter_mut() {
-                    match o {
-                        WriteOutcome::Duplicate(x) | WriteOutcome::Conflict(x) if *x < 0 => *x = id_of[&((-*x - 1) as usize)],
-                        _ => {}
-                    }
-                }
-                let rows: Vec<(&OrderWrite, MemberId, i64)> = fresh.iter().map(|(i, m)| (&batch[*i], *m, id_of[i])).collect();
-                // 14 parameters an order, 9 a line, 6 a key: chunks stay under SQLite's 32,766 and PostgreSQL's 65,535.
-                for chunk in rows.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO orders (order_id, member_id, channel, order_no, store, status, placed_at, paid_at, currency, \
-                         subtotal, discount_total, shipping_fee, total, coupon_code, created_at) ",
-                    );
-                    q.push_values(chunk, |mut b, (w, member, id)| {
-                        let d = &w.draft;
-                        b.push_bind(*id)
-                            .push_bind(*member)
-                            .push_bind(d.channel.clone())
-                            .push_bind(d.order_no.clone())
-                            .push_bind(d.store.clone())
-                            .push_bind(d.status.as_str())
-                            .push_bind(Ts(d.placed_at))
-                            .push_bind(d.paid_at.map(Ts))
-                            .push_bind(d.currency.clone())
-                            .push_bind(d.subtotal)
-                            .push_bind(d.discount_total)
-                            .push_bind(d.shipping_fee)
-                            .push_bind(d.total)
-                            .push_bind(d.coupon_code.clone())
-                            .push_bind(Ts(actor.at));
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let lines: Vec<(MemberId, i64, &OrderLine)> =
-                    rows.iter().flat_map(|(w, m, id)| w.draft.lines.iter().map(move |l| (*m, *id, l))).collect();
-                for chunk in lines.chunks(3000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO order_lines (member_id, order_id, line_no, sku, kind, quantity, unit_price, discount, amount) ",
-                    );
-                    q.push_values(chunk, |mut b, (member, id, l)| {
-                        b.push_bind(*member)
-                            .push_bind(*id)
-                            .push_bind(l.line_no)
-                            .push_bind(l.sku.clone())
-                            .push_bind(l.kind.as_str())
-                            .push_bind(l.quantity)
-                            .push_bind(l.unit_price)
-                            .push_bind(l.discount)
-                            .push_bind(l.amount);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                let keys: Vec<(&str, &str, MemberId, i64, &[u8])> = rows
-                    .iter()
-                    .map(|(w, member, id)| (w.draft.channel.as_str(), w.draft.order_no.as_str(), *member, *id, w.digest.as_slice()))
-                    .collect();
-                write_natural_keys(&mut tx, "order", &keys).await?;
-
-                let mut seen = HashSet::new();
-                let hints: Vec<&Sku> =
-                    rows.iter().flat_map(|(w, _, _)| w.draft.sku_hints.iter()).filter(|s| seen.insert(s.sku.as_str())).collect();
-                write_skus(&mut tx, &hints, true, actor.at).await?;
-                let mut tasks: Vec<(MemberId, &str, String)> = rows.iter().map(|(_, m, id)| (*m, "order", id.to_string())).collect();
-                // A referred buyer's order may pay their referrer too: that is the referrer's own task.
-                let buyers: Vec<MemberId> = rows.iter().map(|(_, m, _)| *m).filter(|m| *m != 0).collect();
-                let referrers = referrers_of(&mut tx, &buyers).await?;
-                if !referrers.is_empty() {
-                    for (_, m, id) in &rows {
-                        if let Some(r) = referrers.get(m) {
-                            tasks.push((*r, "referral", id.to_string()));
-                        }
-                    }
-                }
-                enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
-                tx.commit().await?;
-                Ok(out)
+            async fn insert_orders_earning(
+                &self,
+                batch: &[OrderWrite],
+                actor: &Actor,
+                earn: &dyn OrderEarning,
+            ) -> StoreResult<(Vec<WriteOutcome>, bool)> {
+                write_orders(self, batch, actor, Some(earn)).await
             }
 
             async fn order(&self, id: i64) -> StoreResult<Option<OrderView>> {

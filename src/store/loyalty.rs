@@ -100,6 +100,234 @@ macro_rules! loyalty_store {
             Ok(notices)
         }
 
+        /// `LoyaltyStore::ledger_apply` inside the caller's write transaction (which commits it), so a writer
+        /// can earn on rows it has just written in the same commit.
+        async fn apply_ledger_jobs(conn: &mut Conn, jobs: Vec<LedgerJob>, at: DateTime<Utc>) -> StoreResult<Vec<Result<Vec<LedgerEntry>, LedgerError>>> {
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut members: Vec<MemberId> = jobs.iter().map(|j| j.member).collect();
+            members.sort_unstable();
+            members.dedup();
+            let locks: Vec<String> = members.iter().map(|m| lock_name(&["ledger", &m.to_string()])).collect();
+            <$store>::lock_keys(&mut *conn, &locks).await?;
+            let mut ledgers = load_ledgers(&mut *conn, &members).await?;
+            let mut tiers = load_tiers(&mut *conn, &members).await?;
+            let mut tier_writes: Vec<(MemberId, TierState, Vec<TierChange>)> = Vec::new();
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut fresh: HashMap<MemberId, Vec<LedgerEntry>> = HashMap::new();
+            let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
+            let (mut done, mut failed): (Vec<i64>, Vec<(i64, String)>) = (Vec::new(), Vec::new());
+            let mut crossings: Vec<(MemberId, Vec<Crossing>)> = Vec::new();
+            let mut notices: Vec<$crate::notify::Notice> = Vec::new();
+            for job in jobs {
+                let history = ledgers.remove(&job.member).unwrap_or_default();
+                let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
+                let tier = tiers.get(&job.member).cloned();
+                match (job.op)(history.clone(), tier) {
+                    Ok(applied) => {
+                        if let Some((state, changes)) = applied.tier {
+                            tiers.insert(job.member, state.clone());
+                            tier_writes.push((job.member, state, changes));
+                        }
+                        let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
+                        notices.extend($crate::notify::from_ledger_entries(job.member, &new));
+                        notices.extend(applied.events);
+                        // Later jobs of the same member see this one's entries.
+                        let mut next = history;
+                        next.extend(new.iter().cloned());
+                        ledgers.insert(job.member, next);
+                        fresh.entry(job.member).or_default().extend(new);
+                        evaluations.extend(applied.evaluations.into_iter().map(|e| (job.member, e)));
+                        crossings.push((job.member, applied.crossings));
+                        done.extend(job.tasks);
+                        out.push(Ok(applied.entries));
+                    }
+                    Err(e) => {
+                        ledgers.insert(job.member, history);
+                        failed.extend(job.tasks.into_iter().map(|t| (t, e.to_string())));
+                        out.push(Err(e));
+                    }
+                }
+            }
+            let appends: Vec<(MemberId, &[LedgerEntry])> =
+                members.iter().filter_map(|m| fresh.get(m).filter(|e| !e.is_empty()).map(|e| (*m, e.as_slice()))).collect();
+            if !appends.is_empty() {
+                append_ledgers(&mut *conn, &appends).await?;
+            }
+            for chunk in evaluations.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
+                q.push_values(chunk, |mut b, (m, e)| {
+                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.clone())).push_bind(Ts(e.at));
+                });
+                q.push(" ON CONFLICT (member_id, op) DO NOTHING");
+                q.build().execute(&mut *conn).await?;
+            }
+            for chunk in done.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("DELETE FROM loyalty_queue WHERE task_id IN (");
+                let mut sep = q.separated(", ");
+                for t in chunk {
+                    sep.push_bind(*t);
+                }
+                q.push(")");
+                q.build().execute(&mut *conn).await?;
+            }
+            notices.extend(write_tiers(&mut *conn, &tier_writes, at).await?);
+            for (m, c) in &crossings {
+                raise_flags(&mut *conn, *m, c, at).await?;
+            }
+            for (task, error) in failed {
+                sqlx::query("UPDATE loyalty_queue SET failed_at = $1, error = $2 WHERE task_id = $3")
+                    .bind(Ts(at))
+                    .bind(error)
+                    .bind(task)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            emit_notices(&mut *conn, &notices, at).await?;
+            Ok(out)
+        }
+
+        /// Those of `members` with open (not failed) loyalty tasks.
+        async fn members_with_open_tasks(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {
+            let mut out = HashSet::new();
+            for chunk in members.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("SELECT DISTINCT member_id FROM loyalty_queue WHERE failed_at IS NULL AND member_id IN (");
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(")");
+                let rows: Vec<MemberId> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+                out.extend(rows);
+            }
+            Ok(out)
+        }
+
+        /// Earn on orders the transaction has just written: read what the rules need about their buyers (seeing
+        /// the new orders, so "first paid order" is right), let `earn` build the jobs, apply them. A job the
+        /// ledger refuses leaves its orders as failed tasks with the reason, exactly as settling would.
+        async fn earn_in_transaction(conn: &mut Conn, earn: &dyn OrderEarning, orders: Vec<OrderView>, at: DateTime<Utc>) -> StoreResult<()> {
+            let mut members: Vec<MemberId> = orders.iter().filter_map(|o| o.member_id).collect();
+            members.sort_unstable();
+            members.dedup();
+            let mut skus: Vec<String> = orders.iter().flat_map(|o| o.lines.iter().map(|l| l.sku.clone())).collect();
+            skus.sort_unstable();
+            skus.dedup();
+            let facts = member_facts_on(&mut *conn, &members).await?;
+            let first_paid = first_paid_orders_on(&mut *conn, &members).await?;
+            let catalog = sku_attributes_on(&mut *conn, &skus).await?;
+            let cards = if earn.wants_cards() { cards_of_members_on(&mut *conn, &members).await? } else { HashMap::new() };
+            let mut orders_of: HashMap<MemberId, Vec<i64>> = HashMap::new();
+            for o in &orders {
+                if let Some(m) = o.member_id {
+                    orders_of.entry(m).or_default().push(o.id);
+                }
+            }
+            let jobs = earn.jobs(EarnInputs { orders, facts, first_paid, catalog, cards });
+            let job_members: Vec<MemberId> = jobs.iter().map(|j| j.member).collect();
+            let results = apply_ledger_jobs(&mut *conn, jobs, at).await?;
+            let mut failed: Vec<(MemberId, &str, String)> = Vec::new();
+            let mut reasons: Vec<String> = Vec::new();
+            for (m, r) in job_members.iter().zip(&results) {
+                if let Err(e) = r {
+                    tracing::warn!(member = %m, error = %e, "earning on an order was refused; its task is kept as failed");
+                    for id in orders_of.get(m).into_iter().flatten() {
+                        failed.push((*m, "order", id.to_string()));
+                        reasons.push(e.to_string());
+                    }
+                }
+            }
+            for ((m, kind, reference), error) in failed.iter().zip(reasons) {
+                sqlx::query(
+                    "INSERT INTO loyalty_queue (member_id, kind, ref, created_at, failed_at, error) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(*m)
+                .bind(*kind)
+                .bind(reference)
+                .bind(Ts(at))
+                .bind(Ts(at))
+                .bind(error)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// `(category_path, brand)` of each known SKU, read on `conn`.
+        async fn sku_attributes_on(conn: &mut Conn, skus: &[String]) -> StoreResult<HashMap<String, (Option<String>, Option<String>)>> {
+            let mut out = HashMap::new();
+            for chunk in skus.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("SELECT sku, category_path, brand FROM skus WHERE sku IN (");
+                let mut sep = q.separated(", ");
+                for s in chunk {
+                    sep.push_bind(s.clone());
+                }
+                q.push(")");
+                let rows: Vec<(String, Option<String>, Option<String>)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                out.extend(rows.into_iter().map(|(s, c, b)| (s, (c, b))));
+            }
+            Ok(out)
+        }
+
+        /// Each member's first paid order, read on `conn` (a write transaction sees the orders it has just written).
+        async fn first_paid_orders_on(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashMap<MemberId, i64>> {
+            let mut out = HashMap::new();
+            for chunk in members.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT member_id, order_id FROM orders WHERE status IN ('paid', 'shipped', 'completed') AND member_id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(") ORDER BY member_id, placed_at, order_id");
+                let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                for (m, o) in rows {
+                    out.entry(m).or_insert(o);
+                }
+            }
+            Ok(out)
+        }
+
+        /// What earning needs to know of each member, read on `conn`.
+        async fn member_facts_on(conn: &mut Conn, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberFactsRow>> {
+            let mut out = HashMap::new();
+            for chunk in ids.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(
+                    "SELECT m.member_id, m.status, m.birthday, m.registered_at, r.referrer_id, \
+                     CASE WHEN m.name_sealed IS NOT NULL AND m.gender IS NOT NULL AND m.birthday IS NOT NULL AND m.city IS NOT NULL \
+                     THEN 1 ELSE 0 END AS complete FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id \
+                     WHERE m.member_id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let birthday: Option<String> = row.try_get("birthday")?;
+                    let birthday = match birthday {
+                        Some(b) => Some(NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt("birthday", &b))?),
+                        None => None,
+                    };
+                    let status: String = row.try_get("status")?;
+                    let complete: i32 = row.try_get("complete")?;
+                    out.insert(
+                        row.try_get("member_id")?,
+                        MemberFactsRow {
+                            active: status == "active",
+                            birthday,
+                            registered_at: row.try_get::<Ts, _>("registered_at")?.0,
+                            profile_complete: complete == 1,
+                            referred_by: row.try_get("referrer_id")?,
+                        },
+                    );
+                }
+            }
+            Ok(out)
+        }
+
         #[async_trait]
         impl LoyaltyStore for $store {
             async fn member_tier(&self, member: MemberId) -> StoreResult<Option<TierState>> {
@@ -239,85 +467,7 @@ macro_rules! loyalty_store {
                     return Ok(Vec::new());
                 }
                 let mut tx = self.write_tx().await?;
-                let mut members: Vec<MemberId> = jobs.iter().map(|j| j.member).collect();
-                members.sort_unstable();
-                members.dedup();
-                let locks: Vec<String> = members.iter().map(|m| lock_name(&["ledger", &m.to_string()])).collect();
-                Self::lock_keys(&mut tx, &locks).await?;
-                let mut ledgers = load_ledgers(&mut tx, &members).await?;
-                let mut tiers = load_tiers(&mut tx, &members).await?;
-                let mut tier_writes: Vec<(MemberId, TierState, Vec<TierChange>)> = Vec::new();
-                let mut out = Vec::with_capacity(jobs.len());
-                let mut fresh: HashMap<MemberId, Vec<LedgerEntry>> = HashMap::new();
-                let mut evaluations: Vec<(MemberId, EvaluationRecord)> = Vec::new();
-                let (mut done, mut failed): (Vec<i64>, Vec<(i64, String)>) = (Vec::new(), Vec::new());
-                let mut crossings: Vec<(MemberId, Vec<Crossing>)> = Vec::new();
-                let mut notices: Vec<$crate::notify::Notice> = Vec::new();
-                for job in jobs {
-                    let history = ledgers.remove(&job.member).unwrap_or_default();
-                    let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
-                    let tier = tiers.get(&job.member).cloned();
-                    match (job.op)(history.clone(), tier) {
-                        Ok(applied) => {
-                            if let Some((state, changes)) = applied.tier {
-                                tiers.insert(job.member, state.clone());
-                                tier_writes.push((job.member, state, changes));
-                            }
-                            let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
-                            notices.extend($crate::notify::from_ledger_entries(job.member, &new));
-                            notices.extend(applied.events);
-                            // Later jobs of the same member see this one's entries.
-                            let mut next = history;
-                            next.extend(new.iter().cloned());
-                            ledgers.insert(job.member, next);
-                            fresh.entry(job.member).or_default().extend(new);
-                            evaluations.extend(applied.evaluations.into_iter().map(|e| (job.member, e)));
-                            crossings.push((job.member, applied.crossings));
-                            done.extend(job.tasks);
-                            out.push(Ok(applied.entries));
-                        }
-                        Err(e) => {
-                            ledgers.insert(job.member, history);
-                            failed.extend(job.tasks.into_iter().map(|t| (t, e.to_string())));
-                            out.push(Err(e));
-                        }
-                    }
-                }
-                for m in &members {
-                    if let Some(entries) = fresh.get(m).filter(|e| !e.is_empty()) {
-                        append_ledger(&mut tx, *m, entries).await?;
-                    }
-                }
-                for chunk in evaluations.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
-                    q.push_values(chunk, |mut b, (m, e)| {
-                        b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.clone())).push_bind(Ts(e.at));
-                    });
-                    q.push(" ON CONFLICT (member_id, op) DO NOTHING");
-                    q.build().execute(&mut *tx).await?;
-                }
-                for chunk in done.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new("DELETE FROM loyalty_queue WHERE task_id IN (");
-                    let mut sep = q.separated(", ");
-                    for t in chunk {
-                        sep.push_bind(*t);
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await?;
-                }
-                notices.extend(write_tiers(&mut tx, &tier_writes, at).await?);
-                for (m, c) in &crossings {
-                    raise_flags(&mut tx, *m, c, at).await?;
-                }
-                for (task, error) in failed {
-                    sqlx::query("UPDATE loyalty_queue SET failed_at = $1, error = $2 WHERE task_id = $3")
-                        .bind(Ts(at))
-                        .bind(error)
-                        .bind(task)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                emit_notices(&mut tx, &notices, at).await?;
+                let out = apply_ledger_jobs(&mut tx, jobs, at).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -375,38 +525,12 @@ macro_rules! loyalty_store {
 
             async fn sku_attributes(&self, skus: &[String]) -> StoreResult<HashMap<String, (Option<String>, Option<String>)>> {
                 let mut conn = self.reader().acquire().await?;
-                let mut out = HashMap::new();
-                for chunk in skus.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new("SELECT sku, category_path, brand FROM skus WHERE sku IN (");
-                    let mut sep = q.separated(", ");
-                    for s in chunk {
-                        sep.push_bind(s.clone());
-                    }
-                    q.push(")");
-                    let rows: Vec<(String, Option<String>, Option<String>)> = q.build_query_as().fetch_all(&mut *conn).await?;
-                    out.extend(rows.into_iter().map(|(s, c, b)| (s, (c, b))));
-                }
-                Ok(out)
+                sku_attributes_on(&mut conn, skus).await
             }
 
             async fn first_paid_orders(&self, members: &[MemberId]) -> StoreResult<HashMap<MemberId, i64>> {
                 let mut conn = self.reader().acquire().await?;
-                let mut out = HashMap::new();
-                for chunk in members.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT member_id, order_id FROM orders WHERE status IN ('paid', 'shipped', 'completed') AND member_id IN (",
-                    );
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(") ORDER BY member_id, placed_at, order_id");
-                    let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
-                    for (m, o) in rows {
-                        out.entry(m).or_insert(o);
-                    }
-                }
-                Ok(out)
+                first_paid_orders_on(&mut conn, members).await
             }
 
             async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>> {
@@ -458,40 +582,7 @@ macro_rules! loyalty_store {
 
             async fn member_facts(&self, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberFactsRow>> {
                 let mut conn = self.reader().acquire().await?;
-                let mut out = HashMap::new();
-                for chunk in ids.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT m.member_id, m.status, m.birthday, m.registered_at, r.referrer_id, \
-                         CASE WHEN m.name_sealed IS NOT NULL AND m.gender IS NOT NULL AND m.birthday IS NOT NULL AND m.city IS NOT NULL \
-                         THEN 1 ELSE 0 END AS complete FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id \
-                         WHERE m.member_id IN (",
-                    );
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(")");
-                    for row in q.build().fetch_all(&mut *conn).await? {
-                        let birthday: Option<String> = row.try_get("birthday")?;
-                        let birthday = match birthday {
-                            Some(b) => Some(NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt("birthday", &b))?),
-                            None => None,
-                        };
-                        let status: String = row.try_get("status")?;
-                        let complete: i32 = row.try_get("complete")?;
-                        out.insert(
-                            row.try_get("member_id")?,
-                            MemberFactsRow {
-                                active: status == "active",
-                                birthday,
-                                registered_at: row.try_get::<Ts, _>("registered_at")?.0,
-                                profile_complete: complete == 1,
-                                referred_by: row.try_get("referrer_id")?,
-                            },
-                        );
-                    }
-                }
-                Ok(out)
+                member_facts_on(&mut conn, ids).await
             }
 
             async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>> {

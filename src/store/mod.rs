@@ -261,6 +261,9 @@ pub trait Store:
     async fn migrate(&self) -> StoreResult<()>;
 
     async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// The newest rule-set version and the values of `keys`, in one round trip: enough for a cache of parsed
+    /// loyalty policies to tell whether it is still current without parsing anything.
+    async fn policy_state(&self, keys: &[&str]) -> StoreResult<(Option<i64>, Vec<Option<String>>)>;
     async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 
     // --- keys and audit
@@ -302,6 +305,16 @@ pub trait Store:
 
     // --- orders and refunds
     async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>>;
+    /// `insert_orders`, earning on the created orders in the same transaction (one commit instead of an
+    /// insert, a queue round trip and a second commit). An order whose buyer already has loyalty work queued
+    /// is queued behind it instead, so each member's work still applies in order; so is a referrer's share.
+    /// Returns the outcomes and whether anything was queued (the caller settles the queue then).
+    async fn insert_orders_earning(
+        &self,
+        batch: &[OrderWrite],
+        actor: &Actor,
+        earn: &dyn OrderEarning,
+    ) -> StoreResult<(Vec<WriteOutcome>, bool)>;
     async fn order(&self, id: i64) -> StoreResult<Option<OrderView>>;
     async fn order_id_by_no(&self, channel: &str, order_no: &str) -> StoreResult<Option<i64>>;
     async fn member_orders(&self, member: MemberId, before: Option<i64>, limit: i64) -> StoreResult<Vec<OrderView>>;
@@ -418,6 +431,28 @@ pub struct MemberFactsRow {
 
 /// A pure loyalty operation over one member's ledger and tier state, run inside the batch transaction.
 pub type LoyaltyOp = Box<dyn FnOnce(Vec<LedgerEntry>, Option<TierState>) -> Result<Applied, LedgerError> + Send>;
+
+/// What a transaction that has just written orders knows of them and their buyers, for earning on them
+/// before it commits. Every map is keyed by the buyers (or SKUs) of `orders`.
+pub struct EarnInputs {
+    /// The orders created, as they were stored.
+    pub orders: Vec<OrderView>,
+    pub facts: std::collections::HashMap<MemberId, MemberFactsRow>,
+    pub first_paid: std::collections::HashMap<MemberId, i64>,
+    /// `(category_path, brand)` of each known SKU of the orders.
+    pub catalog: std::collections::HashMap<String, (Option<String>, Option<String>)>,
+    /// Paid-card terms, read only when `OrderEarning::wants_cards` says so.
+    pub cards: std::collections::HashMap<MemberId, Vec<CardTerm>>,
+}
+
+/// The earning engine as an order writer sees it: turns orders just written into ledger jobs, which the
+/// store applies in the same transaction. Pure apart from its inputs, so the store stays free of rules.
+pub trait OrderEarning: Send + Sync {
+    /// Whether jobs depend on members' paid cards (the store skips that read otherwise).
+    fn wants_cards(&self) -> bool;
+    /// One job per buyer, covering that buyer's orders in `inputs.orders` in order.
+    fn jobs(&self, inputs: EarnInputs) -> Vec<LedgerJob>;
+}
 
 /// One member's operation in a batch, and the queued tasks it settles.
 pub struct LedgerJob {

@@ -238,6 +238,69 @@ async fn work_left_queued_by_a_crash_is_settled_once() {
     }
 }
 
+/// One line of 100 yuan, placed like `order`.
+fn hundred_yuan_order(no: &str, m: i64) -> Value {
+    json!({
+        "channel": "web", "order_no": no, "member_id": m, "placed_at": "2026-06-01T12:00:00+08:00",
+        "lines": [{"sku": "TEA-1", "quantity": 1, "unit_price": 10000}]
+    })
+}
+
+#[tokio::test]
+async fn an_order_earns_in_its_own_commit_behind_queued_work_and_with_the_rules_stored_last() {
+    use huiyuan::commerce::OrderInput;
+    use huiyuan::store::{Actor, BuyerKey, OrderWrite};
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000109").await;
+        let (status, _) = s.post("/v1/orders", order("IN-1", m)).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 150, "{b}");
+        assert_eq!(s.app.store.loyalty_backlog().await.unwrap(), (0, 0), "{b}");
+
+        // Work already queued for the member (an order whose earning a crash interrupted): the next order
+        // waits behind it, and both are settled, in order, before the request is answered.
+        let input: OrderInput = serde_json::from_value(order("IN-2", m)).unwrap();
+        let draft = input.validate("CNY", chrono::Utc::now()).unwrap();
+        let digest = huiyuan::security::content_digest(&draft);
+        let w = OrderWrite { draft, buyer: BuyerKey::Member(m), digest };
+        let actor = Actor { id: "test".into(), at: chrono::Utc::now() };
+        let queued_id = match s.app.store.insert_orders(&[w], &actor).await.unwrap()[0] {
+            huiyuan::store::WriteOutcome::Created(id) => id,
+            ref o => panic!("{b}: {o:?}"),
+        };
+        assert_eq!(s.app.store.loyalty_backlog().await.unwrap(), (1, 0), "{b}");
+        let (status, o3) = s.post("/v1/orders", order("IN-3", m)).await;
+        assert_eq!(status, 201, "{b}: {o3}");
+        assert_eq!(s.app.store.loyalty_backlog().await.unwrap(), (0, 0), "{b}: nothing left queued");
+        assert_eq!(points(&s, m).await["pending"], 450, "{b}");
+        let ops: Vec<String> = s.app.store.ledger_entries(m).await.unwrap().into_iter().map(|e| e.op).collect();
+        let first = |order_id: i64| ops.iter().position(|op| op.starts_with(&format!("order:{order_id}:"))).unwrap();
+        assert!(first(queued_id) < first(o3["id"].as_i64().unwrap()), "{b}: the queued order earned first: {ops:?}");
+
+        // New rules apply to the very next order, whether stored through this server or by another process
+        // straight into the database.
+        let (_, current) = s.get("/v1/loyalty/rules").await;
+        let mut draft = current["rules"].clone();
+        draft["version"] = json!(2);
+        draft["rules"][0]["points_per_unit"] = json!(2);
+        let put = s.req(Role::Operator, Method::PUT, "/v1/loyalty/rules").json(&draft).send().await.unwrap();
+        assert_eq!(put.status().as_u16(), 201, "{b}");
+        let (status, _) = s.post("/v1/orders", hundred_yuan_order("IN-4", m)).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 650, "{b}: 2 points a yuan under version 2");
+        draft["version"] = json!(3);
+        draft["rules"][0]["points_per_unit"] = json!(3);
+        let body = serde_json::to_string(&draft).unwrap();
+        s.app.store.insert_rule_set(3, &body, &actor).await.unwrap().unwrap();
+        let (status, _) = s.post("/v1/orders", hundred_yuan_order("IN-5", m)).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(points(&s, m).await["pending"], 950, "{b}: 3 points a yuan under version 3");
+        let report = s.app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}
+
 #[tokio::test]
 async fn tiers_upgrade_at_once_keep_through_grace_and_drop_one_tier_at_a_time() {
     use huiyuan::app::App;
