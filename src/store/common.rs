@@ -237,21 +237,6 @@ macro_rules! shared_store {
         }
 
         /// The referrers of these buyers, for queuing the referrer's share of a referral with each order.
-        async fn referrers_of(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberId>> {
-            let mut out = HashMap::new();
-            for chunk in members.chunks(1000) {
-                let mut q = QueryBuilder::<$db>::new("SELECT member_id, referrer_id FROM referrals WHERE member_id IN (");
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(")");
-                let rows: Vec<(MemberId, MemberId)> = q.build_query_as().fetch_all(&mut *conn).await?;
-                out.extend(rows);
-            }
-            Ok(out)
-        }
-
         async fn create_member(conn: &mut Conn, m: &MemberUpsert, actor: &Actor) -> StoreResult<MemberId> {
             let ids = create_members(conn, &[m], actor).await?;
             ids.first().copied().ok_or_else(|| StoreError::Corrupt("no id allocated".into()))
@@ -999,23 +984,18 @@ macro_rules! shared_store {
             let mut buyers: Vec<MemberId> = rows.iter().map(|(_, m, _)| *m).filter(|m| *m != 0).collect();
             buyers.sort_unstable();
             buyers.dedup();
+            let known_buyers = buyers_on(&mut tx, &buyers).await?;
             // Earn at once for buyers with nothing queued; the others' orders wait behind their queued work.
             let inline: HashSet<MemberId> = match earn {
-                Some(_) => {
-                    let busy = members_with_open_tasks(&mut tx, &buyers).await?;
-                    buyers.iter().copied().filter(|m| !busy.contains(m)).collect()
-                }
+                Some(_) => buyers.iter().copied().filter(|m| known_buyers.get(m).is_some_and(|b| !b.busy)).collect(),
                 None => HashSet::new(),
             };
             let mut tasks: Vec<(MemberId, &str, String)> =
                 rows.iter().filter(|(_, m, _)| !inline.contains(m)).map(|(_, m, id)| (*m, "order", id.to_string())).collect();
             // A referred buyer's order may pay their referrer too: that is the referrer's own task.
-            let referrers = referrers_of(&mut tx, &buyers).await?;
-            if !referrers.is_empty() {
-                for (_, m, id) in &rows {
-                    if let Some(r) = referrers.get(m) {
-                        tasks.push((*r, "referral", id.to_string()));
-                    }
+            for (_, m, id) in &rows {
+                if let Some(r) = known_buyers.get(m).and_then(|b| b.facts.referred_by) {
+                    tasks.push((r, "referral", id.to_string()));
                 }
             }
             let queued = tasks.iter().any(|t| t.0 != 0);
@@ -1023,7 +1003,7 @@ macro_rules! shared_store {
             if let Some(earn) = earn.filter(|_| !inline.is_empty()) {
                 let orders: Vec<OrderView> =
                     rows.iter().filter(|(_, m, _)| inline.contains(m)).map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
-                earn_in_transaction(&mut tx, earn, orders, actor.at).await?;
+                earn_in_transaction(&mut tx, earn, orders, &known_buyers, actor.at).await?;
             }
             tx.commit().await?;
             Ok((out, queued))

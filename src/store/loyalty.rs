@@ -7,6 +7,14 @@
 /// Expand the `LoyaltyStore` implementation for `$store` over database `$db`.
 macro_rules! loyalty_store {
     ($store:ty, $db:ty) => {
+        /// A buyer as the order writer sees them (`buyers_on`).
+        struct Buyer {
+            facts: MemberFactsRow,
+            /// Loyalty work is open for them: their new orders queue behind it.
+            busy: bool,
+            first_paid: Option<i64>,
+        }
+
         /// Queue loyalty work in the caller's transaction: `(member, kind, ref)`; guests (member 0) earn nothing.
         async fn enqueue_loyalty(conn: &mut Conn, tasks: &[(MemberId, &str, String)], at: DateTime<Utc>) -> StoreResult<()> {
             let tasks: Vec<&(MemberId, &str, String)> = tasks.iter().filter(|t| t.0 != 0).collect();
@@ -188,34 +196,26 @@ macro_rules! loyalty_store {
             Ok(out)
         }
 
-        /// Those of `members` with open (not failed) loyalty tasks.
-        async fn members_with_open_tasks(conn: &mut Conn, members: &[MemberId]) -> StoreResult<HashSet<MemberId>> {
-            let mut out = HashSet::new();
-            for chunk in members.chunks(1000) {
-                let mut q = QueryBuilder::<$db>::new("SELECT DISTINCT member_id FROM loyalty_queue WHERE failed_at IS NULL AND member_id IN (");
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(")");
-                let rows: Vec<MemberId> = q.build_query_scalar().fetch_all(&mut *conn).await?;
-                out.extend(rows);
-            }
-            Ok(out)
-        }
-
-        /// Earn on orders the transaction has just written: read what the rules need about their buyers (seeing
-        /// the new orders, so "first paid order" is right), let `earn` build the jobs, apply them. A job the
+        /// Earn on orders the transaction has just written, given their buyers (`buyers_on`, read after the
+        /// inserts so "first paid order" is right): read the catalog, let `earn` build the jobs, apply them. A job the
         /// ledger refuses leaves its orders as failed tasks with the reason, exactly as settling would.
-        async fn earn_in_transaction(conn: &mut Conn, earn: &dyn OrderEarning, orders: Vec<OrderView>, at: DateTime<Utc>) -> StoreResult<()> {
+        async fn earn_in_transaction(
+            conn: &mut Conn,
+            earn: &dyn OrderEarning,
+            orders: Vec<OrderView>,
+            buyers: &HashMap<MemberId, Buyer>,
+            at: DateTime<Utc>,
+        ) -> StoreResult<()> {
             let mut members: Vec<MemberId> = orders.iter().filter_map(|o| o.member_id).collect();
             members.sort_unstable();
             members.dedup();
             let mut skus: Vec<String> = orders.iter().flat_map(|o| o.lines.iter().map(|l| l.sku.clone())).collect();
             skus.sort_unstable();
             skus.dedup();
-            let facts = member_facts_on(&mut *conn, &members).await?;
-            let first_paid = first_paid_orders_on(&mut *conn, &members).await?;
+            let facts: HashMap<MemberId, MemberFactsRow> =
+                members.iter().filter_map(|m| Some((*m, buyers.get(m)?.facts.clone()))).collect();
+            let first_paid: HashMap<MemberId, i64> =
+                members.iter().filter_map(|m| Some((*m, buyers.get(m)?.first_paid?))).collect();
             let catalog = sku_attributes_on(&mut *conn, &skus).await?;
             let cards = if earn.wants_cards() { cards_of_members_on(&mut *conn, &members).await? } else { HashMap::new() };
             let mut orders_of: HashMap<MemberId, Vec<i64>> = HashMap::new();
@@ -290,39 +290,73 @@ macro_rules! loyalty_store {
             Ok(out)
         }
 
+        /// The columns `facts_from_row` reads, over `members m LEFT JOIN referrals r`.
+        const FACTS_COLUMNS: &str = "m.member_id, m.status, m.birthday, m.registered_at, r.referrer_id, \
+             CASE WHEN m.name_sealed IS NOT NULL AND m.gender IS NOT NULL AND m.birthday IS NOT NULL AND m.city IS NOT NULL \
+             THEN 1 ELSE 0 END AS complete";
+
+        fn facts_from_row(row: &DbRow) -> StoreResult<(MemberId, MemberFactsRow)> {
+            let birthday: Option<String> = row.try_get("birthday")?;
+            let birthday = match birthday {
+                Some(b) => Some(NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt("birthday", &b))?),
+                None => None,
+            };
+            let status: String = row.try_get("status")?;
+            let complete: i32 = row.try_get("complete")?;
+            Ok((
+                row.try_get("member_id")?,
+                MemberFactsRow {
+                    active: status == "active",
+                    birthday,
+                    registered_at: row.try_get::<Ts, _>("registered_at")?.0,
+                    profile_complete: complete == 1,
+                    referred_by: row.try_get("referrer_id")?,
+                },
+            ))
+        }
+
         /// What earning needs to know of each member, read on `conn`.
         async fn member_facts_on(conn: &mut Conn, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, MemberFactsRow>> {
             let mut out = HashMap::new();
             for chunk in ids.chunks(1000) {
-                let mut q = QueryBuilder::<$db>::new(
-                    "SELECT m.member_id, m.status, m.birthday, m.registered_at, r.referrer_id, \
-                     CASE WHEN m.name_sealed IS NOT NULL AND m.gender IS NOT NULL AND m.birthday IS NOT NULL AND m.city IS NOT NULL \
-                     THEN 1 ELSE 0 END AS complete FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id \
-                     WHERE m.member_id IN (",
-                );
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {FACTS_COLUMNS} FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id WHERE m.member_id IN ("
+                ));
                 let mut sep = q.separated(", ");
                 for m in chunk {
                     sep.push_bind(*m);
                 }
                 q.push(")");
                 for row in q.build().fetch_all(&mut *conn).await? {
-                    let birthday: Option<String> = row.try_get("birthday")?;
-                    let birthday = match birthday {
-                        Some(b) => Some(NaiveDate::parse_from_str(&b, "%Y-%m-%d").map_err(|_| corrupt("birthday", &b))?),
-                        None => None,
-                    };
-                    let status: String = row.try_get("status")?;
-                    let complete: i32 = row.try_get("complete")?;
-                    out.insert(
-                        row.try_get("member_id")?,
-                        MemberFactsRow {
-                            active: status == "active",
-                            birthday,
-                            registered_at: row.try_get::<Ts, _>("registered_at")?.0,
-                            profile_complete: complete == 1,
-                            referred_by: row.try_get("referrer_id")?,
-                        },
-                    );
+                    let (m, facts) = facts_from_row(&row)?;
+                    out.insert(m, facts);
+                }
+            }
+            Ok(out)
+        }
+
+        /// Buyers as an order writer needs them, in one query: earning facts (with the referrer), whether
+        /// loyalty work is open for them, and their first paid order (the transaction's own orders included).
+        async fn buyers_on(conn: &mut Conn, ids: &[MemberId]) -> StoreResult<HashMap<MemberId, Buyer>> {
+            let mut out = HashMap::new();
+            for chunk in ids.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {FACTS_COLUMNS}, \
+                     CASE WHEN EXISTS (SELECT 1 FROM loyalty_queue q WHERE q.member_id = m.member_id AND q.failed_at IS NULL) \
+                     THEN 1 ELSE 0 END AS busy, \
+                     (SELECT o.order_id FROM orders o WHERE o.member_id = m.member_id AND o.status IN ('paid', 'shipped', 'completed') \
+                      ORDER BY o.placed_at, o.order_id LIMIT 1) AS first_paid \
+                     FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id WHERE m.member_id IN ("
+                ));
+                let mut sep = q.separated(", ");
+                for m in chunk {
+                    sep.push_bind(*m);
+                }
+                q.push(")");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let (m, facts) = facts_from_row(&row)?;
+                    let busy: i32 = row.try_get("busy")?;
+                    out.insert(m, Buyer { facts, busy: busy == 1, first_paid: row.try_get("first_paid")? });
                 }
             }
             Ok(out)

@@ -359,6 +359,10 @@ pub use crate::loyalty::ledger::{Entry as LedgerEntry, LedgerError};
 /// A pure ledger operation, run by `Store::ledger_write` inside the member's transaction.
 pub type LedgerOp = Box<dyn FnOnce(Vec<LedgerEntry>) -> Result<Vec<LedgerEntry>, LedgerError> + Send>;
 
+/// Prepared statements kept per connection (sqlx's default is 100, fewer than the texts one batched write
+/// path produces).
+const STATEMENT_CACHE: usize = 1024;
+
 /// Open the store a URL names: `sqlite://PATH` (created if missing) or `postgres://…`.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {

@@ -2,9 +2,10 @@
 //! an identity, a member) with transaction-scoped advisory locks, so unrelated writes run in parallel and
 //! the same key never races.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::analytics::analytics_store;
@@ -26,8 +27,14 @@ impl PgStore {
     const BACKEND: Backend = Backend::Postgres;
 
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
+        // Set-based writes bind lists of every length up to a group's size, so one query has many texts: a
+        // cache of 1,024 prepared statements per connection keeps them from being parsed again and again.
+        let opts = PgConnectOptions::from_str(url)?.statement_cache_capacity(super::STATEMENT_CACHE);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
         Ok(Self { pool })
     }
 

@@ -35,7 +35,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Set-based writes bind lists of every length up to a group's size: keep their statements prepared.
+            .statement_cache_capacity(super::STATEMENT_CACHE);
         let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(true)).await?;
         Ok(Self { writer, reader })
