@@ -291,6 +291,26 @@ async fn merges_move_everything_and_are_recorded() {
         assert!(matches!(app.merge_members(a, a, &who).await.unwrap(), MergeOutcome::Same), "{b}");
         let audit = app.store.audit_log(Some(a), 50).await.unwrap();
         assert!(audit.iter().any(|e| e.action == "member.merge"), "{b}");
+        // A chain (bid → a → d) is followed to its end; an unknown id in the same batch is refused alone.
+        let d = upsert(&app, member("13800000033", "吴磊")).await.member_id().unwrap();
+        assert!(matches!(app.merge_members(d, a, &who).await.unwrap(), MergeOutcome::Merged(_)), "{b}");
+        let out = app
+            .record_orders(
+                &[order("M-3", Some(bid), 1), order("M-4", Some(a), 1), order("M-5", Some(987_654), 1)],
+                &who,
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(out[0], WriteOutcome::Created(_)) && matches!(out[1], WriteOutcome::Created(_)),
+            "{b}: {out:?}"
+        );
+        assert!(matches!(&out[2], WriteOutcome::Rejected(e) if e.code == "unknown_member"), "{b}: {out:?}");
+        assert_eq!(
+            app.store.member_orders(d, None, 10).await.unwrap().len(),
+            4,
+            "{b}: two moved by the merge, two new"
+        );
     }
 }
 
