@@ -708,6 +708,14 @@ macro_rules! shared_store {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
+            // Members the merged one referred now count as the survivor's referees, so a referee's first paid
+            // order (and a referral task moved above) pays the survivor; the survivor never becomes its own referrer.
+            let referrals = sqlx::query("UPDATE referrals SET referrer_id = $1 WHERE referrer_id = $2 AND member_id <> $1")
+                .bind(into)
+                .bind(from)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             enqueue_loyalty(conn, &[(into, "member", into.to_string())], at).await?;
             Ok(json!({
                 "ledger_entries": { "from": merged.from.entries.len(), "into": merged.into.entries.len() },
@@ -716,6 +724,7 @@ macro_rules! shared_store {
                 "coupons_moved": coupons,
                 "cards_moved": cards,
                 "loyalty_tasks_moved": tasks,
+                "referrals_moved": referrals,
             }))
         }
 

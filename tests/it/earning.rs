@@ -448,6 +448,38 @@ async fn buy(s: &TestServer, role: Role, m: i64, key: Option<&str>, body: Value)
 }
 
 #[tokio::test]
+async fn a_merged_referrers_referees_pay_the_survivor() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let referrer = member(&s, "13900000611").await;
+        let survivor = member(&s, "13900000612").await;
+        let (status, body) = s
+            .post(
+                "/v1/members",
+                json!({"identities": [{"kind": "phone", "value": "13900000613"}], "referred_by": referrer}),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}: {body}");
+        let referee = body["member_id"].as_i64().unwrap();
+        let (status, merged) =
+            s.post(&format!("/v1/members/{survivor}/merge"), json!({"from_member_id": referrer})).await;
+        assert_eq!(status, 200, "{b}: {merged}");
+        assert_eq!(merged["detail"]["loyalty"]["referrals_moved"], 1, "{b}: {merged}");
+        let before = points(&s, survivor).await["available"].as_i64().unwrap();
+        let (status, _) = s.post("/v1/orders", order("REFM-1", referee)).await;
+        assert_eq!(status, 201, "{b}");
+        assert_eq!(
+            points(&s, survivor).await["available"],
+            before + 500,
+            "{b}: the referrer's share goes to the survivor"
+        );
+        assert_eq!(points(&s, referrer).await["available"], 0, "{b}: the merged member earns nothing");
+        let report = s.app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}
+
+#[tokio::test]
 async fn a_paid_card_is_bought_once_renews_end_to_end_and_multiplies_points_through_the_benefits_rule() {
     for s in servers().await {
         let b = s.db.backend;
