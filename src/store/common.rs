@@ -702,6 +702,30 @@ macro_rules! shared_store {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
+            // Redemptions follow the points they spent, so the survivor's per-member limits count them and a
+            // cancel credits the survivor. Ids are shop-wide; the caller's keys are prefixed like card keys.
+            let redeemed: Vec<(i64, Json<serde_json::Value>)> =
+                sqlx::query_as("SELECT redemption_id, record FROM redemptions WHERE member_id = $1 ORDER BY redemption_id")
+                    .bind(from)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            sqlx::query("UPDATE redemptions SET member_id = $1, idem_key = $2 || idem_key WHERE member_id = $3")
+                .bind(into)
+                .bind(format!("merged:{from}:"))
+                .bind(from)
+                .execute(&mut *conn)
+                .await?;
+            for (id, Json(record)) in &redeemed {
+                let mut r = redemption_from_json(record.clone())?;
+                r.member_id = into;
+                let record = serde_json::to_value(&r).map_err(|e| StoreError::Corrupt(format!("redemption: {e}")))?;
+                sqlx::query("UPDATE redemptions SET record = $1 WHERE member_id = $2 AND redemption_id = $3")
+                    .bind(Json(record))
+                    .bind(into)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             let tasks = sqlx::query("UPDATE loyalty_queue SET member_id = $1 WHERE member_id = $2")
                 .bind(into)
                 .bind(from)
@@ -725,6 +749,7 @@ macro_rules! shared_store {
                 "cards_moved": cards,
                 "loyalty_tasks_moved": tasks,
                 "referrals_moved": referrals,
+                "redemptions_moved": redeemed.iter().map(|(id, _)| *id).collect::<Vec<i64>>(),
             }))
         }
 

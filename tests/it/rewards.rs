@@ -166,3 +166,48 @@ async fn stock_limits_refusals_and_cancellation() {
         assert_eq!(e["error"]["code"], "blocked", "{b}: {e}");
     }
 }
+
+#[tokio::test]
+async fn a_merge_moves_redemptions_so_limits_count_them_and_a_cancel_credits_the_survivor() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let merged = member_with_points(&s, "13900000231", 300).await;
+        let survivor = member_with_points(&s, "13900000232", 500).await;
+        let flask = json!({"id": "flask", "name": "保温壶", "kind": {"type": "goods", "sku": "FLASK-1"}, "points": 200,
+            "stock": 5, "limits": [{"period": "total", "count": 1}]});
+        let r = s.req(Role::Operator, Method::PUT, "/v1/rewards/flask").json(&flask).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{b}");
+        let r = redeem(&s, "flask", merged, "m-1").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{b}");
+        let rid = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+
+        let (status, out) = s.post(&format!("/v1/members/{survivor}/merge"), json!({"from_member_id": merged})).await;
+        assert_eq!(status, 200, "{b}: {out}");
+        assert_eq!(out["detail"]["loyalty"]["redemptions_moved"], json!([rid]), "{b}: {out}");
+        assert_eq!(available(&s, survivor).await, 600, "{b}: the merged member's 100 left moved");
+        let (_, list) = s.get(&format!("/v1/members/{survivor}/redemptions")).await;
+        assert_eq!(list.as_array().map(Vec::len), Some(1), "{b}: {list}");
+        assert_eq!(list[0]["member_id"], survivor, "{b}: {list}");
+
+        // The survivor is one person with the merged member: the once-per-member reward is used up.
+        let r = redeem(&s, "flask", survivor, "s-1").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 409, "{b}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "limit_reached", "{b}");
+        // A retry of the merged member's request writes nothing: that member no longer redeems.
+        assert_eq!(redeem(&s, "flask", merged, "m-1").send().await.unwrap().status().as_u16(), 404, "{b}");
+
+        // Cancelling through the merged member's address reaches the survivor's record and ledger.
+        let cancel =
+            |m: i64| s.req(Role::Operator, Method::POST, &format!("/v1/members/{m}/redemptions/{rid}/cancel")).send();
+        let r = cancel(merged).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{b}");
+        assert_eq!(r.json::<Value>().await.unwrap()["state"], "cancelled", "{b}");
+        assert_eq!(available(&s, survivor).await, 800, "{b}: the 200 points come back to the survivor");
+        assert_eq!(available(&s, merged).await, 0, "{b}: the merged member gets nothing back");
+        assert_eq!(s.get("/v1/rewards/flask").await.1["stock_left"], 5, "{b}");
+        assert_eq!(cancel(survivor).await.unwrap().status().as_u16(), 200, "{b}");
+        assert_eq!(available(&s, survivor).await, 800, "{b}: cancelled once");
+        let report = s.app.verify_ledgers().await.unwrap();
+        assert!(report.violations.is_empty(), "{b}: {:?}", report.violations);
+    }
+}
