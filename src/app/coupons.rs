@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
+
 use crate::commerce::{LineKind, OrderView};
 use crate::error::Invalid;
 use crate::loyalty::coupons::{self, Cart, CartLine, CodeError, Coupon, CouponTemplate, Quote, RefundPolicy};
@@ -138,13 +140,39 @@ impl App {
         Ok(Ok(Issued { result, replayed }))
     }
 
-    /// A coupon by code as typed.
+    /// A coupon by code as typed, in its state now: one whose window closed since the last sweep reads as
+    /// expired already.
     pub async fn coupon(&self, code: &str) -> Result<Result<Coupon, CouponFault>, AppError> {
         let code = match parse_code(code, "code") {
             Ok(c) => c,
             Err(f) => return Ok(Err(f)),
         };
-        Ok(self.store.coupon(&code).await?.ok_or(CouponFault::NotFound(code)))
+        let now = self.now();
+        Ok(self.store.coupon(&code).await?.map(|c| coupons::expire(&c, now)).ok_or(CouponFault::NotFound(code)))
+    }
+
+    /// A member's coupons, newest first, each in its state now (as [`App::coupon`]).
+    pub async fn member_coupons(&self, member: MemberId) -> Result<Vec<Coupon>, AppError> {
+        let now = self.now();
+        Ok(self.store.member_coupons(member).await?.iter().map(|c| coupons::expire(c, now)).collect())
+    }
+
+    /// The coupon sweep as of `now`, in rounds of 500 until nothing is left: unused coupons past their
+    /// window are recorded as expired (`coupon.expired`), and members are reminded once of unused coupons
+    /// whose window closes within `loyalty.expiring_soon_days` (`coupon.expiring`). Idempotent: a rerun
+    /// finds nothing more. Returns (expired, reminded).
+    pub async fn sweep_coupons(&self, now: DateTime<Utc>) -> Result<(u64, u64), AppError> {
+        let remind_until = now + chrono::Duration::days(self.config.loyalty.expiring_soon_days.max(0));
+        let (mut expired, mut reminded) = (0, 0);
+        loop {
+            let round = self.store.sweep_coupons(now, remind_until, 500).await?;
+            expired += round.expired;
+            reminded += round.reminded;
+            // A full round that changed nothing would come back the same: stop rather than spin.
+            if !round.more || round.expired + round.reminded == 0 {
+                return Ok((expired, reminded));
+            }
+        }
     }
 
     /// Price a cart with the member's coupons, in the order given, at this moment. Writes nothing.

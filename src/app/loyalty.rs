@@ -829,7 +829,7 @@ impl super::App {
     }
 
     /// The server's loyalty timers: settle leftovers (work a crash interrupted) and run the ledger jobs
-    /// (maturing, expiry) on their intervals, until the process ends.
+    /// (maturing, expiry) and the coupon sweep on their intervals, until the process ends.
     pub fn spawn_loyalty_timers(self: &Arc<Self>) {
         let app = self.clone();
         tokio::spawn(async move {
@@ -849,6 +849,13 @@ impl super::App {
                             Ok((members, entries)) if entries > 0 => tracing::info!(members, entries, "ledger jobs ran"),
                             Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "ledger jobs failed"),
+                        }
+                        match app.sweep_coupons(app.now()).await {
+                            Ok((expired, reminded)) if expired + reminded > 0 => {
+                                tracing::info!(expired, reminded, "coupon sweep ran");
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "coupon sweep failed"),
                         }
                     }
                 }

@@ -132,7 +132,8 @@ pub enum LoyaltyAction {
         #[command(flatten)]
         db: DbArg,
     },
-    /// Make due pending points available and expire due lots (idempotent; safe to run from cron).
+    /// Make due pending points available, expire due lots, expire unused coupons past their window and
+    /// remind members of coupons about to close (idempotent; safe to run from cron).
     Expire {
         #[command(flatten)]
         db: DbArg,
@@ -245,8 +246,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Loyalty { action: LoyaltyAction::Expire { db } } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
             let app = start(cfg).await?;
-            let (members, entries) = app.run_ledger_jobs(app.now()).await?;
+            let now = app.now();
+            let (members, entries) = app.run_ledger_jobs(now).await?;
             println!("{entries} ledger entries written for {members} members");
+            let (expired, reminded) = app.sweep_coupons(now).await?;
+            println!("{expired} coupons expired, {reminded} members reminded of coupons expiring soon");
         }
         Command::Loyalty { action: LoyaltyAction::Backtest { rules, tiers, from, to, json, db } } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

@@ -157,7 +157,8 @@ pub struct IssueResponse {
 }
 
 /// Issue coupons of a template to members, idempotent on the `Idempotency-Key`: a retry answers with the
-/// original coupons. Members at their limit (`limit_reached`), beyond the total quantity (`sold_out`),
+/// original coupons. A key is scoped to its template, as the path is: the same key on another template is
+/// another request. Members at their limit (`limit_reached`), beyond the total quantity (`sold_out`),
 /// unknown (`no_such_member`) or after a fixed window closed (`window_closed`) are refused one by one.
 #[utoipa::path(post, path = "/v1/coupon-templates/{id}/issue", tag = "coupons", params(("id" = String, Path)),
     request_body = IssueRequest,
@@ -191,7 +192,7 @@ async fn member_coupons(
     Path(id): Path<MemberId>,
 ) -> Result<axum::Json<Vec<CouponView>>, ApiError> {
     caller.require(Permission::MemberRead)?;
-    Ok(axum::Json(s.app.store.member_coupons(id).await?.into_iter().map(Into::into).collect()))
+    Ok(axum::Json(s.app.member_coupons(id).await?.into_iter().map(Into::into).collect()))
 }
 
 /// A cart and the coupons to try on it.

@@ -36,17 +36,23 @@ pub enum EventType {
     RewardRedeemed,
     /// A shop KPI moved far from its usual level for the weekday (behaviour analytics).
     KpiAnomaly,
+    /// An unused coupon's window closes within the configured window (a reminder to use it).
+    CouponExpiring,
+    /// An unused coupon's window closed.
+    CouponExpired,
 }
 
 impl EventType {
     /// Every event type, for validation and documentation.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 8] = [
         EventType::TierChanged,
         EventType::PointsAvailable,
         EventType::PointsExpiring,
         EventType::PointsExpired,
         EventType::RewardRedeemed,
         EventType::KpiAnomaly,
+        EventType::CouponExpiring,
+        EventType::CouponExpired,
     ];
 
     /// The type's wire name (`tier.changed`, …).
@@ -58,6 +64,8 @@ impl EventType {
             EventType::PointsExpired => "points.expired",
             EventType::RewardRedeemed => "reward.redeemed",
             EventType::KpiAnomaly => "analytics.kpi_anomaly",
+            EventType::CouponExpiring => "coupon.expiring",
+            EventType::CouponExpired => "coupon.expired",
         }
     }
 
@@ -180,6 +188,27 @@ pub fn points_expiring(
             data: serde_json::json!({ "points": points, "expires_at": at, "expiry_date": day }),
         })
         .collect()
+}
+
+/// A reminder that an unused coupon's window closes soon. One per coupon (codes are unique forever); the
+/// coupon sweep sends it once, when the end of the window comes within `expiring_soon_days`.
+pub fn coupon_expiring(coupon: &crate::loyalty::coupons::Coupon, now: DateTime<Utc>) -> Notice {
+    coupon_notice(EventType::CouponExpiring, coupon, now)
+}
+
+/// An unused coupon's window closed and the sweep recorded it as expired. One per coupon.
+pub fn coupon_expired(coupon: &crate::loyalty::coupons::Coupon) -> Notice {
+    coupon_notice(EventType::CouponExpired, coupon, coupon.valid_until)
+}
+
+fn coupon_notice(event_type: EventType, c: &crate::loyalty::coupons::Coupon, at: DateTime<Utc>) -> Notice {
+    Notice {
+        id: format!("{}:{}", event_type.as_str(), c.code),
+        event_type,
+        member_id: c.member_id,
+        occurred_at: at,
+        data: serde_json::json!({ "code": c.code, "template_id": c.template_id, "valid_until": c.valid_until }),
+    }
 }
 
 /// A redemption was recorded (its id is unique per member).

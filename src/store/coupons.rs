@@ -354,6 +354,59 @@ macro_rules! coupons_store {
                 tx.commit().await?;
                 Ok(changed)
             }
+
+            async fn sweep_coupons(&self, now: DateTime<Utc>, remind_until: DateTime<Utc>, limit: i64) -> StoreResult<CouponSweep> {
+                let mut tx = self.write_tx().await?;
+                let mut codes: Vec<String> = sqlx::query_scalar(
+                    "SELECT code FROM coupons WHERE state = 'available' AND valid_until <= $1 ORDER BY valid_until, code LIMIT $2",
+                )
+                .bind(Ts(now))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let full = i64::try_from(codes.len()).unwrap_or(i64::MAX) >= limit;
+                codes.sort();
+                let mut locks: Vec<String> = codes.iter().map(|c| lock_name(&["coupon", c])).collect();
+                locks.sort();
+                Self::lock_keys(&mut tx, &locks).await?;
+                let mut notices = Vec::new();
+                let mut sweep = CouponSweep::default();
+                for code in &codes {
+                    let Some(before) = coupon_row(&mut tx, code).await? else { continue };
+                    let after = coupon_kernel::expire(&before, now);
+                    if after != before {
+                        write_coupon(&mut tx, &after, now).await?;
+                        notices.push($crate::notify::coupon_expired(&after));
+                        sweep.expired += 1;
+                    }
+                }
+                let due: Vec<Json<serde_json::Value>> = sqlx::query_scalar(
+                    "SELECT record FROM coupons WHERE state = 'available' AND expiry_warned_at IS NULL \
+                     AND valid_until > $1 AND valid_until <= $2 ORDER BY valid_until, code LIMIT $3",
+                )
+                .bind(Ts(now))
+                .bind(Ts(remind_until))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                let reminded = due.into_iter().map(|r| coupon_from_json(r.0)).collect::<StoreResult<Vec<Coupon>>>()?;
+                if !reminded.is_empty() {
+                    let mut q = QueryBuilder::<$db>::new("UPDATE coupons SET expiry_warned_at = ");
+                    q.push_bind(Ts(now)).push(" WHERE code IN (");
+                    let mut sep = q.separated(", ");
+                    for c in &reminded {
+                        sep.push_bind(c.code.clone());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                sweep.reminded = reminded.len() as u64;
+                sweep.more = full || i64::try_from(reminded.len()).unwrap_or(i64::MAX) >= limit;
+                notices.extend(reminded.iter().map(|c| $crate::notify::coupon_expiring(c, now)));
+                emit_notices(&mut tx, &notices, now).await?;
+                tx.commit().await?;
+                Ok(sweep)
+            }
         }
     };
 }

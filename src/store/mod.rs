@@ -928,6 +928,17 @@ pub enum IssueStored {
     NoSuchTemplate,
 }
 
+/// What one round of the coupon sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CouponSweep {
+    /// Coupons recorded as expired (each with a `coupon.expired` notice).
+    pub expired: u64,
+    /// Coupons whose members were reminded (`coupon.expiring`).
+    pub reminded: u64,
+    /// A batch was full: there may be more to do.
+    pub more: bool,
+}
+
 /// A pure coupon transition (redeem, void), run under the coupon's lock on its current record.
 pub type CouponOp = Box<dyn FnOnce(Coupon) -> Result<Coupon, CouponRefusal> + Send>;
 
@@ -969,6 +980,17 @@ pub trait CouponStore {
     /// After a refund of `order_id`: judge how much of the order is refunded (every line's units counted
     /// over all its refunds) and apply `op` to each coupon redeemed on it; returns the coupons changed.
     async fn refund_coupons(&self, order_id: i64, op: RefundCouponOp, at: DateTime<Utc>) -> StoreResult<Vec<Coupon>>;
+    /// One round of the coupon sweep as of `now`, in one transaction: up to `limit` unused coupons whose
+    /// window has closed become `expired` (each under its lock, judged by the pure `expire`), and up to
+    /// `limit` unused coupons whose window closes by `remind_until` and whose members were not reminded
+    /// yet are reminded, once. Notices go to the outbox in the same transaction, so a crash loses none
+    /// and a rerun repeats none.
+    async fn sweep_coupons(
+        &self,
+        now: DateTime<Utc>,
+        remind_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<CouponSweep>;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -386,3 +386,52 @@ async fn a_coupon_reward_issues_its_coupon_in_the_redemption() {
         assert_eq!((st, e["error"]["code"].as_str()), (409, Some("item_used")), "{b}: {e}");
     }
 }
+
+#[tokio::test]
+async fn the_sweep_reminds_once_then_expires_unused_coupons_only() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let m = member(&s, "13900000771").await;
+        let mut sixty_days = full200_minus30("sweep-60d", 5, None);
+        sixty_days["validity"] = json!({"kind": "days_from_issue", "days": 60});
+        assert_eq!(put_template(&s, sixty_days).await.0, 200, "{b}");
+        let unused = issue_one(&s, "sweep-60d", m, "sweep-1").await;
+        let voided = issue_one(&s, "sweep-60d", m, "sweep-2").await;
+        let (st, _) = call(&s, Role::Operator, Method::POST, &format!("/v1/coupons/{voided}/void"), None).await;
+        assert_eq!(st, 200, "{b}");
+        let events = |t: &'static str| {
+            let s = &s;
+            async move { s.app.store.outbox_events(0, Some(t), 100).await.unwrap() }
+        };
+        let day = |n: i64| chrono::Utc::now() + chrono::Duration::days(n);
+
+        // Far from the end of the window (60 days; reminders 30 days ahead): nothing to do.
+        assert_eq!(s.app.sweep_coupons(day(10)).await.unwrap(), (0, 0), "{b}");
+        // Within 30 days of the end: the unused coupon's member is reminded, once; the voided one is not.
+        assert_eq!(s.app.sweep_coupons(day(31)).await.unwrap(), (0, 1), "{b}");
+        assert_eq!(s.app.sweep_coupons(day(32)).await.unwrap(), (0, 0), "{b}: reminded once");
+        let reminders = events("coupon.expiring").await;
+        assert_eq!(reminders.len(), 1, "{b}");
+        assert_eq!(
+            (reminders[0].member_id, reminders[0].data["code"].as_str()),
+            (Some(m), Some(unused.as_str())),
+            "{b}"
+        );
+        // Past the end: the unused coupon is recorded as expired, once, and said so; the voided one stays voided.
+        assert_eq!(s.app.sweep_coupons(day(61)).await.unwrap(), (1, 0), "{b}");
+        assert_eq!(s.app.sweep_coupons(day(62)).await.unwrap(), (0, 0), "{b}: idempotent");
+        let stored = |code: String| {
+            let s = &s;
+            async move { s.app.store.coupon(&code).await.unwrap().unwrap().state.name() }
+        };
+        assert_eq!(stored(unused.clone()).await, "expired", "{b}");
+        assert_eq!(stored(voided.clone()).await, "voided", "{b}");
+        let expired = events("coupon.expired").await;
+        assert_eq!(expired.len(), 1, "{b}");
+        assert_eq!(expired[0].data["code"], unused, "{b}");
+        // The member's list shows it expired too.
+        let listed = coupons_of(&s, m).await;
+        let states: HashSet<&str> = listed.iter().filter_map(|c| c["state"]["kind"].as_str()).collect();
+        assert_eq!(states, HashSet::from(["expired", "voided"]), "{b}: {listed:?}");
+    }
+}
