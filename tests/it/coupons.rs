@@ -112,6 +112,10 @@ async fn templates_are_validated_and_issuing_respects_limits_with_unique_codes()
         assert_eq!((st, again["issued"][0]["code"].as_str()), (200, Some(code.as_str())), "{b}");
         let (st, e) = issue(&s, "m200", &[m2], "k-1").await;
         assert_eq!((st, e["error"]["code"].as_str()), (409, Some("idempotency_key_reused")), "{b}");
+        // A key is scoped to its template, as the path is: the same key on another template is another request.
+        assert_eq!(put_template(&s, ten_percent("p10")).await.0, 200, "{b}");
+        let (st, other) = issue(&s, "p10", &[m1], "k-1").await;
+        assert_eq!((st, other["issued"][0]["template_id"].as_str()), (201, Some("p10")), "{b}: {other}");
         // Bulk: m1 is at the limit, m2 gets one and not a second, m3 gets one, an unknown member is refused.
         let (st, bulk) = issue(&s, "m200", &[m1, m2, m3, m2, 999_999], "k-2").await;
         assert_eq!(st, 201, "{b}: {bulk}");
