@@ -112,6 +112,8 @@ pub struct App {
     /// Held for the whole of an analysis run: one run at a time per process, so a run never marks a
     /// running sibling as crashed.
     analysis: Arc<tokio::sync::Mutex<()>>,
+    /// Webhook attempts by outcome since the process started, for `/metrics`.
+    deliveries: notify::DeliveryTotals,
 }
 
 /// How long an authenticated key is trusted without asking the store again.
@@ -256,6 +258,7 @@ impl App {
             defer_loyalty: std::sync::atomic::AtomicBool::new(false),
             principals: std::sync::Mutex::new(HashMap::new()),
             analysis: Arc::new(tokio::sync::Mutex::new(())),
+            deliveries: notify::DeliveryTotals::default(),
         };
         if let Some(k) = app.config.admin_key.clone() {
             app.store.insert_api_key(&auth::key_record(&k, Role::Admin, "HUIYUAN_ADMIN_KEY", Utc::now())).await?;

@@ -2,6 +2,7 @@
 //! to its type, signed with the endpoint's secret, retried with backoff until the receiver answers 2xx or
 //! the attempts run out. Delivery is at least once: a receiver drops repeats by `X-Huiyuan-Event-Id`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -43,6 +44,23 @@ pub struct DeliveryReport {
     pub retrying: u64,
     /// Failed for the last time.
     pub dead: u64,
+}
+
+/// Webhook attempts by outcome since the process started (the store keeps each delivery's state; these
+/// are the rates a monitor alerts on).
+#[derive(Debug, Default)]
+pub struct DeliveryTotals {
+    delivered: AtomicU64,
+    retrying: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl DeliveryTotals {
+    fn add(&self, r: &DeliveryReport) {
+        self.delivered.fetch_add(r.delivered, Ordering::Relaxed);
+        self.retrying.fetch_add(r.retrying, Ordering::Relaxed);
+        self.dead.fetch_add(r.dead, Ordering::Relaxed);
+    }
 }
 
 /// One HTTP client for every delivery: short timeouts, no redirects (a moved endpoint is re-registered).
@@ -132,7 +150,18 @@ impl App {
             }
             self.store.finish_delivery(endpoint, seq, &r).await?;
         }
+        self.deliveries.add(&report);
         Ok(report)
+    }
+
+    /// Webhook attempts by outcome since the process started (`attempted` is their sum).
+    pub fn delivery_totals(&self) -> DeliveryReport {
+        let (delivered, retrying, dead) = (
+            self.deliveries.delivered.load(Ordering::Relaxed),
+            self.deliveries.retrying.load(Ordering::Relaxed),
+            self.deliveries.dead.load(Ordering::Relaxed),
+        );
+        DeliveryReport { attempted: delivered + retrying + dead, delivered, retrying, dead }
     }
 
     /// Send one delivery and say how it ended (never an error: a failure is an outcome to record).

@@ -886,6 +886,19 @@ pub trait OutboxStore {
     /// Make a `dead` delivery pending again, due at `actor.at`, with a fresh count of attempts; audited.
     /// False (and nothing written) unless it was dead.
     async fn retry_delivery(&self, endpoint: i64, seq: i64, actor: &Actor) -> StoreResult<bool>;
+    /// Deliveries not done yet, per endpoint with any, for monitoring. Reads only the pending and dead
+    /// parts of the `(state, next_attempt_at)` index, never the delivered history, so a scrape stays cheap.
+    async fn delivery_backlog(&self) -> StoreResult<Vec<DeliveryBacklog>>;
+}
+
+/// One endpoint's deliveries not done yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryBacklog {
+    pub endpoint_id: i64,
+    pub pending: i64,
+    pub dead: i64,
+    /// When the earliest pending delivery is (or was) due; how far `now` is past it is the delivery lag.
+    pub oldest_due_at: Option<DateTime<Utc>>,
 }
 
 pub use crate::loyalty::coupons::{Coupon, CouponTemplate, RedeemError as CouponRefusal, RefundExtent};

@@ -357,6 +357,31 @@ macro_rules! outbox_store {
                 tx.commit().await?;
                 Ok(changed > 0)
             }
+
+            async fn delivery_backlog(&self) -> StoreResult<Vec<DeliveryBacklog>> {
+                let rows: Vec<(i64, String, i64, Option<Ts>)> = sqlx::query_as(
+                    "SELECT endpoint_id, state, COUNT(*), MIN(next_attempt_at) FROM webhook_deliveries \
+                     WHERE state IN ('pending', 'dead') GROUP BY endpoint_id, state ORDER BY endpoint_id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                let mut out: Vec<DeliveryBacklog> = Vec::new();
+                for (endpoint_id, state, count, due) in rows {
+                    if out.last().is_none_or(|b| b.endpoint_id != endpoint_id) {
+                        out.push(DeliveryBacklog { endpoint_id, pending: 0, dead: 0, oldest_due_at: None });
+                    }
+                    let Some(b) = out.last_mut() else { continue };
+                    match delivery_state_from(&state)? {
+                        DeliveryState::Pending => {
+                            b.pending = count;
+                            b.oldest_due_at = due.map(|t| t.0);
+                        }
+                        DeliveryState::Dead => b.dead = count,
+                        DeliveryState::Delivered => {}
+                    }
+                }
+                Ok(out)
+            }
         }
     };
 }

@@ -100,6 +100,16 @@ async fn member(s: &TestServer, phone: &str) -> i64 {
     body["member_id"].as_i64().unwrap()
 }
 
+/// The Prometheus text of `/metrics`.
+async fn metrics(s: &TestServer) -> String {
+    s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample named exactly `name` (with its labels), if scraped.
+fn metric(scraped: &str, name: &str) -> Option<f64> {
+    scraped.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Every event of a type in the outbox.
 async fn outbox(s: &TestServer, event_type: &str) -> Vec<Value> {
     let (status, page) = s.get(&format!("/v1/outbox?type={event_type}&limit=1000")).await;
@@ -301,6 +311,18 @@ async fn a_receiver_that_never_answers_2xx_is_given_up_and_deactivated_endpoints
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "{b}");
+        // Monitoring sees the waiting delivery, and how long it has waited.
+        let down_id = down["id"].as_i64().unwrap();
+        let endpoint = format!("{{endpoint=\"{down_id}\"}}");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let scraped = metrics(&s).await;
+        assert_eq!(
+            metric(&scraped, &format!("huiyuan_webhook_deliveries_pending{endpoint}")),
+            Some(1.0),
+            "{b}: {scraped}"
+        );
+        let lag = metric(&scraped, &format!("huiyuan_webhook_delivery_lag_seconds{endpoint}")).unwrap_or(0.0);
+        assert!((1.0..60.0).contains(&lag), "{b}: lag {lag}");
         // Drive time far enough for every retry: 15 attempts at most, each wait capped at 6 hours.
         let mut t = app.now();
         let mut dead = 0;
@@ -312,7 +334,17 @@ async fn a_receiver_that_never_answers_2xx_is_given_up_and_deactivated_endpoints
         assert_eq!(dead, 1, "{b}");
         assert_eq!(rx.got("down").len(), 15, "{b}: max_attempts attempts, then given up");
         assert!(rx.got("off").is_empty(), "{b}: a deactivated endpoint gets nothing");
-        let down_id = down["id"].as_i64().unwrap();
+        let scraped = metrics(&s).await;
+        let figures = [
+            format!("huiyuan_webhook_deliveries_pending{endpoint}"),
+            format!("huiyuan_webhook_deliveries_dead{endpoint}"),
+            format!("huiyuan_webhook_delivery_lag_seconds{endpoint}"),
+            "huiyuan_webhook_attempts_total{outcome=\"retrying\"}".to_string(),
+            "huiyuan_webhook_attempts_total{outcome=\"dead\"}".to_string(),
+            "huiyuan_webhook_attempts_total{outcome=\"delivered\"}".to_string(),
+        ]
+        .map(|name| metric(&scraped, &name));
+        assert_eq!(figures, [Some(0.0), Some(1.0), Some(0.0), Some(14.0), Some(1.0), Some(0.0)], "{b}: {scraped}");
         let (_, d) = s.get(&format!("/v1/webhooks/{down_id}/deliveries?state=dead")).await;
         let d = &d["items"][0];
         assert_eq!(
