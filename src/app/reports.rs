@@ -118,6 +118,9 @@ impl App {
                     at: r.refunded_at,
                 });
             }
+            for (referrer, referee, order_id, at) in self.store.referral_payouts(&ids, to).await? {
+                causes.entry(referrer).or_default().push(Cause::Referral { referee, order_id, at });
+            }
             let mut events = self.store.events_by_ids(&event_ids).await?;
             events.sort_by_key(|e| (e.1, e.4));
             let mut check_ins: HashMap<crate::members::MemberId, Vec<DateTime<Utc>>> = HashMap::new();

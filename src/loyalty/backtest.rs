@@ -12,6 +12,8 @@
 //!   scheduler would have done.
 //! * The tier before each order is the one the programme's tier rules give for the growth replayed so far
 //!   (tier multipliers therefore follow the draft's own tiers).
+//! * **Referrals** pay the referrer's share of the programme's referral rule when a member they referred
+//!   places a first paid order, as the engine does (the referee's own share is part of that order).
 //! * **Redemptions** are the member's real ones: each is replayed as the same points debit at the same time
 //!   if the replayed balance covers it, and counted as *unaffordable* otherwise (the draft would have left
 //!   that member short).
@@ -61,6 +63,12 @@ pub enum Cause {
         points: i64,
         at: DateTime<Utc>,
     },
+    /// A member this one referred paid their first order: the referrer's share under the programme's rules.
+    Referral {
+        referee: MemberId,
+        order_id: i64,
+        at: DateTime<Utc>,
+    },
     /// An operator's adjustment, replayed as it was made (it does not depend on the rules).
     Adjust {
         key: String,
@@ -74,7 +82,10 @@ impl Cause {
     fn at(&self) -> DateTime<Utc> {
         match self {
             Cause::Order { order, .. } => order.placed_at,
-            Cause::Refund { at, .. } | Cause::Spend { at, .. } | Cause::Adjust { at, .. } => *at,
+            Cause::Refund { at, .. }
+            | Cause::Spend { at, .. }
+            | Cause::Adjust { at, .. }
+            | Cause::Referral { at, .. } => *at,
             Cause::Behaviour(b) => b.event.at,
         }
     }
@@ -174,6 +185,9 @@ pub fn replay(p: &Programme, h: &MemberHistory, until: DateTime<Utc>) -> Result<
                 } else {
                     unaffordable += 1;
                 }
+            }
+            Cause::Referral { referee, order_id, at } => {
+                earning::earn_referrer(&mut ledger, *referee, *order_id, *at, &p.rules)?;
             }
             Cause::Adjust { key, wallet, amount, at } => {
                 ledger.adjust(key, *wallet, *amount, "backtest", "replayed adjustment", *at)?;
@@ -445,6 +459,27 @@ mod tests {
         assert_eq!(r.current.unaffordable_redemptions, 0);
         assert_eq!(r.draft.unaffordable_redemptions, 1, "100 registration points do not cover 2000");
         assert_eq!(r.draft.liability.totals.redeemed, 0);
+    }
+
+    #[test]
+    fn a_referrer_is_paid_the_programmes_share_per_referee() {
+        let current = programme(crate::loyalty::rules::EXAMPLE_TOML);
+        let stingy = crate::loyalty::rules::EXAMPLE_TOML.replacen("referrer_points = 500", "referrer_points = 200", 1);
+        assert_ne!(stingy, crate::loyalty::rules::EXAMPLE_TOML);
+        let draft = programme(&stingy);
+        let mut h = history();
+        h.causes = vec![
+            Cause::Referral { referee: 8, order_id: 80, at: t(2026, 2, 3) },
+            Cause::Referral { referee: 9, order_id: 90, at: t(2026, 2, 4) },
+        ];
+        let at = t(2026, 12, 31);
+        let available = |p: &Programme| replay(p, &h, at).unwrap().ledger.balances(at, Duration::zero()).available;
+        assert_eq!(available(&current), 100 + 2 * 500, "registration, then two referees at once");
+        assert_eq!(available(&draft), 100 + 2 * 200);
+        let mut b = BacktestBuilder::new(current, draft, params());
+        b.add(&h);
+        let r = b.finish();
+        assert_eq!(r.current.liability.totals.issued - r.draft.liability.totals.issued, 2 * 300, "{r:?}");
     }
 
     #[test]

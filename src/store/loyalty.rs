@@ -567,6 +567,35 @@ macro_rules! loyalty_store {
                 first_paid_orders_on(&mut conn, members).await
             }
 
+            async fn referral_payouts(
+                &self,
+                referrers: &[MemberId],
+                until: DateTime<Utc>,
+            ) -> StoreResult<Vec<(MemberId, MemberId, i64, DateTime<Utc>)>> {
+                let mut out = Vec::new();
+                for chunk in referrers.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT r.referrer_id, r.member_id, o.order_id, o.placed_at FROM referrals r \
+                         JOIN orders o ON o.member_id = r.member_id \
+                         WHERE o.status IN ('paid', 'shipped', 'completed') AND r.referrer_id IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for m in chunk {
+                        sep.push_bind(*m);
+                    }
+                    q.push(") ORDER BY r.member_id, o.placed_at, o.order_id");
+                    let rows: Vec<(MemberId, MemberId, i64, Ts)> = q.build_query_as().fetch_all(self.reader()).await?;
+                    // The referee's first paid order pays, as the engine decides it; a later one never does.
+                    let mut last_referee = None;
+                    for (referrer, referee, order, placed) in rows {
+                        if last_referee.replace(referee) != Some(referee) && placed.0 <= until {
+                            out.push((referrer, referee, order, placed.0));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
             async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>> {
                 let mut conn = self.reader().acquire().await?;
                 let mut out = Vec::with_capacity(ids.len());

@@ -508,6 +508,13 @@ pub trait LoyaltyStore {
     ) -> StoreResult<std::collections::HashMap<String, (Option<String>, Option<String>)>>;
     /// Each member's first paid order (by time placed).
     async fn first_paid_orders(&self, members: &[MemberId]) -> StoreResult<std::collections::HashMap<MemberId, i64>>;
+    /// The referrals these members are paid for, for the backtest: `(referrer, referee, order, placed_at)`
+    /// for each referee of theirs whose first paid order was placed by `until`.
+    async fn referral_payouts(
+        &self,
+        referrers: &[MemberId],
+        until: DateTime<Utc>,
+    ) -> StoreResult<Vec<(MemberId, MemberId, i64, DateTime<Utc>)>>;
     /// `(event_id, member, type, key, occurred_at)` of the given events.
     async fn events_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<(i64, MemberId, String, String, DateTime<Utc>)>>;
     /// When each member's events of one type happened, since `since`, oldest first.

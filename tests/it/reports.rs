@@ -107,6 +107,11 @@ async fn backtest_replays_history_and_compares_a_draft_without_writing() {
             let (m, _) = new_member(&s, &format!("1390000050{i}")).await;
             members.push(m);
         }
+        // The second member was referred by the first: their first paid order pays the referrer too, and the
+        // replay must pay it as the engine did (the draft's doubled points stay under the daily cap).
+        let second = json!({"identities": [{"kind": "phone", "value": "13900000501"}], "referred_by": members[0]});
+        let (status, body) = s.post("/v1/members", second).await;
+        assert_eq!((status, &body["member_id"]), (200, &json!(members[1])), "{b}: {body}");
         // Monday 2026-06-01, 12:00 in Shanghai: no member day, no birthday; 300.00 of tea per order.
         for (i, m) in members.iter().enumerate() {
             for n in 0..=i {
