@@ -7,8 +7,8 @@
 #    Skipped when the database exists with the expected row counts and the generator's marker.
 # 2. Clears earlier analysis runs, then runs `/usr/bin/time -v huiyuan analyze --as-of 2026-10-31` RUNS times
 #    (the first with no previous run; later ones compare with the previous run, as the daily schedule does)
-#    and prints wall and CPU time, peak RSS, the stages the command reports (all store reads are one `load`
-#    stage), the store reads sqlx logs as slower than 1 s, and peak resident memory by stage.
+#    and prints wall and CPU time, peak RSS, the stages the command reports (each store read is its own
+#    `load …` stage), the store reads sqlx logs as slower than 1 s, and peak resident memory by stage.
 #
 # Usage: benches/scale.sh
 # Env: DB (target/scale/scale.db), MEMBERS (1000000), ORDERS (20000000), SEED (20261031), RUNS (1; 0 only
@@ -140,24 +140,21 @@ if rows:
     for name, secs, n in rows:
         print(f"  {name:<24} {secs:8.2f} s  {n:>12,} rows")
 PY
-  # Peak resident memory within each stage: `load` counted from the start, the other stages back from the end
-  # (between them the dataset is grouped by member, which no stage reports).
+  # Peak resident memory within each stage: the stages are reported back to back (each store read, the
+  # grouping by member, each model, storing the results), so their windows are laid end to end from the start.
   python3 - "$OUT/analyze.txt" "$OUT/rss.txt" <<'PY'
 import re, sys
 stages = [(m.group(1).strip(), float(m.group(2))) for m in
           re.finditer(r"^  (.+?)\s+([0-9.]+) s$", open(sys.argv[1]).read(), re.M)]
 rss = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 2]
 if stages and rss:
-    end = rss[-1][0]
     def peak(a, b):
         inside = [r for t, r in rss if a <= t <= b]
         return f"{max(inside) / 1048576:6.2f} GB" if inside else "     (no sample)"
-    windows = [(stages[0][0], 0.0, stages[0][1])]
-    t = end
-    for name, secs in reversed(stages[1:]):
-        windows.insert(1, (name, t - secs, t))
-        t -= secs
-    windows.insert(1, ("(grouping, unreported)", stages[0][1], t))
+    windows, t = [], 0.0
+    for name, secs in stages:
+        windows.append((name, t, t + secs))
+        t += secs
     print("peak resident memory by stage (sampled every 0.5 s):")
     for name, a, b in windows:
         print(f"  {name:<24} {b - a:8.1f} s  {peak(a, b)}")

@@ -196,7 +196,7 @@ pub async fn analyze(app: &App, as_of: Option<&str>, json: bool) -> anyhow::Resu
     }
     println!("stages:");
     for (stage, secs) in &report.stages {
-        println!("  {stage:<16} {secs:>8.2} s");
+        println!("  {stage:<22} {secs:>8.2} s");
     }
     Ok(())
 }

@@ -31,11 +31,7 @@ macro_rules! cards_store {
             let mut out: std::collections::HashMap<MemberId, Vec<CardTerm>> = std::collections::HashMap::new();
             for chunk in members.chunks(500) {
                 let mut q = QueryBuilder::<$db>::new(format!("SELECT {CARD_COLUMNS} FROM member_cards WHERE member_id IN ("));
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(") ORDER BY member_id, card_id");
+                push_list(&mut q, chunk, |m| *m, ") ORDER BY member_id, card_id");
                 for row in q.build().fetch_all(&mut *conn).await? {
                     let c = card_from_row(&row)?;
                     out.entry(c.member_id).or_default().push(c.term);

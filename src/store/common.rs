@@ -34,6 +34,25 @@ macro_rules! shared_store {
         const MEMBER_COLUMNS: &str = "member_id, status, name_sealed, gender, birthday, city, country, registered_at, \
              registration_channel, consent_sms, consent_email, consent_wechat, consent_push, merged_into, created_at, updated_at";
 
+        /// Bind `items` (mapped by `bind`) as the comma-separated list of an `IN (` the caller's query opened,
+        /// then push `close`. Every batched read and delete in the store builds its list this way; callers
+        /// chunk the items (1,000 a statement keeps under both databases' bind limits).
+        fn push_list<'q, I, T>(
+            q: &'q mut QueryBuilder<$db>,
+            items: impl IntoIterator<Item = I>,
+            bind: impl Fn(I) -> T,
+            close: &str,
+        ) -> &'q mut QueryBuilder<$db>
+        where
+            T: for<'t> sqlx::Encode<'t, $db> + sqlx::Type<$db>,
+        {
+            let mut sep = q.separated(", ");
+            for item in items {
+                sep.push_bind(bind(item));
+            }
+            q.push(close)
+        }
+
         fn corrupt(what: &str, v: &str) -> StoreError {
             StoreError::Corrupt(format!("unexpected {what} `{v}`"))
         }
@@ -113,11 +132,7 @@ macro_rules! shared_store {
                 return Ok(());
             }
             let mut q = QueryBuilder::<$db>::new("SELECT member_id, kind, id_key, sealed, linked_at FROM identities WHERE member_id IN (");
-            let mut sep = q.separated(", ");
-            for m in members.iter() {
-                sep.push_bind(m.id);
-            }
-            q.push(") ORDER BY linked_at, kind, id_key");
+            push_list(&mut q, members.iter(), |m| m.id, ") ORDER BY linked_at, kind, id_key");
             let rows = q.build().fetch_all(&mut *conn).await?;
             let mut by_member: HashMap<MemberId, Vec<IdentityRecord>> = HashMap::new();
             for row in &rows {
@@ -355,11 +370,7 @@ macro_rules! shared_store {
                 let mut rows: HashMap<MemberId, Option<MemberId>> = HashMap::with_capacity(current.len());
                 for chunk in current.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new("SELECT member_id, merged_into FROM members WHERE member_id IN (");
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |m| *m, ")");
                     let found: Vec<(MemberId, Option<MemberId>)> = q.build_query_as().fetch_all(&mut *conn).await?;
                     rows.extend(found);
                 }
@@ -444,11 +455,7 @@ macro_rules! shared_store {
                 for chunk in refs.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new("SELECT reference, entity_id, content_hash FROM natural_keys WHERE kind = ");
                     q.push_bind(kind.to_string()).push(" AND channel = ").push_bind(channel.to_string()).push(" AND reference IN (");
-                    let mut sep = q.separated(", ");
-                    for r in chunk {
-                        sep.push_bind(r.to_string());
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |r| r.to_string(), ")");
                     let rows: Vec<(String, i64, Vec<u8>)> = q.build_query_as().fetch_all(&mut *conn).await?;
                     for (r, id, h) in rows {
                         known.insert((channel.to_string(), r), (id, h));
@@ -493,11 +500,7 @@ macro_rules! shared_store {
             let mut q = QueryBuilder::<$db>::new(
                 "SELECT order_id, line_no, sku, kind, quantity, unit_price, discount, amount FROM order_lines WHERE order_id IN (",
             );
-            let mut sep = q.separated(", ");
-            for id in order_ids {
-                sep.push_bind(*id);
-            }
-            q.push(") ORDER BY order_id, line_no");
+            push_list(&mut q, order_ids, |id| *id, ") ORDER BY order_id, line_no");
             for row in q.build().fetch_all(&mut *conn).await? {
                 let kind: String = row.try_get("kind")?;
                 out.entry(row.try_get("order_id")?).or_default().push(OrderLine {
@@ -892,11 +895,7 @@ macro_rules! shared_store {
                 for chunk in values.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
                     q.push_bind(kind.to_string()).push(" AND id_key IN (");
-                    let mut sep = q.separated(", ");
-                    for v in chunk {
-                        sep.push_bind(v.to_string());
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |v| v.to_string(), ")");
                     let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
                     for (v, m) in rows {
                         owners.insert((kind.to_string(), v), m);
@@ -1260,11 +1259,7 @@ macro_rules! shared_store {
                     for chunk in keys.chunks(1000) {
                         let mut q = QueryBuilder::<$db>::new("SELECT id_key, member_id FROM identities WHERE kind = ");
                         q.push_bind(kind.to_string()).push(" AND id_key IN (");
-                        let mut sep = q.separated(", ");
-                        for k in chunk {
-                            sep.push_bind(k.to_string());
-                        }
-                        q.push(")");
+                        push_list(&mut q, chunk, |k| k.to_string(), ")");
                         let rows: Vec<(String, MemberId)> = q.build_query_as().fetch_all(&mut *tx).await?;
                         for (k, m) in rows {
                             owners.insert((kind.to_string(), k), m);
@@ -1804,11 +1799,7 @@ macro_rules! shared_store {
                         continue;
                     }
                     let mut q = QueryBuilder::<$db>::new("SELECT event_id FROM events WHERE event_id IN (");
-                    let mut sep = q.separated(", ");
-                    for (_, _, id) in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |(_, _, id)| *id, ")");
                     let stored: HashSet<i64> = q.build_query_scalar::<i64>().fetch_all(&mut *tx).await?.into_iter().collect();
                     for (i, _, id) in chunk {
                         if !stored.contains(id) {

@@ -115,11 +115,7 @@ macro_rules! coupons_store {
             for chunk in distinct.chunks(500) {
                 let mut q = QueryBuilder::<$db>::new("SELECT member_id, COUNT(*) FROM coupons WHERE template_id = ");
                 q.push_bind(template_id.to_string()).push(" AND member_id IN (");
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(") GROUP BY member_id");
+                push_list(&mut q, chunk, |m| *m, ") GROUP BY member_id");
                 let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
                 held.extend(rows);
             }
@@ -393,11 +389,7 @@ macro_rules! coupons_store {
                 if !reminded.is_empty() {
                     let mut q = QueryBuilder::<$db>::new("UPDATE coupons SET expiry_warned_at = ");
                     q.push_bind(Ts(now)).push(" WHERE code IN (");
-                    let mut sep = q.separated(", ");
-                    for c in &reminded {
-                        sep.push_bind(c.code.clone());
-                    }
-                    q.push(")");
+                    push_list(&mut q, &reminded, |c| c.code.clone(), ")");
                     q.build().execute(&mut *tx).await?;
                 }
                 sweep.reminded = reminded.len() as u64;

@@ -36,11 +36,7 @@ macro_rules! loyalty_store {
                     "SELECT member_id, entry_key, op, request, wallet, amount, kind, state, available_at, source, at, lot, expires_at \
                      FROM ledger_entries WHERE member_id IN (",
                 );
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(") ORDER BY member_id, entry_id");
+                push_list(&mut q, chunk, |m| *m, ") ORDER BY member_id, entry_id");
                 for row in q.build().fetch_all(&mut *conn).await? {
                     let m: MemberId = row.try_get("member_id")?;
                     out.entry(m).or_default().push(ledger_entry_from_row(&row)?);
@@ -53,11 +49,7 @@ macro_rules! loyalty_store {
             let mut out = HashMap::new();
             for chunk in members.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("SELECT member_id, state FROM member_tiers WHERE member_id IN (");
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |m| *m, ")");
                 let rows: Vec<(MemberId, Json<serde_json::Value>)> = q.build_query_as().fetch_all(&mut *conn).await?;
                 for (m, state) in rows {
                     let state = serde_json::from_value(state.0).map_err(|e| StoreError::Corrupt(format!("tier state of member {m}: {e}")))?;
@@ -173,11 +165,7 @@ macro_rules! loyalty_store {
             }
             for chunk in done.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("DELETE FROM loyalty_queue WHERE task_id IN (");
-                let mut sep = q.separated(", ");
-                for t in chunk {
-                    sep.push_bind(*t);
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |t| *t, ")");
                 q.build().execute(&mut *conn).await?;
             }
             notices.extend(write_tiers(&mut *conn, &tier_writes, at).await?);
@@ -227,24 +215,20 @@ macro_rules! loyalty_store {
             let jobs = earn.jobs(EarnInputs { orders, facts, first_paid, catalog, cards });
             let job_members: Vec<MemberId> = jobs.iter().map(|j| j.member).collect();
             let results = apply_ledger_jobs(&mut *conn, jobs, at).await?;
-            let mut failed: Vec<(MemberId, &str, String)> = Vec::new();
-            let mut reasons: Vec<String> = Vec::new();
+            // (member, order id, why) of every order whose earning the ledger refused.
+            let mut failed: Vec<(MemberId, i64, String)> = Vec::new();
             for (m, r) in job_members.iter().zip(&results) {
                 if let Err(e) = r {
                     tracing::warn!(member = %m, error = %e, "earning on an order was refused; its task is kept as failed");
-                    for id in orders_of.get(m).into_iter().flatten() {
-                        failed.push((*m, "order", id.to_string()));
-                        reasons.push(e.to_string());
-                    }
+                    failed.extend(orders_of.get(m).into_iter().flatten().map(|id| (*m, *id, e.to_string())));
                 }
             }
-            for ((m, kind, reference), error) in failed.iter().zip(reasons) {
+            for (m, order_id, error) in failed {
                 sqlx::query(
-                    "INSERT INTO loyalty_queue (member_id, kind, ref, created_at, failed_at, error) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO loyalty_queue (member_id, kind, ref, created_at, failed_at, error) VALUES ($1, 'order', $2, $3, $4, $5)",
                 )
-                .bind(*m)
-                .bind(*kind)
-                .bind(reference)
+                .bind(m)
+                .bind(order_id.to_string())
                 .bind(Ts(at))
                 .bind(Ts(at))
                 .bind(error)
@@ -259,11 +243,7 @@ macro_rules! loyalty_store {
             let mut out = HashMap::new();
             for chunk in skus.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("SELECT sku, category_path, brand FROM skus WHERE sku IN (");
-                let mut sep = q.separated(", ");
-                for s in chunk {
-                    sep.push_bind(s.clone());
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |s| s.clone(), ")");
                 let rows: Vec<(String, Option<String>, Option<String>)> = q.build_query_as().fetch_all(&mut *conn).await?;
                 out.extend(rows.into_iter().map(|(s, c, b)| (s, (c, b))));
             }
@@ -277,11 +257,7 @@ macro_rules! loyalty_store {
                 let mut q = QueryBuilder::<$db>::new(
                     "SELECT member_id, order_id FROM orders WHERE status IN ('paid', 'shipped', 'completed') AND member_id IN (",
                 );
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(") ORDER BY member_id, placed_at, order_id");
+                push_list(&mut q, chunk, |m| *m, ") ORDER BY member_id, placed_at, order_id");
                 let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
                 for (m, o) in rows {
                     out.entry(m).or_insert(o);
@@ -322,11 +298,7 @@ macro_rules! loyalty_store {
                 let mut q = QueryBuilder::<$db>::new(format!(
                     "SELECT {FACTS_COLUMNS} FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id WHERE m.member_id IN ("
                 ));
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |m| *m, ")");
                 for row in q.build().fetch_all(&mut *conn).await? {
                     let (m, facts) = facts_from_row(&row)?;
                     out.insert(m, facts);
@@ -348,11 +320,7 @@ macro_rules! loyalty_store {
                       ORDER BY o.placed_at, o.order_id LIMIT 1) AS first_paid \
                      FROM members m LEFT JOIN referrals r ON r.member_id = m.member_id WHERE m.member_id IN ("
                 ));
-                let mut sep = q.separated(", ");
-                for m in chunk {
-                    sep.push_bind(*m);
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |m| *m, ")");
                 for row in q.build().fetch_all(&mut *conn).await? {
                     let (m, facts) = facts_from_row(&row)?;
                     let busy: i32 = row.try_get("busy")?;
@@ -392,11 +360,7 @@ macro_rules! loyalty_store {
                 for chunk in members.chunks(1000) {
                     for (i, (head, mid, tail)) in queries.iter().enumerate() {
                         let mut q = QueryBuilder::<$db>::new(*head);
-                        let mut sep = q.separated(", ");
-                        for m in chunk {
-                            sep.push_bind(*m);
-                        }
-                        q.push(*mid).push_bind(Ts(until)).push(*tail);
+                        push_list(&mut q, chunk, |m| *m, *mid).push_bind(Ts(until)).push(*tail);
                         let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
                         match i {
                             0 => out.0.extend(ids),
@@ -511,11 +475,7 @@ macro_rules! loyalty_store {
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new(format!("{ORDER_SELECT} WHERE o.order_id IN ("));
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |id| *id, ")");
                     let rows = q.build().fetch_all(&mut *conn).await?;
                     out.extend(orders_with_lines(&mut conn, rows).await?);
                 }
@@ -579,11 +539,7 @@ macro_rules! loyalty_store {
                          JOIN orders o ON o.member_id = r.member_id \
                          WHERE o.status IN ('paid', 'shipped', 'completed') AND r.referrer_id IN (",
                     );
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(") ORDER BY r.member_id, o.placed_at, o.order_id");
+                    push_list(&mut q, chunk, |m| *m, ") ORDER BY r.member_id, o.placed_at, o.order_id");
                     let rows: Vec<(MemberId, MemberId, i64, Ts)> = q.build_query_as().fetch_all(self.reader()).await?;
                     // The referee's first paid order pays, as the engine decides it; a later one never does.
                     let mut last_referee = None;
@@ -601,11 +557,7 @@ macro_rules! loyalty_store {
                 let mut out = Vec::with_capacity(ids.len());
                 for chunk in ids.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new("SELECT event_id, member_id, event_type, event_key, occurred_at FROM events WHERE event_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    push_list(&mut q, chunk, |id| *id, ")");
                     let rows: Vec<(i64, MemberId, String, String, Ts)> = q.build_query_as().fetch_all(&mut *conn).await?;
                     out.extend(rows.into_iter().map(|(id, m, t, k, at)| (id, m, t, k, at.0)));
                 }
@@ -618,11 +570,7 @@ macro_rules! loyalty_store {
                 for chunk in members.chunks(1000) {
                     let mut q = QueryBuilder::<$db>::new("SELECT member_id, occurred_at FROM events WHERE event_type = ");
                     q.push_bind(event_type.to_string()).push(" AND occurred_at >= ").push_bind(Ts(since)).push(" AND member_id IN (");
-                    let mut sep = q.separated(", ");
-                    for m in chunk {
-                        sep.push_bind(*m);
-                    }
-                    q.push(") ORDER BY member_id, occurred_at");
+                    push_list(&mut q, chunk, |m| *m, ") ORDER BY member_id, occurred_at");
                     let rows: Vec<(MemberId, Ts)> = q.build_query_as().fetch_all(&mut *conn).await?;
                     for (m, t) in rows {
                         out.entry(m).or_default().push(t.0);

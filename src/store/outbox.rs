@@ -20,11 +20,7 @@ macro_rules! outbox_store {
             let mut stored: HashSet<String> = HashSet::new();
             for chunk in fresh.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("SELECT event_id FROM outbox_events WHERE event_id IN (");
-                let mut sep = q.separated(", ");
-                for e in chunk {
-                    sep.push_bind(e.id.clone());
-                }
-                q.push(")");
+                push_list(&mut q, chunk, |e| e.id.clone(), ")");
                 let rows: Vec<String> = q.build_query_scalar().fetch_all(&mut *conn).await?;
                 stored.extend(rows);
             }
@@ -63,11 +59,7 @@ macro_rules! outbox_store {
                      JOIN webhook_endpoints w ON w.endpoint_id = s.endpoint_id AND w.active = TRUE \
                      WHERE o.seq IN (",
                 );
-                let mut sep = q.separated(", ");
-                for s in chunk {
-                    sep.push_bind(*s);
-                }
-                q.push(") ON CONFLICT (endpoint_id, seq) DO NOTHING");
+                push_list(&mut q, chunk, |s| *s, ") ON CONFLICT (endpoint_id, seq) DO NOTHING");
                 q.build().execute(&mut *conn).await?;
             }
             Ok(inserted.len() as u64)

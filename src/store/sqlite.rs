@@ -1,7 +1,9 @@
 //! SQLite, the embedded default: a file, nothing to install. WAL mode lets readers run beside the writer;
-//! all writes go through one connection, so write transactions never contend and never need row locks.
+//! all writes go through one connection, so write transactions never contend and never need row locks. A
+//! third connection checkpoints the WAL in the background, so no commit waits for the database file's sync.
 
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -17,10 +19,58 @@ use super::rewards::rewards_store;
 use super::risk::risk_store;
 use super::{Backend, StoreResult};
 
-/// The SQLite store: one writer connection, a small pool of readers.
+/// The SQLite store: one writer connection, a small pool of readers, and a checkpointer.
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<SqlitePool>,
     reader: SqlitePool,
+    /// Held only so the checkpointer task (which keeps a weak reference) stops with the store.
+    _checkpointer: Arc<SqlitePool>,
+}
+
+/// How long a statement waits for a lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often committed WAL frames are copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// WAL frames (pages) past which the log is restarted: under a write load that never pauses, passive
+/// checkpoints copy every frame but the log never starts over, so the file would grow without bound.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Checkpoint off the writer's path. SQLite's default checkpoints inside the commit that crosses 1,000 WAL
+/// pages, so that one commit (and every order waiting behind it) pays for copying and syncing the database
+/// file. Here a separate connection checkpoints passively (never waiting for or blocking the writer or
+/// readers) on a timer. Only a log past `WAL_RESTART_FRAMES` (about 64 MB) is restarted, between two write
+/// transactions on the writer's own connection (a restart from another connection could deadlock with a
+/// writer that is upgrading its read), giving up at once if a long read still needs the old log.
+fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (Some(checkpointer), Some(writer)) = (checkpointer.upgrade(), writer.upgrade()) else { return };
+            let passive: Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&*checkpointer).await;
+            let done = match passive {
+                Ok((_, log, _)) if log > WAL_RESTART_FRAMES => restart_wal(&writer).await,
+                other => other.map(|_| ()),
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one retries");
+            }
+        }
+    });
+}
+
+/// Restart the WAL on the writer connection, waiting at most 100 ms for readers of the old log.
+async fn restart_wal(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut conn = writer.acquire().await?;
+    sqlx::query("PRAGMA busy_timeout = 100").execute(&mut *conn).await?;
+    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&mut *conn).await;
+    let back = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
+    sqlx::query(sqlx::AssertSqlSafe(back)).execute(&mut *conn).await?;
+    restarted.map(|_| ())
 }
 
 impl SqliteStore {
@@ -33,14 +83,19 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             // NORMAL in WAL mode survives process crashes; only an OS crash can lose the last commits.
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(BUSY_TIMEOUT)
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
+            // Checkpoints run on their own connection (`spawn_checkpointer`), not inside a writer's commit.
+            .pragma("wal_autocheckpoint", "0")
             // Set-based writes bind lists of every length up to a group's size: keep their statements prepared.
             .statement_cache_capacity(super::STATEMENT_CACHE);
-        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
+        let writer =
+            Arc::new(SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?);
+        let checkpointer = Arc::new(SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?);
+        spawn_checkpointer(Arc::downgrade(&checkpointer), Arc::downgrade(&writer));
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(true)).await?;
-        Ok(Self { writer, reader })
+        Ok(Self { writer, reader, _checkpointer: checkpointer })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -78,7 +133,7 @@ impl SqliteStore {
     }
 
     async fn migrate_impl(&self) -> StoreResult<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.writer).await?;
+        sqlx::migrate!("migrations/sqlite").run(&*self.writer).await?;
         Ok(())
     }
 }
