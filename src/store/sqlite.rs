@@ -33,18 +33,18 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often committed WAL frames are copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// WAL frames (pages) past which the log is restarted: under a write load that never pauses, passive
-/// checkpoints copy every frame but the log never starts over, so the file would grow without bound. A
-/// restart holds the writer back while it syncs, so it is kept rare (about 256 MB of 4 KB pages).
-const WAL_RESTART_FRAMES: i64 = 65_536;
+/// WAL frames (pages) past which the writer itself finishes the checkpoint. Under a write load that never
+/// pauses, background checkpoints copy nearly every frame, but commits made meanwhile keep the log from ever
+/// being wholly copied, and SQLite starts a log over (at the next write) only when it is; so the file would
+/// grow without bound (the threshold is about 64 MB of 4 KB pages).
+const WAL_CATCH_UP_FRAMES: i64 = 16_384;
 
 /// Checkpoint off the writer's path. SQLite's default checkpoints inside the commit that crosses 1,000 WAL
 /// pages, so that one commit (and every order waiting behind it) pays for copying and syncing the database
 /// file. Here a separate connection checkpoints passively (never waiting for or blocking the writer or
-/// readers) on a timer, so a restart finds almost every frame copied already. Only a log past
-/// `WAL_RESTART_FRAMES` is restarted, between two write transactions on the writer's own connection (a
-/// restart from another connection could deadlock with a writer upgrading its read), giving up at once if
-/// a long read still needs the old log or a bulk write holds the writer.
+/// readers) on a timer. Once the log passes `WAL_CATCH_UP_FRAMES`, the writer's own connection, between
+/// two transactions, copies the few frames committed since (passively too: it never waits for readers),
+/// so the next write can start the log over.
 fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -55,7 +55,7 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
             let passive: Result<(i64, i64, i64), sqlx::Error> =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&*checkpointer).await;
             let done = match passive {
-                Ok((_, log, _)) if log > WAL_RESTART_FRAMES => restart_wal(&writer).await,
+                Ok((_, log, _)) if log > WAL_CATCH_UP_FRAMES => catch_up_on_writer(&writer).await,
                 other => other.map(|_| ()),
             };
             if let Err(e) = done {
@@ -65,16 +65,11 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
     });
 }
 
-/// Restart the WAL on the writer connection, waiting at most 100 ms for readers of the old log.
-async fn restart_wal(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+/// Finish copying the log on the writer connection between two transactions.
+async fn catch_up_on_writer(writer: &SqlitePool) -> Result<(), sqlx::Error> {
     // A bulk import holds the writer for seconds at a time: try again on a later tick rather than queue.
     let Ok(conn) = tokio::time::timeout(Duration::from_secs(1), writer.acquire()).await else { return Ok(()) };
-    let mut conn = conn?;
-    sqlx::query("PRAGMA busy_timeout = 100").execute(&mut *conn).await?;
-    let restarted = sqlx::query("PRAGMA wal_checkpoint(RESTART)").execute(&mut *conn).await;
-    let back = format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis());
-    sqlx::query(sqlx::AssertSqlSafe(back)).execute(&mut *conn).await?;
-    restarted.map(|_| ())
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *conn?).await.map(|_| ())
 }
 
 impl SqliteStore {

@@ -400,3 +400,28 @@ async fn a_batch_that_names_its_own_new_members_resolves_to_them() {
         assert_eq!(found, Some(first), "{b}");
     }
 }
+
+/// SQLite's log is checkpointed in the background, not inside a commit (`wal_autocheckpoint` is off): a
+/// moment after the last write, the database file alone, without its log, holds every committed row.
+#[tokio::test]
+async fn sqlite_checkpoints_committed_rows_into_the_database_file_in_the_background() {
+    use sqlx::Connection;
+    let s = crate::support::TestServer::spawn(crate::support::sqlite_db().await).await;
+    for i in 0..40 {
+        let (status, body) = s
+            .post(
+                "/v1/members",
+                serde_json::json!({"identities": [{"kind": "phone", "value": format!("1391000{i:04}")}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(s.db.url.trim_start_matches("sqlite://"), &copy).unwrap();
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&copy).immutable(true).read_only(true);
+    let mut file_alone = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM members").fetch_one(&mut file_alone).await.unwrap();
+    assert_eq!(members, 40, "every committed member is in the database file itself");
+}
