@@ -2,8 +2,8 @@
 //! straight with sqlx, with no HTTP, no validation, no identity resolution, no rule evaluation and no queue.
 //! One transaction per batch, one multi-row INSERT per table per batch, one connection (the service writes
 //! orders through a single writer too). Same tables and indexes (the database is migrated by `huiyuan
-//! migrate`), same durability settings as the service (SQLite: WAL, synchronous=NORMAL; PostgreSQL: the
-//! server's defaults, synchronous_commit on).
+//! migrate`), same durability settings as the service (SQLite: WAL, synchronous=NORMAL, checkpoints in the
+//! background as the store does them; PostgreSQL: the server's defaults, synchronous_commit on).
 //!
 //! Per order, as the service writes it for a paid order of 1–3 lines:
 //! - `orders`: one row; `order_lines`: one per line; `natural_keys`: one, with a SHA-256 content digest;
@@ -315,8 +315,24 @@ async fn run_variant(
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpointed as the store does (`src/store/sqlite.rs`): passively on a second connection every
+            // 100 ms, and past 64 MB of log the writer copies the last frames between two transactions.
+            .pragma("wal_autocheckpoint", "0");
         let mut conn = sqlx::ConnectOptions::connect(&opts).await?;
+        let mut checkpointer: sqlx::SqliteConnection = sqlx::ConnectOptions::connect(&opts).await?;
+        let catch_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = catch_up.clone();
+        let background = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let passive: Result<(i64, i64, i64), sqlx::Error> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut checkpointer).await;
+                if passive.is_ok_and(|(_, log, _)| log > 16_384) {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
         let mut g = generator(sqlx::query_as(START_SQL).fetch_one(&mut conn).await?, members, evaluations);
         let ts = |t: DateTime<Utc>| t.timestamp_micros();
         let start = Instant::now();
@@ -324,8 +340,13 @@ async fn run_variant(
             let batch: Vec<OrderRows> = (0..batch_size).map(|_| g.order()).collect();
             rows += write_batch!(&mut conn, sqlx::Sqlite, ts, &batch, evaluations, Utc::now());
             orders += batch.len() as u64;
+            if catch_up.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await?;
+            }
         }
-        Ok((orders, rows, start.elapsed()))
+        let elapsed = start.elapsed();
+        background.abort();
+        Ok((orders, rows, elapsed))
     } else {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         let mut g = generator(sqlx::query_as(START_SQL).fetch_one(&mut conn).await?, members, evaluations);
