@@ -122,15 +122,16 @@ macro_rules! loyalty_store {
             let mut notices: Vec<$crate::notify::Notice> = Vec::new();
             for job in jobs {
                 let history = ledgers.remove(&job.member).unwrap_or_default();
-                let stored: HashSet<String> = history.iter().map(|e| e.key.clone()).collect();
                 let tier = tiers.get(&job.member).cloned();
-                match (job.op)(history.clone(), tier) {
+                match (job.op)(&history, tier) {
                     Ok(applied) => {
                         if let Some((state, changes)) = applied.tier {
                             tiers.insert(job.member, state.clone());
                             tier_writes.push((job.member, state, changes));
                         }
-                        let new: Vec<LedgerEntry> = applied.entries.iter().filter(|e| !stored.contains(&e.key)).cloned().collect();
+                        let stored: HashSet<&str> = history.iter().map(|e| e.key.as_str()).collect();
+                        let new: Vec<LedgerEntry> =
+                            applied.entries.iter().filter(|e| !stored.contains(e.key.as_str())).cloned().collect();
                         notices.extend($crate::notify::from_ledger_entries(job.member, &new));
                         notices.extend(applied.events);
                         // Later jobs of the same member see this one's entries.

@@ -434,7 +434,7 @@ pub struct MemberFactsRow {
 }
 
 /// A pure loyalty operation over one member's ledger and tier state, run inside the batch transaction.
-pub type LoyaltyOp = Box<dyn FnOnce(Vec<LedgerEntry>, Option<TierState>) -> Result<Applied, LedgerError> + Send>;
+pub type LoyaltyOp = Box<dyn FnOnce(&[LedgerEntry], Option<TierState>) -> Result<Applied, LedgerError> + Send>;
 
 /// What a transaction that has just written orders knows of them and their buyers, for earning on them
 /// before it commits. Every map is keyed by the buyers (or SKUs) of `orders`.
