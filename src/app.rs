@@ -614,7 +614,7 @@ impl App {
                     let cfg = cfg.clone();
                     let program = program.clone();
                     let op: store::LoyaltyOp = Box::new(move |history, tier_state| {
-                        let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, &history)?;
+                        let mut ledger = crate::loyalty::ledger::Ledger::from_entries(cfg, history)?;
                         let mut entries = ledger.mature(now)?;
                         entries.extend(ledger.expire_due(now)?);
                         // Scheduled tier work (re-evaluation, grace ends) and upgrades from matured growth.

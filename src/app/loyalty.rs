@@ -450,7 +450,7 @@ fn member_op(
             // Merged away: nothing earns on a member who no longer exists.
             return Ok(applied);
         };
-        let mut ledger = Ledger::from_entries(cfg, &history)?;
+        let mut ledger = Ledger::from_entries(cfg, history)?;
         let tier = tier_state
             .as_ref()
             .map(|s| s.tier.clone())
@@ -533,7 +533,7 @@ fn member_op(
             applied.tier = tier_update(p, tier_state, &ledger, row.registered_at, now);
         }
         // Velocity limits: flagged, never refused; the points are earned either way.
-        applied.crossings = crate::loyalty::risk::judge_earning(&risk, &history, &applied.entries, now);
+        applied.crossings = crate::loyalty::risk::judge_earning(&risk, history, &applied.entries, now);
         Ok::<Applied, LedgerError>(applied)
     })
 }
