@@ -402,22 +402,6 @@ impl App {
         Ok(Ok(()))
     }
 
-    /// The member a merge chain from `id` ends at (`id` itself when it was never merged); `None` if unknown.
-    /// Requests naming a merged member's records (a redemption to cancel) reach them on the survivor.
-    pub async fn live_member(&self, id: MemberId) -> Result<Option<MemberId>, AppError> {
-        let mut id = id;
-        for _ in 0..16 {
-            match self.store.member(id).await? {
-                None => return Ok(None),
-                Some(rec) => match rec.merged_into {
-                    Some(next) => id = next,
-                    None => return Ok(Some(id)),
-                },
-            }
-        }
-        Err(StoreError::Corrupt(format!("the merge chain from member {id} is longer than 16")).into())
-    }
-
     /// A member as the caller may see them. Clear personal data is audited.
     pub async fn member_view(&self, id: MemberId, who: &Principal) -> Result<Option<MemberView>, AppError> {
         let Some(rec) = self.store.member(id).await? else { return Ok(None) };

@@ -108,7 +108,7 @@ impl App {
     /// a unit of stock returns, the record says cancelled. Cancelling again answers with the same record.
     /// Asked of a merged member, it cancels on the survivor, which the merge gave the redemption to.
     pub async fn cancel_redemption(&self, member: MemberId, redemption_id: i64) -> Result<Redeemed, AppError> {
-        let Some(member) = self.live_member(member).await? else { return Ok(Redeemed::NoSuchRedemption) };
+        let Some(member) = self.store.live_member(member).await? else { return Ok(Redeemed::NoSuchRedemption) };
         let cfg = self.ledger_config()?;
         let now = self.now();
         // A coupon it issued: a used coupon refuses the cancel, an unused one is voided with it.

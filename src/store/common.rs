@@ -1318,6 +1318,11 @@ macro_rules! shared_store {
                 Ok(out)
             }
 
+            async fn live_member(&self, id: MemberId) -> StoreResult<Option<MemberId>> {
+                let mut conn = self.reader().acquire().await?;
+                live_member(&mut conn, id).await
+            }
+
             async fn member(&self, id: MemberId) -> StoreResult<Option<MemberRecord>> {
                 let mut conn = self.reader().acquire().await?;
                 let Some(m) = member_row(&mut conn, id).await? else { return Ok(None) };

@@ -286,6 +286,8 @@ pub trait Store:
     /// Create-or-update each member by identity, all in one transaction; changes are audited.
     async fn upsert_members(&self, batch: &[MemberUpsert], actor: &Actor) -> StoreResult<Vec<UpsertOutcome>>;
     async fn member(&self, id: MemberId) -> StoreResult<Option<MemberRecord>>;
+    /// The member a merge chain from `id` ends at (`id` itself if never merged); `None` if unknown.
+    async fn live_member(&self, id: MemberId) -> StoreResult<Option<MemberId>>;
     async fn member_by_identity(&self, kind: &str, key: &str) -> StoreResult<Option<MemberId>>;
     /// Members in id order after the cursor.
     async fn members(
