@@ -59,41 +59,53 @@ macro_rules! loyalty_store {
             Ok(out)
         }
 
-        /// Upsert tier states and append their changes; returns the events the changes call for.
+        /// Upsert tier states and append their changes; returns the events the changes call for. Set-based:
+        /// one id allocation and multi-row statements for the whole batch, as a settle writes thousands.
         async fn write_tiers(conn: &mut Conn, writes: &[(MemberId, TierState, Vec<TierChange>)], at: DateTime<Utc>) -> StoreResult<Vec<$crate::notify::Notice>> {
+            // A member written twice in one batch keeps the last state (one upsert may not touch a row twice).
+            let mut last: HashMap<MemberId, usize> = HashMap::new();
+            for (i, (m, _, _)) in writes.iter().enumerate() {
+                last.insert(*m, i);
+            }
+            let mut states: Vec<(MemberId, &str, serde_json::Value)> = Vec::with_capacity(last.len());
+            for (i, (m, state, _)) in writes.iter().enumerate() {
+                if last.get(m) == Some(&i) {
+                    let body = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(format!("tier state: {e}")))?;
+                    states.push((*m, state.tier.as_str(), body));
+                }
+            }
+            for chunk in states.chunks(1000) {
+                let mut q = QueryBuilder::<$db>::new("INSERT INTO member_tiers (member_id, tier, state, updated_at) ");
+                q.push_values(chunk, |mut b, (m, tier, body)| {
+                    b.push_bind(*m).push_bind(tier.to_string()).push_bind(Json(body.clone())).push_bind(Ts(at));
+                });
+                q.push(
+                    " ON CONFLICT (member_id) DO UPDATE SET tier = excluded.tier, state = excluded.state, \
+                     updated_at = excluded.updated_at",
+                );
+                q.build().execute(&mut *conn).await?;
+            }
+            let changes: Vec<(MemberId, &TierChange)> =
+                writes.iter().flat_map(|(m, _, cs)| cs.iter().map(move |c| (*m, c))).collect();
+            let ids = <$store>::next_ids(conn, "tier_changes", "change_id", changes.len()).await?;
             let mut notices = Vec::new();
-            for (m, state, changes) in writes {
-                let body = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(format!("tier state: {e}")))?;
-                sqlx::query(
-                    "INSERT INTO member_tiers (member_id, tier, state, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (member_id) DO UPDATE SET tier = excluded.tier, state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .bind(*m)
-                .bind(&state.tier)
-                .bind(Json(body))
-                .bind(Ts(at))
-                .execute(&mut *conn)
-                .await?;
-                if changes.is_empty() {
-                    continue;
-                }
-                let ids = <$store>::next_ids(conn, "tier_changes", "change_id", changes.len()).await?;
-                let mut rows = Vec::with_capacity(changes.len());
-                for (c, id) in changes.iter().zip(ids) {
-                    notices.extend($crate::notify::tier_changed(*m, id, c));
-                    let record = serde_json::to_value(c).map_err(|e| StoreError::Corrupt(format!("tier change: {e}")))?;
-                    rows.push((id, c, enum_text(&c.kind)?, record));
-                }
+            let mut rows = Vec::with_capacity(changes.len());
+            for ((m, c), id) in changes.into_iter().zip(ids) {
+                notices.extend($crate::notify::tier_changed(m, id, c));
+                let record = serde_json::to_value(c).map_err(|e| StoreError::Corrupt(format!("tier change: {e}")))?;
+                rows.push((m, id, c, enum_text(&c.kind)?, record));
+            }
+            for chunk in rows.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO tier_changes (member_id, change_id, kind, from_tier, to_tier, at, reason, record) ");
-                q.push_values(rows, |mut b, (id, c, kind, record)| {
+                q.push_values(chunk, |mut b, (m, id, c, kind, record)| {
                     b.push_bind(*m)
-                        .push_bind(id)
-                        .push_bind(kind)
+                        .push_bind(*id)
+                        .push_bind(kind.clone())
                         .push_bind(c.from.clone())
                         .push_bind(c.to.clone())
                         .push_bind(Ts(c.at))
                         .push_bind(c.reason.clone())
-                        .push_bind(Json(record));
+                        .push_bind(Json(record.clone()));
                 });
                 q.build().execute(&mut *conn).await?;
             }
