@@ -464,23 +464,24 @@ fn member_op(
             referred_by: row.referred_by,
             first_paid_order,
         };
-        let keep = |e: Earned, applied: &mut Applied| {
+        let keep = |e: Earned, applied: &mut Applied| -> Result<(), LedgerError> {
             let at = e.entries.first().map_or(row.registered_at, |x| x.at);
             if !e.entries.is_empty() {
                 applied.evaluations.push(EvaluationRecord {
                     op: e.subject.clone(),
                     rule_version: i64::from(e.evaluation.rule_version),
-                    evaluation: serde_json::to_value(earning::for_record(
+                    evaluation: serde_json::value::to_raw_value(&earning::for_record(
                         &e.evaluation,
                         // A referral's explanation is an order rule's, like an order's.
                         e.subject.starts_with("order:") || e.subject.starts_with("referral:"),
                         &rules,
                     ))
-                    .unwrap_or_default(),
+                    .map_err(|e| LedgerError::Encode(e.to_string()))?,
                     at,
                 });
             }
             applied.entries.extend(e.entries);
+            Ok(())
         };
         for w in work {
             match w {
@@ -492,7 +493,7 @@ fn member_op(
                         &facts(first_paid, order.placed_at),
                         &rules,
                     )?;
-                    keep(e, &mut applied);
+                    keep(e, &mut applied)?;
                 }
                 Work::Refund(r) => {
                     applied.entries.extend(earning::reverse_refund(
@@ -505,10 +506,10 @@ fn member_op(
                 }
                 Work::Behaviour(input) => {
                     let e = earning::earn_behaviour(&mut ledger, &input, &facts(false, input.event.at), &rules)?;
-                    keep(e, &mut applied);
+                    keep(e, &mut applied)?;
                 }
                 Work::Referral { referee, order_id, placed_at } => {
-                    keep(earning::earn_referrer(&mut ledger, referee, order_id, placed_at, &rules)?, &mut applied);
+                    keep(earning::earn_referrer(&mut ledger, referee, order_id, placed_at, &rules)?, &mut applied)?;
                 }
                 Work::Member { registered_at, profile_complete, at } => {
                     let reg = BehaviourInput {
@@ -518,13 +519,13 @@ fn member_op(
                     keep(
                         earning::earn_behaviour(&mut ledger, &reg, &facts(false, registered_at), &rules)?,
                         &mut applied,
-                    );
+                    )?;
                     if profile_complete {
                         let p = BehaviourInput {
                             subject: "profile".into(),
                             event: BehaviourEvent { at, behaviour: Behaviour::ProfileCompletion },
                         };
-                        keep(earning::earn_behaviour(&mut ledger, &p, &facts(false, at), &rules)?, &mut applied);
+                        keep(earning::earn_behaviour(&mut ledger, &p, &facts(false, at), &rules)?, &mut applied)?;
                     }
                 }
             }
@@ -738,8 +739,17 @@ impl super::App {
             return Ok(None);
         }
         let entries = self.store.ledger_entries(member).await?;
-        let evaluations: HashMap<String, EvaluationRecord> =
-            self.store.evaluations(member).await?.into_iter().map(|e| (e.op.clone(), e)).collect();
+        let evaluations: HashMap<String, (i64, serde_json::Value)> = self
+            .store
+            .evaluations(member)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let body = serde_json::from_str(e.evaluation.get())
+                    .map_err(|x| StoreError::Corrupt(format!("evaluation {} of member {member}: {x}", e.op)))?;
+                Ok((e.op, (e.rule_version, body)))
+            })
+            .collect::<Result<_, StoreError>>()?;
         let text = |v: serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
         let mut out = Vec::with_capacity(entries.len().min(limit));
         for e in entries.iter().rev().take(limit) {
@@ -749,21 +759,21 @@ impl super::App {
                 State::Voided => ("voided", None),
             };
             let mut why = Vec::new();
-            if let Some(ev) = evaluations.get(subject_of(&e.op)) {
+            if let Some((rule_version, evaluation)) = evaluations.get(subject_of(&e.op)) {
                 let target = match &e.source {
                     crate::loyalty::ledger::Source::OrderLine { line_no, .. } => {
                         Some(serde_json::json!({ "on": "line", "line_no": line_no }))
                     }
                     _ => None,
                 };
-                for x in ev.evaluation["explanations"].as_array().into_iter().flatten() {
+                for x in evaluation["explanations"].as_array().into_iter().flatten() {
                     let on_target = target.as_ref().is_none_or(|t| x["target"] == *t || x["target"]["on"] == "order");
                     if on_target {
                         let mark = if x["applied"].as_bool() == Some(true) { "applied" } else { "not applied" };
                         why.push(format!(
                             "{} (v{}): {mark}: {}",
                             text(x["rule_id"].clone()),
-                            ev.rule_version,
+                            rule_version,
                             text(x["reason"].clone())
                         ));
                     }

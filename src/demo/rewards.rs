@@ -4,7 +4,6 @@
 //! the ledger are exactly what the real service would hold.
 
 use crate::app::{App, AppError, Redeemed};
-use crate::loyalty::ledger::Ledger;
 use crate::loyalty::rewards::Reward;
 use crate::security::Principal;
 
@@ -60,23 +59,21 @@ pub async fn redeem(app: &App, seed: u64) -> Result<u64, AppError> {
     }
     let mut by_cost: Vec<&Reward> = catalog.rewards.iter().collect();
     by_cost.sort_by_key(|r| std::cmp::Reverse(r.points));
-    let cfg = app.ledger_config()?;
-    let now = app.now();
     let mut made = 0;
     let mut after = 0;
     loop {
         let ids = app.store.ledger_members(after, 1000).await?;
         let Some(&last) = ids.last() else { break };
         after = last;
-        for (m, entries, tier) in app.store.ledgers_and_tiers(&ids).await? {
-            let Ok(ledger) = Ledger::from_entries(cfg.clone(), &entries) else { continue };
-            let available = ledger.balances(now, chrono::Duration::zero()).available;
+        let standing = app.store.available_points(&ids).await?;
+        for m in ids {
+            let (available, tier) = standing.get(&m).cloned().unwrap_or_default();
             // One member in five with points to spend redeems something, more often the richer they are.
             let roll = (super::stream(seed, m as u64, 0x5245_4445_454D) % 1000) as i64;
             if available < 300 || roll >= (200 + available / 50).min(600) {
                 continue;
             }
-            let tier = tier.map(|t| t.tier).unwrap_or_default();
+            let tier = tier.unwrap_or_default();
             let Some(pick) =
                 by_cost.iter().find(|r| r.points <= available && (r.tiers.is_empty() || r.tiers.contains(&tier)))
             else {

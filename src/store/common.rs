@@ -766,7 +766,9 @@ macro_rules! shared_store {
                 ("voided", _) => State::Voided,
                 _ => return Err(corrupt("ledger state", &state)),
             };
-            let source: Json<serde_json::Value> = row.try_get("source")?;
+            // Straight into `Source`, not through a `serde_json::Value` tree: every ledger read decodes these.
+            let source: Json<$crate::loyalty::ledger::Source> =
+                row.try_get("source").map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?;
             let lot: Option<String> = row.try_get("lot")?;
             Ok(LedgerEntry {
                 key: row.try_get("entry_key")?,
@@ -776,7 +778,7 @@ macro_rules! shared_store {
                 amount: row.try_get("amount")?,
                 kind: enum_from_text("entry kind", row.try_get("kind")?)?,
                 state,
-                source: serde_json::from_value(source.0).map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?,
+                source: source.0,
                 at: row.try_get::<Ts, _>("at")?.0,
                 lot: lot.map(|l| enum_from_text("lot", l)).transpose()?,
                 expires_at: row.try_get::<Option<Ts>, _>("expires_at")?.map(|t| t.0),
@@ -811,9 +813,8 @@ macro_rules! shared_store {
                     State::Available => ("available", None),
                     State::Voided => ("voided", None),
                 };
-                let source = serde_json::to_value(&e.source).map_err(|e| StoreError::Corrupt(format!("ledger source: {e}")))?;
                 let lot = e.lot.as_ref().map(enum_text).transpose()?;
-                rows.push((id, member, e, enum_text(&e.wallet)?, enum_text(&e.kind)?, state, available_at, source, lot));
+                rows.push((id, member, e, enum_text(&e.wallet)?, enum_text(&e.kind)?, state, available_at, lot));
             }
             // 14 parameters an entry.
             for chunk in rows.chunks(1000) {
@@ -821,7 +822,7 @@ macro_rules! shared_store {
                     "INSERT INTO ledger_entries (entry_id, member_id, entry_key, op, request, wallet, amount, kind, state, \
                      available_at, source, at, lot, expires_at) ",
                 );
-                q.push_values(chunk, |mut b, (id, member, e, wallet, kind, state, available_at, source, lot)| {
+                q.push_values(chunk, |mut b, (id, member, e, wallet, kind, state, available_at, lot)| {
                     b.push_bind(*id)
                         .push_bind(*member)
                         .push_bind(e.key.clone())
@@ -832,7 +833,7 @@ macro_rules! shared_store {
                         .push_bind(kind.clone())
                         .push_bind(*state)
                         .push_bind(*available_at)
-                        .push_bind(Json(source.clone()))
+                        .push_bind(Json(&e.source))
                         .push_bind(Ts(e.at))
                         .push_bind(lot.clone())
                         .push_bind(e.expires_at.map(Ts));

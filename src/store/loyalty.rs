@@ -171,7 +171,7 @@ macro_rules! loyalty_store {
             for chunk in evaluations.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
                 q.push_values(chunk, |mut b, (m, e)| {
-                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.clone())).push_bind(Ts(e.at));
+                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.as_ref())).push_bind(Ts(e.at));
                 });
                 q.push(" ON CONFLICT (member_id, op) DO NOTHING");
                 q.build().execute(&mut *conn).await?;
@@ -380,6 +380,29 @@ macro_rules! loyalty_store {
                             1 => out.1.extend(ids),
                             _ => out.2.extend(ids),
                         }
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn available_points(&self, members: &[MemberId]) -> StoreResult<HashMap<MemberId, (i64, Option<String>)>> {
+                let mut conn = self.reader().acquire().await?;
+                let mut out: HashMap<MemberId, (i64, Option<String>)> = HashMap::new();
+                for chunk in members.chunks(1000) {
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT member_id, CAST(SUM(amount) AS BIGINT) FROM ledger_entries \
+                         WHERE wallet = 'points' AND state = 'available' AND member_id IN (",
+                    );
+                    push_list(&mut q, chunk, |m| *m, ") GROUP BY member_id");
+                    let rows: Vec<(MemberId, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (m, points) in rows {
+                        out.entry(m).or_default().0 = points;
+                    }
+                    let mut q = QueryBuilder::<$db>::new("SELECT member_id, tier FROM member_tiers WHERE member_id IN (");
+                    push_list(&mut q, chunk, |m| *m, ")");
+                    let rows: Vec<(MemberId, String)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (m, tier) in rows {
+                        out.entry(m).or_default().1 = Some(tier);
                     }
                 }
                 Ok(out)
@@ -610,7 +633,7 @@ macro_rules! loyalty_store {
             }
 
             async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>> {
-                let rows: Vec<(String, i64, Json<serde_json::Value>, Ts)> = sqlx::query_as(
+                let rows: Vec<(String, i64, Json<Box<serde_json::value::RawValue>>, Ts)> = sqlx::query_as(
                     "SELECT op, rule_version, evaluation, at FROM loyalty_evaluations WHERE member_id = $1 ORDER BY at, op",
                 )
                 .bind(member)

@@ -76,6 +76,10 @@ async fn ledger_entries_round_trip_through_the_store() {
         let ledger = Ledger::from_entries(Config::default(), &stored).unwrap();
         let bal = ledger.balances(at("2026-04-03T00:00:00Z"), chrono::Duration::days(30));
         assert_eq!((bal.available, bal.pending, bal.growth), (180, 0, 300), "{b}");
+        // Summed in the store, the same spendable balance; a member without entries is absent.
+        let standing = s.available_points(&[1, 2]).await.unwrap();
+        assert_eq!(standing.get(&1), Some(&(180, None)), "{b}: the store's sum is the ledger's balance");
+        assert!(!standing.contains_key(&2), "{b}");
         assert!(huiyuan::loyalty::ledger::verify(&stored, Config::default().negative).is_empty(), "{b}");
         // A refused operation writes nothing.
         let refused = s.ledger_write(1, redeem("r-2".into(), 1_000)).await.unwrap();
