@@ -10,7 +10,8 @@
 #      the server achieved, on a fresh database prepared the same way.
 # Usage: benches/loyalty.sh [seconds]   (PostgreSQL at 127.0.0.1:5432, trust auth)
 # Environment: MEMBERS (default 100000), CONNS (wrk connections, default 16), STORES (default "sqlite postgres"),
-#              PERF_DIR (if set: a second, profiled wrk run per store; perf reports are written there).
+#              PERF_DIR (if set: a second, profiled wrk run per store; perf reports are written there),
+#              HUIYUAN_LOG (the server's log filter, default warn), LOG_DIR (if set: each server's log is kept there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-15}
@@ -30,7 +31,7 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$W"' EXIT
 export HUIYUAN_SECRET_KEY=$(python3 -c "print('ab'*32)")
-export HUIYUAN_LOG=warn
+export HUIYUAN_LOG=${HUIYUAN_LOG:-warn}
 
 fresh_pg() { PGOPTIONS="-c client_min_messages=warning" psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null; }
 # Run SQL against a database URL, one value per line.
@@ -105,6 +106,7 @@ for store in $STORES; do
   fi
   sleep 1 # requests cut off by wrk's deadline finish
   stop_server
+  if [ -n "${LOG_DIR:-}" ]; then mkdir -p "$LOG_DIR"; cp "$W/serve.log" "$LOG_DIR/serve-$store.log"; fi
 
   # Proof that the benchmark measured earning, not just order inserts.
   orders=$(sql "$db" "SELECT COUNT(*) FROM orders")

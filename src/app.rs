@@ -122,6 +122,9 @@ const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most orders written in one group commit.
 const GROUP_COMMIT_MAX: usize = 512;
 
+/// A group commit slower than this is logged (with its size), to find where order latency's tail comes from.
+const SLOW_GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(40);
+
 /// One order waiting for the group writer.
 struct OrderJob {
     write: OrderWrite,
@@ -148,6 +151,7 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             let group: Vec<OrderJob> = pending.drain(..split).collect();
             let (writes, replies): (Vec<OrderWrite>, Vec<_>) = group.into_iter().map(|j| (j.write, j.reply)).unzip();
             let actor = Actor { id: actor_id, at: Utc::now() };
+            let started = std::time::Instant::now();
             // Earn in the orders' own transaction, so a created order's points are on the ledger when the
             // caller hears; what had to be queued (behind a member's earlier work) is settled before answering.
             let written = match earner.order_earner().await {
@@ -162,6 +166,11 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
                 Ok((outcomes, queued)) => {
                     if queued {
                         settle_or_log(&earner).await;
+                    }
+                    // Every order of the group waited this long: the latency tail starts here.
+                    let took = started.elapsed();
+                    if took >= SLOW_GROUP_COMMIT {
+                        tracing::warn!(orders = outcomes.len(), queued, ms = took.as_millis() as u64, "slow group commit");
                     }
                     for (reply, o) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(o));

@@ -54,7 +54,13 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
             let (Some(checkpointer), Some(writer)) = (checkpointer.upgrade(), writer.upgrade()) else { return };
             let passive: Result<(i64, i64, i64), sqlx::Error> =
                 sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&*checkpointer).await;
+            if let Ok((busy, log, copied)) = &passive {
+                tracing::trace!(busy, log, copied, "background checkpoint");
+            }
             let done = match passive {
+                // Even when this pass copied the whole log, a writer that began its transaction before the pass
+                // ended does not start the log over; under a write load that never pauses, none does. Only a
+                // pass between two of the writer's transactions lets the next one start over.
                 Ok((_, log, _)) if log > WAL_CATCH_UP_FRAMES => catch_up_on_writer(&writer).await,
                 other => other.map(|_| ()),
             };
@@ -68,8 +74,20 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
 /// Finish copying the log on the writer connection between two transactions.
 async fn catch_up_on_writer(writer: &SqlitePool) -> Result<(), sqlx::Error> {
     // A bulk import holds the writer for seconds at a time: try again on a later tick rather than queue.
+    let started = std::time::Instant::now();
     let Ok(conn) = tokio::time::timeout(Duration::from_secs(1), writer.acquire()).await else { return Ok(()) };
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *conn?).await.map(|_| ())
+    let waited = started.elapsed();
+    let done: Result<(i64, i64, i64), sqlx::Error> =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut *conn?).await;
+    let (_, log, copied) = done?;
+    tracing::debug!(
+        waited_ms = waited.as_millis() as u64,
+        held_ms = (started.elapsed() - waited).as_millis() as u64,
+        log,
+        copied,
+        "checkpoint caught up on the writer"
+    );
+    Ok(())
 }
 
 impl SqliteStore {
