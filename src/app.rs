@@ -170,7 +170,12 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
                     // Every order of the group waited this long: the latency tail starts here.
                     let took = started.elapsed();
                     if took >= SLOW_GROUP_COMMIT {
-                        tracing::warn!(orders = outcomes.len(), queued, ms = took.as_millis() as u64, "slow group commit");
+                        tracing::warn!(
+                            orders = outcomes.len(),
+                            queued,
+                            ms = took.as_millis() as u64,
+                            "slow group commit"
+                        );
                     }
                     for (reply, o) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(o));
