@@ -67,17 +67,16 @@ macro_rules! loyalty_store {
             for (i, (m, _, _)) in writes.iter().enumerate() {
                 last.insert(*m, i);
             }
-            let mut states: Vec<(MemberId, &str, serde_json::Value)> = Vec::with_capacity(last.len());
-            for (i, (m, state, _)) in writes.iter().enumerate() {
-                if last.get(m) == Some(&i) {
-                    let body = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(format!("tier state: {e}")))?;
-                    states.push((*m, state.tier.as_str(), body));
-                }
-            }
+            let states: Vec<(MemberId, &TierState)> = writes
+                .iter()
+                .enumerate()
+                .filter(|(i, (m, _, _))| last.get(m) == Some(i))
+                .map(|(_, (m, state, _))| (*m, state))
+                .collect();
             for chunk in states.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO member_tiers (member_id, tier, state, updated_at) ");
-                q.push_values(chunk, |mut b, (m, tier, body)| {
-                    b.push_bind(*m).push_bind(tier.to_string()).push_bind(Json(body.clone())).push_bind(Ts(at));
+                q.push_values(chunk, |mut b, (m, state)| {
+                    b.push_bind(*m).push_bind(state.tier.clone()).push_bind(Json(*state)).push_bind(Ts(at));
                 });
                 q.push(
                     " ON CONFLICT (member_id) DO UPDATE SET tier = excluded.tier, state = excluded.state, \
@@ -92,12 +91,11 @@ macro_rules! loyalty_store {
             let mut rows = Vec::with_capacity(changes.len());
             for ((m, c), id) in changes.into_iter().zip(ids) {
                 notices.extend($crate::notify::tier_changed(m, id, c));
-                let record = serde_json::to_value(c).map_err(|e| StoreError::Corrupt(format!("tier change: {e}")))?;
-                rows.push((m, id, c, enum_text(&c.kind)?, record));
+                rows.push((m, id, c, enum_text(&c.kind)?));
             }
             for chunk in rows.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO tier_changes (member_id, change_id, kind, from_tier, to_tier, at, reason, record) ");
-                q.push_values(chunk, |mut b, (m, id, c, kind, record)| {
+                q.push_values(chunk, |mut b, (m, id, c, kind)| {
                     b.push_bind(*m)
                         .push_bind(*id)
                         .push_bind(kind.clone())
@@ -105,7 +103,7 @@ macro_rules! loyalty_store {
                         .push_bind(c.to.clone())
                         .push_bind(Ts(c.at))
                         .push_bind(c.reason.clone())
-                        .push_bind(Json(record.clone()));
+                        .push_bind(Json(*c));
                 });
                 q.build().execute(&mut *conn).await?;
             }
