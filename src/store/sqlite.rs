@@ -49,6 +49,8 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The log size the last catch-up left behind: an idle store whose log stays this size needs none.
+        let mut caught_up_at = None;
         loop {
             tick.tick().await;
             let (Some(checkpointer), Some(writer)) = (checkpointer.upgrade(), writer.upgrade()) else { return };
@@ -61,7 +63,10 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>) 
                 // Even when this pass copied the whole log, a writer that began its transaction before the pass
                 // ended does not start the log over; under a write load that never pauses, none does. Only a
                 // pass between two of the writer's transactions lets the next one start over.
-                Ok((_, log, _)) if log > WAL_CATCH_UP_FRAMES => catch_up_on_writer(&writer).await,
+                Ok((_, log, _)) if log > WAL_CATCH_UP_FRAMES && caught_up_at != Some(log) => {
+                    caught_up_at = Some(log);
+                    catch_up_on_writer(&writer).await
+                }
                 other => other.map(|_| ()),
             };
             if let Err(e) = done {
