@@ -22,18 +22,26 @@ impl<T> Grouped<T> {
     /// belong to members merged or registered after the cut-off). Keeps each member's rows in input order.
     fn new(mut rows: Vec<T>, index: &HashMap<MemberId, usize>, member_of: impl Fn(&T) -> MemberId) -> Self {
         let n = index.len();
-        rows.retain(|r| index.contains_key(&member_of(r)));
-        // Stable sort by member position keeps the store's per-member order (by day, by time).
-        rows.sort_by_key(|r| index.get(&member_of(r)).copied().unwrap_or(usize::MAX));
+        let pos = |r: &T| index.get(&member_of(r)).copied();
+        rows.retain(|r| pos(r).is_some());
+        // The store hands rows over grouped by member, in the members' order: then nothing moves. Otherwise a
+        // stable sort by member position keeps the store's per-member order (by day, by time); each row's
+        // position is looked up once, not once per comparison (tens of millions of rows at scale).
+        let in_order = rows.windows(2).all(|w| member_of(&w[0]) == member_of(&w[1]) || pos(&w[0]) < pos(&w[1]));
+        if !in_order {
+            rows.sort_by_cached_key(|r| pos(r));
+        }
         let mut ranges = vec![0..0; n];
         let mut start = 0;
         while start < rows.len() {
-            let pos = index.get(&member_of(&rows[start])).copied().unwrap_or(0);
+            let member = member_of(&rows[start]);
             let mut end = start + 1;
-            while end < rows.len() && member_of(&rows[end]) == member_of(&rows[start]) {
+            while end < rows.len() && member_of(&rows[end]) == member {
                 end += 1;
             }
-            ranges[pos] = start..end;
+            if let Some(p) = pos(&rows[start]) {
+                ranges[p] = start..end;
+            }
             start = end;
         }
         Self { rows, ranges }

@@ -414,7 +414,7 @@ impl Run<'_> {
             let money: i64 = window.iter().map(|p| p.amount).sum();
             let promo: i64 = window.iter().map(|p| p.promo_orders).sum();
             let mut cats: Vec<&str> =
-                d.lines.of(i).iter().filter_map(|l| l.category.as_deref()?.split('/').next()).collect();
+                d.lines.of(i).iter().filter_map(|l| l.item.category.as_deref()?.split('/').next()).collect();
             cats.sort_unstable();
             cats.dedup();
             ids.push(m.member_id);
@@ -482,7 +482,7 @@ impl Run<'_> {
                 current = Some((l.member_id, l.order_id));
             }
             if let Some(b) = baskets.last_mut() {
-                b.push(&*l.sku);
+                b.push(l.item.sku.as_str());
             }
         }
         let mined = basket::ItemDictionary::from_baskets(&baskets)
@@ -528,7 +528,9 @@ impl Run<'_> {
             .map(|(i, m)| {
                 let mut by_category: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
                 for l in d.lines.of(i) {
-                    if let Some(c) = l.category.as_deref().and_then(|c| c.split('/').next()).filter(|c| !c.is_empty()) {
+                    if let Some(c) =
+                        l.item.category.as_deref().and_then(|c| c.split('/').next()).filter(|c| !c.is_empty())
+                    {
                         by_category.entry(c).or_default().push(l.day);
                     }
                 }
@@ -600,8 +602,8 @@ impl Run<'_> {
                     .iter()
                     .map(|l| preferences::PreferenceLine {
                         day: l.day,
-                        category_path: l.category.as_deref().unwrap_or_default().to_string(),
-                        brand: l.brand.as_deref().unwrap_or_default().to_string(),
+                        category_path: l.item.category.as_deref().unwrap_or_default().to_string(),
+                        brand: l.item.brand.as_deref().unwrap_or_default().to_string(),
                         amount_fen: l.amount,
                         unit_price_fen: l.unit_price,
                     })

@@ -61,57 +61,6 @@ macro_rules! analytics_store {
         }
 
 
-        /// Sum (member, day, total, promo flag) order rows into per-member, per-day purchases, ordered.
-        fn group_purchase_days(mut rows: Vec<(i64, i64, i64, i64)>) -> StoreResult<Vec<PurchaseDay>> {
-            rows.sort_unstable_by_key(|r| (r.0, r.1));
-            let mut out: Vec<PurchaseDay> = Vec::new();
-            let mut last: Option<(i64, i64)> = None;
-            for (member_id, d, total, promo) in rows {
-                if last == Some((member_id, d))
-                    && let Some(p) = out.last_mut()
-                {
-                    p.orders += 1;
-                    p.amount += total;
-                    p.promo_orders += promo;
-                } else {
-                    out.push(PurchaseDay { member_id, day: epoch_day(d)?, orders: 1, amount: total, promo_orders: promo });
-                    last = Some((member_id, d));
-                }
-            }
-            Ok(out)
-        }
-
-        /// Count (member, day, type) engagement rows into per-member, per-day, per-type counts, ordered by
-        /// member and day.
-        fn group_engagement(
-            mut rows: Vec<(i64, i64, u16)>,
-            types: &[String],
-        ) -> StoreResult<Vec<EngagementDay>> {
-            rows.sort_unstable();
-            let mut out: Vec<EngagementDay> = Vec::new();
-            let mut last: Option<(i64, i64, u16)> = None;
-            for r in rows {
-                if last == Some(r)
-                    && let Some(e) = out.last_mut()
-                {
-                    e.count += 1;
-                } else {
-                    let event_type = types.get(usize::from(r.2)).cloned().unwrap_or_default();
-                    out.push(EngagementDay { member_id: r.0, day: epoch_day(r.1)?, event_type, count: 1 });
-                    last = Some(r);
-                }
-            }
-            Ok(out)
-        }
-
-        /// Run CPU-heavy grouping off the async workers.
-        async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
-            tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Corrupt(format!("grouping task: {e}")))?
-        }
-
-        /// Engagement event types (views, carts, check-ins, campaign clicks).
-        const ENGAGEMENT_TYPES: [&str; 5] = ["page_view", "product_view", "add_to_cart", "check_in", "campaign_click"];
-
         #[async_trait]
         impl AnalyticsStore for $store {
             async fn analytics_members(&self, until: DateTime<Utc>) -> StoreResult<Vec<MemberBase>> {
@@ -127,18 +76,8 @@ macro_rules! analytics_store {
 
             async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>> {
                 let day = <$store>::day_sql("placed_at");
-                if <$store>::BACKEND == Backend::Sqlite {
-                    // SQLite groups through its single-threaded b-tree sorter, and with the member index it
-                    // visits the table in index order (a random read per order): about five minutes for 20
-                    // million orders. A plain scan in table order, grouped here by sorting, takes seconds.
-                    let sql = format!(
-                        "SELECT member_id, {day}, total, \
-                         CASE WHEN coupon_code IS NOT NULL OR discount_total > 0 THEN 1 ELSE 0 END \
-                         FROM orders NOT INDEXED WHERE {PURCHASED} AND placed_at < $1 AND member_id <> 0"
-                    );
-                    let rows: Vec<(i64, i64, i64, i64)> =
-                        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
-                    return off_runtime(move || group_purchase_days(rows)).await;
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::purchase_days(pool, until).await;
                 }
                 let sql = format!(
                     "SELECT member_id, {day} AS d, COUNT(*), CAST(SUM(total) AS BIGINT), \
@@ -169,49 +108,8 @@ macro_rules! analytics_store {
             }
 
             async fn event_tallies(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventTally>> {
-                if <$store>::BACKEND == Backend::Sqlite {
-                    // As for purchases: a scan in table order, counted here (members × types is small).
-                    use futures::TryStreamExt;
-                    let mut types: Vec<String> = Vec::new();
-                    let mut type_ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-                    let mut tally: std::collections::HashMap<(i64, usize), (i64, i64, DateTime<Utc>)> =
-                        std::collections::HashMap::new();
-                    let mut rows = sqlx::query_as::<_, (i64, String, Ts)>(
-                        "SELECT member_id, event_type, occurred_at FROM events NOT INDEXED \
-                         WHERE member_id <> 0 AND occurred_at < $1",
-                    )
-                    .bind(Ts(until))
-                    .fetch(self.reader());
-                    while let Some((member_id, event_type, Ts(at))) = rows.try_next().await? {
-                        let t = match type_ids.get(&event_type) {
-                            Some(&t) => t,
-                            None => {
-                                types.push(event_type.clone());
-                                type_ids.insert(event_type, types.len() - 1);
-                                types.len() - 1
-                            }
-                        };
-                        let e = tally.entry((member_id, t)).or_insert((0, 0, at));
-                        e.0 += 1;
-                        e.1 += i64::from(at >= since);
-                        e.2 = e.2.max(at);
-                    }
-                    drop(rows);
-                    return off_runtime(move || {
-                        let mut out: Vec<EventTally> = tally
-                            .into_iter()
-                            .map(|((member_id, t), (total, recent, last))| EventTally {
-                                member_id,
-                                event_type: types[t].clone(),
-                                total,
-                                recent,
-                                last_at: last,
-                            })
-                            .collect();
-                        out.sort_unstable_by(|a, b| (a.member_id, &a.event_type).cmp(&(b.member_id, &b.event_type)));
-                        Ok(out)
-                    })
-                    .await;
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::event_tallies(pool, since, until).await;
                 }
                 let rows: Vec<(i64, String, i64, i64, Ts)> = sqlx::query_as(
                     "SELECT member_id, event_type, COUNT(*), \
@@ -236,60 +134,39 @@ macro_rules! analytics_store {
             }
 
             async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>> {
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::line_facts(pool, since, until).await;
+                }
                 let day = <$store>::day_sql("o.placed_at");
-                // SQLite: no ORDER BY and no member index (lines scanned in table order, each order found by
-                // its key), sorted here; PostgreSQL sorts in SQL.
-                let (orders, order_by) = if <$store>::BACKEND == Backend::Sqlite {
-                    ("orders o NOT INDEXED", "")
-                } else {
-                    ("orders o", " ORDER BY l.member_id, l.order_id, l.line_no")
-                };
                 let sql = format!(
-                    "SELECT l.member_id, l.order_id, CAST(l.line_no AS BIGINT), {day}, l.sku, s.category_path, s.brand, l.unit_price, \
-                     l.amount FROM {orders} JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
+                    "SELECT l.member_id, l.order_id, {day}, l.sku, s.category_path, s.brand, l.unit_price, \
+                     l.amount FROM orders o JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
                      LEFT JOIN skus s ON s.sku = l.sku \
                      WHERE o.status IN ('paid', 'shipped', 'completed') AND o.placed_at >= $1 AND o.placed_at < $2 \
-                     AND o.member_id <> 0 AND l.kind = 'product'{order_by}"
+                     AND o.member_id <> 0 AND l.kind = 'product' ORDER BY l.member_id, l.order_id, l.line_no"
                 );
                 use futures::TryStreamExt;
-                type Row = (i64, i64, i64, i64, String, Option<String>, Option<String>, i64, i64);
-                let mut names: std::collections::HashMap<String, std::sync::Arc<str>> = std::collections::HashMap::new();
-                let mut intern = |v: String| -> std::sync::Arc<str> {
-                    match names.get(&v) {
-                        Some(a) => a.clone(),
-                        None => {
-                            let a: std::sync::Arc<str> = v.as_str().into();
-                            names.insert(v, a.clone());
-                            a
-                        }
-                    }
-                };
-                let mut out: Vec<(i64, LineFact)> = Vec::new();
+                type Row = (i64, i64, i64, String, Option<String>, Option<String>, i64, i64);
+                // Tens of millions of lines name a few thousand SKUs: each SKU's facts are shared.
+                let mut items: std::collections::HashMap<String, std::sync::Arc<SkuFacts>> =
+                    std::collections::HashMap::new();
+                let mut out: Vec<LineFact> = Vec::new();
                 let mut rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
                     .bind(Ts(since))
                     .bind(Ts(until))
                     .fetch(self.reader());
-                while let Some((member_id, order_id, line_no, d, sku, category, brand, unit_price, amount)) =
-                    rows.try_next().await?
-                {
-                    let fact = LineFact {
-                        member_id,
-                        order_id,
-                        day: epoch_day(d)?,
-                        sku: intern(sku),
-                        category: category.map(&mut intern),
-                        brand: brand.map(&mut intern),
-                        unit_price,
-                        amount,
+                while let Some((member_id, order_id, d, sku, category, brand, unit_price, amount)) = rows.try_next().await? {
+                    let item = match items.get(&sku) {
+                        Some(item) => item.clone(),
+                        None => {
+                            let item = std::sync::Arc::new(SkuFacts { sku: sku.clone(), category, brand });
+                            items.insert(sku, item.clone());
+                            item
+                        }
                     };
-                    out.push((line_no, fact));
+                    out.push(LineFact { member_id, order_id, day: epoch_day(d)?, item, unit_price, amount });
                 }
-                drop(rows);
-                off_runtime(move || {
-                    out.sort_unstable_by_key(|(line_no, f)| (f.member_id, f.order_id, *line_no));
-                    Ok(out.into_iter().map(|(_, f)| f).collect())
-                })
-                .await
+                Ok(out)
             }
 
             async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {
@@ -298,31 +175,8 @@ macro_rules! analytics_store {
                 // available beside the original +p pending, so only the sum counts each point once.
                 const EARNED: &str = "CASE WHEN kind = 'earn' THEN amount ELSE 0 END";
                 const SPENT: &str = "CASE WHEN kind = 'redeem' THEN -amount ELSE 0 END";
-                if <$store>::BACKEND == Backend::Sqlite {
-                    // As for purchases: a scan in table order (the member index means a random read per
-                    // entry), grouped here by sorting.
-                    let sql = format!(
-                        "SELECT member_id, {day}, {EARNED}, {SPENT} FROM ledger_entries NOT INDEXED \
-                         WHERE wallet = 'points' AND state <> 'voided' AND at < $1 AND kind IN ('earn', 'redeem')"
-                    );
-                    let mut rows: Vec<(i64, i64, i64, i64)> =
-                        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
-                    return off_runtime(move || {
-                        rows.sort_unstable_by_key(|r| (r.0, r.1));
-                        let mut out: Vec<PointsDay> = Vec::new();
-                        for (member_id, d, earned, spent) in rows {
-                            let day = epoch_day(d)?;
-                            match out.last_mut() {
-                                Some(p) if p.member_id == member_id && p.day == day => {
-                                    p.earned += earned;
-                                    p.spent += spent;
-                                }
-                                _ => out.push(PointsDay { member_id, day, earned, spent }),
-                            }
-                        }
-                        Ok(out)
-                    })
-                    .await;
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::points_days(pool, until).await;
                 }
                 let sql = format!(
                     "SELECT member_id, {day} AS d, CAST(SUM({EARNED}) AS BIGINT), CAST(SUM({SPENT}) AS BIGINT) \
@@ -337,6 +191,9 @@ macro_rules! analytics_store {
             }
 
             async fn event_rows(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventRow>> {
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::event_rows(pool, since, until).await;
+                }
                 let rows: Vec<(i64, Ts, String, Option<String>, Option<String>)> = sqlx::query_as(
                     "SELECT member_id, occurred_at, event_type, session_id, sku FROM events \
                      WHERE member_id <> 0 AND occurred_at >= $1 AND occurred_at < $2 \
@@ -360,26 +217,8 @@ macro_rules! analytics_store {
 
             async fn engagement_days(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EngagementDay>> {
                 let day = <$store>::day_sql("occurred_at");
-                if <$store>::BACKEND == Backend::Sqlite {
-                    // As for purchases: scanned in table order, grouped here by sorting compact rows.
-                    use futures::TryStreamExt;
-                    let types: Vec<String> = ENGAGEMENT_TYPES.iter().map(|t| t.to_string()).collect();
-                    let sql = format!(
-                        "SELECT member_id, {day}, event_type FROM events NOT INDEXED WHERE member_id <> 0 \
-                         AND event_type IN ('page_view', 'product_view', 'add_to_cart', 'check_in', 'campaign_click') \
-                         AND occurred_at >= $1 AND occurred_at < $2"
-                    );
-                    let mut compact: Vec<(i64, i64, u16)> = Vec::new();
-                    let mut rows = sqlx::query_as::<_, (i64, i64, String)>(sqlx::AssertSqlSafe(sql))
-                        .bind(Ts(since))
-                        .bind(Ts(until))
-                        .fetch(self.reader());
-                    while let Some((member_id, d, event_type)) = rows.try_next().await? {
-                        let t = ENGAGEMENT_TYPES.iter().position(|x| *x == event_type).unwrap_or(0);
-                        compact.push((member_id, d, u16::try_from(t).unwrap_or(0)));
-                    }
-                    drop(rows);
-                    return off_runtime(move || group_engagement(compact, &types)).await;
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::engagement_days(pool, since, until).await;
                 }
                 let sql = format!(
                     "SELECT member_id, {day} AS d, event_type, COUNT(*) FROM events WHERE member_id <> 0 \
@@ -427,6 +266,9 @@ macro_rules! analytics_store {
                 since: DateTime<Utc>,
                 until: DateTime<Utc>,
             ) -> StoreResult<Vec<(NaiveDate, i64)>> {
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::active_members_by_day(pool, since, until).await;
+                }
                 let od = <$store>::day_sql("placed_at");
                 let ed = <$store>::day_sql("occurred_at");
                 let sql = format!(

@@ -16,6 +16,7 @@ pub mod postgres;
 mod rewards;
 mod risk;
 pub mod sqlite;
+mod sqlite_scan;
 mod ts;
 
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A bulk read on SQLite's own interface (`sqlite_scan`) failed.
+    #[error("database error: {0}")]
+    Scan(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -1074,11 +1078,17 @@ pub struct LineFact {
     pub order_id: i64,
     pub day: NaiveDate,
     /// Shared with every line of the same SKU (tens of millions of lines name a few thousand SKUs).
-    pub sku: std::sync::Arc<str>,
-    pub category: Option<std::sync::Arc<str>>,
-    pub brand: Option<std::sync::Arc<str>>,
+    pub item: std::sync::Arc<SkuFacts>,
     pub unit_price: i64,
     pub amount: i64,
+}
+
+/// A SKU as the analytics see it: its category path and brand, when the catalogue has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuFacts {
+    pub sku: String,
+    pub category: Option<String>,
+    pub brand: Option<String>,
 }
 
 /// A member's points movements of one UTC day: points earned (positive entries) and spent (redeemed).

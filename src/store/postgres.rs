@@ -42,6 +42,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// None: PostgreSQL aggregates in SQL (`sqlite_scan` is SQLite's alone).
+    fn sqlite_reader(&self) -> Option<&sqlx::SqlitePool> {
+        None
+    }
+
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }

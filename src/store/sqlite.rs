@@ -124,6 +124,11 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// The readers, for the bulk analytics reads of `sqlite_scan`.
+    pub(super) fn sqlite_reader(&self) -> Option<&SqlitePool> {
+        Some(&self.reader)
+    }
+
     async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin().await?)
     }

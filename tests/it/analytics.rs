@@ -468,9 +468,27 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
             .await
             .unwrap()
             .into_iter()
-            .map(|l| (rank(l.member_id), l.day, l.sku.to_string(), l.category.map(|c| c.to_string()), l.amount))
+            .map(|l| (rank(l.member_id), l.day, l.item.sku.clone(), l.item.category.clone(), l.amount))
             .collect();
         assert_eq!(lines.len(), 12, "{}: every order's line: {lines:?}", s.db.backend);
+        let streams: Vec<_> = st
+            .event_rows(since - chrono::Duration::days(30), until)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (rank(e.member_id), e.at, e.event_type, e.session_id, e.sku))
+            .collect();
+        assert!(!streams.is_empty(), "{}", s.db.backend);
+        let active = st.active_members_by_day(since - chrono::Duration::days(30), until).await.unwrap();
+        // F's order, B's order and events, A's orders and events: a member active twice on a day counts once.
+        let want: Vec<(chrono::NaiveDate, i64)> =
+            ["2026-06-01", "2026-06-20", "2026-06-25"].iter().map(|d| (d.parse().unwrap(), 1)).collect();
+        assert_eq!(active, want, "{}: active members by day", s.db.backend);
+        assert!(
+            streams.windows(2).all(|w| (w[0].0, w[0].1) <= (w[1].0, w[1].1)),
+            "{}: by member and time",
+            s.db.backend
+        );
         assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "{}: grouped by member", s.db.backend);
         assert!(purchases.iter().any(|p| p.2 == 2), "{}: two orders on one day sum: {purchases:?}", s.db.backend);
         // Points earned per day count each point once, matured or not: they sum to what members hold (no
@@ -502,9 +520,10 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
             .map(|p| (rank(p.member_id), p.day, p.earned, p.spent))
             .collect();
         assert!(tallies.iter().any(|t| t.2 == 2 && t.3 == 2), "{}: {tallies:?}", s.db.backend);
-        seen.push((s.db.backend, purchases, tallies, engagement, lines, points));
+        seen.push((s.db.backend, purchases, tallies, engagement, lines, points, (streams, active)));
     }
-    if let [(_, p1, t1, e1, l1, q1), (_, p2, t2, e2, l2, q2)] = seen.as_slice() {
+    if let [(_, p1, t1, e1, l1, q1, r1), (_, p2, t2, e2, l2, q2, r2)] = seen.as_slice() {
+        assert_eq!(r1, r2, "event streams differ between the stores");
         assert_eq!(q1, q2, "points days differ between the stores");
         assert_eq!(l1, l2, "order lines differ between the stores");
         assert_eq!(p1, p2, "purchase days differ between the stores");
