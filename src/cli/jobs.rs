@@ -198,5 +198,7 @@ pub async fn analyze(app: &App, as_of: Option<&str>, json: bool) -> anyhow::Resu
     for (stage, secs) in &report.stages {
         println!("  {stage:<22} {secs:>8.2} s");
     }
+    let reads: Vec<String> = report.reads.iter().map(|(read, secs)| format!("{read} {secs:.2} s")).collect();
+    println!("store reads within load (two at a time): {}", reads.join(", "));
     Ok(())
 }
