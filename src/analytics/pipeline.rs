@@ -128,7 +128,11 @@ impl Run<'_> {
     }
 
     fn put(&mut self, i: usize, key: &'static str, v: &impl serde::Serialize) -> Result<(), AnalyticsError> {
-        let section = serde_json::to_string(v)?;
+        self.put_text(i, key, &serde_json::to_string(v)?)
+    }
+
+    /// File a section that is JSON text already.
+    fn put_text(&mut self, i: usize, key: &'static str, section: &str) -> Result<(), AnalyticsError> {
         let key = serde_json::to_string(key)?;
         let body = &mut self.members[i].body;
         body.reserve_exact(section.len() + key.len() + 2);
@@ -137,7 +141,7 @@ impl Run<'_> {
         }
         body.push_str(&key);
         body.push(':');
-        body.push_str(&section);
+        body.push_str(section);
         Ok(())
     }
 
@@ -580,15 +584,17 @@ impl Run<'_> {
     }
 
     fn preferences(&mut self) -> Result<(), AnalyticsError> {
+        use rayon::prelude::*;
         let d = self.data;
-        let p = &self.params.preferences;
-        let respond = self.params.campaign_response_days;
-        let mut promo_members = 0u64;
-        for (i, m) in d.members.iter().enumerate() {
+        let (p, respond, as_of) = (&self.params.preferences, self.params.campaign_response_days, self.as_of());
+        // A member's preferences depend on their own rows alone: computed in parallel, a chunk of members at a
+        // time (so the sections waiting to be filed stay few), then filed in member order.
+        let one = |i: usize| -> Result<Option<(String, bool)>, AnalyticsError> {
+            let m = &d.members[i];
             let lines = d.lines.of(i);
             let days = d.purchases.of(i);
             if lines.is_empty() && days.is_empty() {
-                continue;
+                return Ok(None);
             }
             let mut campaigns = preferences::CampaignActivity::default();
             for e in d.streams.of(i) {
@@ -631,13 +637,23 @@ impl Run<'_> {
                     .collect(),
                 campaigns,
             };
-            let prefs = preferences::preferences(&input, self.as_of(), p)
-                .map_err(|e| AnalyticsError::model("preferences", e))?;
+            let prefs =
+                preferences::preferences(&input, as_of, p).map_err(|e| AnalyticsError::model("preferences", e))?;
             let v = serde_json::to_value(&prefs)?;
-            if v.pointer("/promotion/share").and_then(Value::as_f64).unwrap_or(0.0) >= 0.5 {
-                promo_members += 1;
+            let sensitive = v.pointer("/promotion/share").and_then(Value::as_f64).unwrap_or(0.0) >= 0.5;
+            Ok(Some((serde_json::to_string(&v)?, sensitive)))
+        };
+        let mut promo_members = 0u64;
+        const CHUNK: usize = 20_000;
+        for start in (0..d.members.len()).step_by(CHUNK) {
+            let end = (start + CHUNK).min(d.members.len());
+            let sections = (start..end).into_par_iter().map(one).collect::<Result<Vec<_>, _>>()?;
+            for (i, section) in (start..end).zip(sections) {
+                if let Some((text, sensitive)) = section {
+                    promo_members += u64::from(sensitive);
+                    self.put_text(i, "preferences", &text)?;
+                }
             }
-            self.put(i, "preferences", &v)?;
         }
         self.summary.insert("preferences".into(), json!({"promotion_sensitive_members": promo_members}));
         Ok(())
