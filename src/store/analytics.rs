@@ -336,25 +336,6 @@ macro_rules! analytics_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                for chunk in out.members.chunks(1000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
-                         churn_risk, cluster, next_purchase, body) ",
-                    );
-                    q.push_values(chunk, |mut b, m| {
-                        b.push_bind(run_id)
-                            .push_bind(m.member_id)
-                            .push_bind(m.rfm_segment.clone())
-                            .push_bind(m.stage.clone())
-                            .push_bind(m.clv_fen)
-                            .push_bind(m.prob_alive)
-                            .push_bind(m.churn_risk)
-                            .push_bind(m.cluster)
-                            .push_bind(m.next_purchase)
-                            .push_bind(Json(m.body.as_ref()));
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
                 for chunk in out.changes.chunks(2000) {
                     let mut q = QueryBuilder::<$db>::new(
                         "INSERT INTO member_analytics_changes (run_id, member_id, model, from_value, to_value, reason) ",
@@ -389,27 +370,10 @@ macro_rules! analytics_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                // Member rows and computed tags are most of a run's writes (a million members' bodies at scale):
+                // each store writes them its fastest way.
                 let computed: Vec<&MemberTagRow> = out.tags.iter().filter(|t| t.source != "manual").collect();
-                for chunk in computed.chunks(2000) {
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
-                         last_supported_at, first_tagged_at, reason, run_id) ",
-                    );
-                    q.push_values(chunk, |mut b, t| {
-                        b.push_bind(t.member_id)
-                            .push_bind(t.source.clone())
-                            .push_bind(t.tag.clone())
-                            .push_bind(t.category.clone())
-                            .push_bind(t.weight)
-                            .push_bind(t.support_weight)
-                            .push_bind(Ts(t.last_supported_at))
-                            .push_bind(Ts(t.first_tagged_at))
-                            .push_bind(t.reason.clone())
-                            .push_bind(run_id);
-                    });
-                    q.push(" ON CONFLICT (member_id, source, tag) DO NOTHING");
-                    q.build().execute(&mut *tx).await?;
-                }
+                <$store>::insert_run_rows(&mut tx, run_id, &out.members, &computed).await?;
                 // Keep the member rows of this run and of the newest `keep_runs - 1` done runs before it.
                 let kept: Vec<i64> = sqlx::query_scalar(
                     "SELECT run_id FROM analytics_runs WHERE status = 'done' AND run_id < $1 ORDER BY run_id DESC LIMIT $2",

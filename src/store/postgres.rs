@@ -42,6 +42,58 @@ impl PgStore {
         &self.pool
     }
 
+    /// A run's member rows and computed tags, in multi-row inserts on the run's transaction.
+    async fn insert_run_rows(
+        conn: &mut sqlx::PgConnection,
+        run_id: i64,
+        members: &[super::MemberAnalyticsWrite],
+        tags: &[&super::MemberTagRow],
+    ) -> StoreResult<()> {
+        use super::ts::Ts;
+        use sqlx::QueryBuilder;
+        use sqlx::types::Json;
+        for chunk in members.chunks(1000) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
+                 churn_risk, cluster, next_purchase, body) ",
+            );
+            q.push_values(chunk, |mut b, m| {
+                b.push_bind(run_id)
+                    .push_bind(m.member_id)
+                    .push_bind(m.rfm_segment.clone())
+                    .push_bind(m.stage.clone())
+                    .push_bind(m.clv_fen)
+                    .push_bind(m.prob_alive)
+                    .push_bind(m.churn_risk)
+                    .push_bind(m.cluster)
+                    .push_bind(m.next_purchase)
+                    .push_bind(Json(m.body.as_ref()));
+            });
+            q.build().execute(&mut *conn).await?;
+        }
+        for chunk in tags.chunks(2000) {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
+                 last_supported_at, first_tagged_at, reason, run_id) ",
+            );
+            q.push_values(chunk, |mut b, t| {
+                b.push_bind(t.member_id)
+                    .push_bind(t.source.clone())
+                    .push_bind(t.tag.clone())
+                    .push_bind(t.category.clone())
+                    .push_bind(t.weight)
+                    .push_bind(t.support_weight)
+                    .push_bind(Ts(t.last_supported_at))
+                    .push_bind(Ts(t.first_tagged_at))
+                    .push_bind(t.reason.clone())
+                    .push_bind(run_id);
+            });
+            q.push(" ON CONFLICT (member_id, source, tag) DO NOTHING");
+            q.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
     /// None: PostgreSQL aggregates in SQL (`sqlite_scan` is SQLite's alone).
     fn sqlite_reader(&self) -> Option<&sqlx::SqlitePool> {
         None

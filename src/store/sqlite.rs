@@ -124,6 +124,16 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// A run's member rows and computed tags, through SQLite's own interface on the run's transaction.
+    async fn insert_run_rows(
+        conn: &mut sqlx::SqliteConnection,
+        run_id: i64,
+        members: &[super::MemberAnalyticsWrite],
+        tags: &[&super::MemberTagRow],
+    ) -> StoreResult<()> {
+        super::sqlite_scan::insert_run_rows(conn, run_id, members, tags).await
+    }
+
     /// The readers, for the bulk analytics reads of `sqlite_scan`.
     pub(super) fn sqlite_reader(&self) -> Option<&SqlitePool> {
         Some(&self.reader)

@@ -19,7 +19,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Connection;
 use sqlx::SqlitePool;
 
-use super::{EngagementDay, EventRow, EventTally, LineFact, PointsDay, PurchaseDay, SkuFacts, StoreError, StoreResult};
+use super::{
+    EngagementDay, EventRow, EventTally, LineFact, MemberAnalyticsWrite, MemberTagRow, PointsDay, PurchaseDay,
+    SkuFacts, StoreError, StoreResult,
+};
 
 /// Microseconds in a UTC day: instants are stored as integer microseconds since the Unix epoch.
 const DAY: i64 = 86_400_000_000;
@@ -410,6 +413,76 @@ pub(super) async fn active_members_by_day(
         Ok(out)
     })
     .await
+}
+
+/// Run blocking work from async code that holds a borrowed connection (so it cannot move to
+/// `spawn_blocking`): on a multi-threaded runtime the worker hands its other tasks off first; on a
+/// current-thread runtime (tests, small shops) it runs in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Insert a run's member rows and computed tags on the writer's connection, inside the transaction the
+/// caller holds open: a million members' rows with their bodies through sqlx took 33 s, each value copied
+/// into the statement's arguments.
+pub(super) async fn insert_run_rows(
+    conn: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    members: &[MemberAnalyticsWrite],
+    tags: &[&MemberTagRow],
+) -> StoreResult<()> {
+    let mut locked = conn.lock_handle().await?;
+    let handle = locked.as_raw_handle().as_ptr();
+    blocking(|| {
+        // SAFETY: as in `scan`: `locked` keeps sqlx's worker away from the connection until `db` is dropped.
+        let db = unsafe { Connection::from_handle(handle) }?;
+        {
+            let mut stmt = db.prepare(
+                "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
+                 churn_risk, cluster, next_purchase, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for m in members {
+                stmt.execute(rusqlite::params![
+                    run_id,
+                    m.member_id,
+                    m.rfm_segment,
+                    m.stage,
+                    m.clv_fen,
+                    m.prob_alive,
+                    m.churn_risk,
+                    m.cluster,
+                    m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
+                    m.body.get(),
+                ])?;
+            }
+            let mut stmt = db.prepare(
+                "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
+                 last_supported_at, first_tagged_at, reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (member_id, source, tag) DO NOTHING",
+            )?;
+            for t in tags {
+                stmt.execute(rusqlite::params![
+                    t.member_id,
+                    t.source,
+                    t.tag,
+                    t.category,
+                    t.weight,
+                    t.support_weight,
+                    t.last_supported_at.timestamp_micros(),
+                    t.first_tagged_at.timestamp_micros(),
+                    t.reason,
+                    run_id,
+                ])?;
+            }
+        }
+        drop(db);
+        Ok::<(), StoreError>(())
+    })?;
+    drop(locked);
+    Ok(())
 }
 
 #[cfg(test)]
