@@ -294,19 +294,31 @@ impl Run<'_> {
         let mut values: Vec<i64> = Vec::with_capacity(summaries.len());
         let mut stages: BTreeMap<String, u64> = BTreeMap::new();
         let mut failed = 0u64;
-        for (i, s) in &summaries {
+        let score = |k: usize| -> Result<Option<(clv::MemberClv, String)>, AnalyticsError> {
+            let s = &summaries[k].1;
             match clv::score(&bg.params, gg_params.as_ref(), s, p) {
                 Ok(m) => {
+                    let text = serde_json::to_string(&json!({"summary": s, "score": m}))?;
+                    Ok(Some((m, text)))
+                }
+                Err(_) => Ok(None),
+            }
+        };
+        in_parallel(summaries.len(), score, |k, scored| {
+            let i = summaries[k].0;
+            match scored? {
+                Some((m, text)) => {
                     values.push(m.clv_fen);
                     let stage = serde_json::to_value(m.stage).ok().and_then(|v| v.as_str().map(str::to_string));
                     *stages.entry(stage.unwrap_or_default()).or_default() += 1;
-                    self.members[*i].clv_fen = Some(m.clv_fen);
-                    self.members[*i].prob_alive = Some(m.prob_alive);
-                    self.put(*i, "clv", &json!({"summary": s, "score": m}))?;
+                    self.members[i].clv_fen = Some(m.clv_fen);
+                    self.members[i].prob_alive = Some(m.prob_alive);
+                    self.put_text(i, "clv", &text)?;
                 }
-                Err(_) => failed += 1,
+                None => failed += 1,
             }
-        }
+            Ok(())
+        })?;
         values.sort_unstable();
         let total: i64 = values.iter().sum();
         let pct = |q: f64| values.get(((values.len() as f64 - 1.0) * q).round() as usize).copied();
@@ -336,9 +348,10 @@ impl Run<'_> {
     /// buyer scored with the top reasons. A shop too small to train gets the reason instead.
     fn churn(&mut self) -> Result<(), AnalyticsError> {
         let d = self.data;
+        use rayon::prelude::*;
         let histories: Vec<churn::ChurnHistory> = d
             .members
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(i, m)| churn::ChurnHistory {
                 member_id: m.member_id,
@@ -391,14 +404,22 @@ impl Run<'_> {
         };
         let mut scored = 0u64;
         let mut high = 0u64;
-        for (i, h) in histories.iter().enumerate() {
-            if let Ok(s) = model.score(h, self.as_of()) {
-                scored += 1;
-                high += u64::from(s.probability >= 0.5);
-                self.members[i].churn_risk = Some(s.probability);
-                self.put(i, "churn", &s)?;
+        let as_of = self.as_of();
+        let score = |i: usize| -> Result<Option<(f64, String)>, AnalyticsError> {
+            match model.score(&histories[i], as_of) {
+                Ok(s) => Ok(Some((s.probability, serde_json::to_string(&s)?))),
+                Err(_) => Ok(None),
             }
-        }
+        };
+        in_parallel(histories.len(), score, |i, result| {
+            if let Some((probability, text)) = result? {
+                scored += 1;
+                high += u64::from(probability >= 0.5);
+                self.members[i].churn_risk = Some(probability);
+                self.put_text(i, "churn", &text)?;
+            }
+            Ok(())
+        })?;
         let v = &model.validation;
         self.summary.insert(
             "churn".into(),
@@ -584,7 +605,6 @@ impl Run<'_> {
     }
 
     fn preferences(&mut self) -> Result<(), AnalyticsError> {
-        use rayon::prelude::*;
         let d = self.data;
         let (p, respond, as_of) = (&self.params.preferences, self.params.campaign_response_days, self.as_of());
         // A member's preferences depend on their own rows alone: computed in parallel, a chunk of members at a
@@ -644,17 +664,13 @@ impl Run<'_> {
             Ok(Some((serde_json::to_string(&v)?, sensitive)))
         };
         let mut promo_members = 0u64;
-        const CHUNK: usize = 20_000;
-        for start in (0..d.members.len()).step_by(CHUNK) {
-            let end = (start + CHUNK).min(d.members.len());
-            let sections = (start..end).into_par_iter().map(one).collect::<Result<Vec<_>, _>>()?;
-            for (i, section) in (start..end).zip(sections) {
-                if let Some((text, sensitive)) = section {
-                    promo_members += u64::from(sensitive);
-                    self.put_text(i, "preferences", &text)?;
-                }
+        in_parallel(d.members.len(), one, |i, section| {
+            if let Some((text, sensitive)) = section? {
+                promo_members += u64::from(sensitive);
+                self.put_text(i, "preferences", &text)?;
             }
-        }
+            Ok(())
+        })?;
         self.summary.insert("preferences".into(), json!({"promotion_sensitive_members": promo_members}));
         Ok(())
     }
@@ -1004,6 +1020,26 @@ impl Run<'_> {
             dropped_manual_tags: self.dropped_manual_tags,
         })
     }
+}
+
+/// Members' results are independent of each other: compute them in parallel, a chunk at a time (so the
+/// results waiting to be filed stay few), then file them in order, so a run's output does not depend on how
+/// the work was split.
+fn in_parallel<T: Send>(
+    n: usize,
+    compute: impl Fn(usize) -> T + Sync + Send,
+    mut file: impl FnMut(usize, T) -> Result<(), AnalyticsError>,
+) -> Result<(), AnalyticsError> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 20_000;
+    for start in (0..n).step_by(CHUNK) {
+        let end = (start + CHUNK).min(n);
+        let done: Vec<T> = (start..end).into_par_iter().map(&compute).collect();
+        for (k, t) in (start..end).zip(done) {
+            file(k, t)?;
+        }
+    }
+    Ok(())
 }
 
 /// A member's profile body, `{"rfm": …, "lifecycle": …, …, "funnels": {"<name>": …}}`, joined from the
