@@ -68,9 +68,9 @@ pub fn funnel_events(rows: &[crate::store::EventRow]) -> Vec<kernels::funnels::E
         .map(|e| kernels::funnels::Event {
             member_id: e.member_id,
             at: e.at,
-            event_type: e.event_type.clone(),
-            session_id: e.session_id.clone(),
-            sku: e.sku.clone(),
+            event_type: e.event_type.to_string(),
+            session_id: e.session_id.as_deref().map(str::to_string),
+            sku: e.sku.as_deref().map(str::to_string),
             properties: Vec::new(),
         })
         .collect()

@@ -618,8 +618,8 @@ impl Run<'_> {
             }
             let mut campaigns = preferences::CampaignActivity::default();
             for e in d.streams.of(i) {
-                let opened = e.event_type == "campaign_open";
-                if !opened && e.event_type != "campaign_click" {
+                let opened = &*e.event_type == "campaign_open";
+                if !opened && &*e.event_type != "campaign_click" {
                     continue;
                 }
                 if opened {

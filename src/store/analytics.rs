@@ -208,9 +208,9 @@ macro_rules! analytics_store {
                     .map(|(member_id, at, event_type, session_id, sku)| EventRow {
                         member_id,
                         at: at.0,
-                        event_type,
-                        session_id,
-                        sku,
+                        event_type: event_type.into(),
+                        session_id: session_id.map(Into::into),
+                        sku: sku.map(Into::into),
                     })
                     .collect())
             }
@@ -233,7 +233,7 @@ macro_rules! analytics_store {
                     .await?;
                 rows.into_iter()
                     .map(|(member_id, d, event_type, count)| {
-                        Ok(EngagementDay { member_id, day: epoch_day(d)?, event_type, count })
+                        Ok(EngagementDay { member_id, day: epoch_day(d)?, event_type: event_type.into(), count })
                     })
                     .collect()
             }

@@ -1105,7 +1105,8 @@ pub struct PointsDay {
 pub struct EngagementDay {
     pub member_id: MemberId,
     pub day: NaiveDate,
-    pub event_type: String,
+    /// Shared by every row of the type (millions of rows, five types).
+    pub event_type: std::sync::Arc<str>,
     pub count: i64,
 }
 
@@ -1114,9 +1115,11 @@ pub struct EngagementDay {
 pub struct EventRow {
     pub member_id: MemberId,
     pub at: DateTime<Utc>,
-    pub event_type: String,
-    pub session_id: Option<String>,
-    pub sku: Option<String>,
+    /// Texts shared by every row that carries them: millions of events name a few types, a few thousand
+    /// SKUs, and a session per visit.
+    pub event_type: std::sync::Arc<str>,
+    pub session_id: Option<std::sync::Arc<str>>,
+    pub sku: Option<std::sync::Arc<str>>,
 }
 
 /// An analysis run: `running` until its results commit in one transaction (`done`), or `failed`.

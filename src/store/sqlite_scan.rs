@@ -324,13 +324,14 @@ pub(super) async fn engagement_days(
             all.push((r.get(0)?, r.get(1)?, u8::try_from(t).unwrap_or(0)));
         }
         all.sort_unstable();
+        let names: [Arc<str>; 5] = ENGAGEMENT_TYPES.map(Arc::from);
         let mut out: Vec<EngagementDay> = Vec::new();
         let mut last = None;
         for row in all {
             match out.last_mut() {
                 Some(e) if last == Some(row) => e.count += 1,
                 _ => {
-                    let event_type = ENGAGEMENT_TYPES[usize::from(row.2)].to_string();
+                    let event_type = names[usize::from(row.2)].clone();
                     out.push(EngagementDay {
                         member_id: row.0,
                         day: epoch_day(i64::from(row.1))?,
@@ -359,11 +360,15 @@ pub(super) async fn event_rows(
              WHERE member_id <> 0 AND occurred_at >= ?1 AND occurred_at < ?2",
         )?;
         let mut rows = stmt.query([since, until])?;
+        // Types, SKUs and sessions repeat across events: each distinct text is allocated once.
+        let mut texts: Interner<Arc<str>> = Interner::new();
         let mut all: Vec<(i64, i64, i64, EventRow)> = Vec::new();
         while let Some(r) = rows.next()? {
             let (member_id, at, event_id): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            let row =
-                EventRow { member_id, at: instant(at)?, event_type: r.get(3)?, session_id: r.get(4)?, sku: r.get(5)? };
+            let event_type = texts.get_or(r.get_ref(3)?.as_str()?, |t: &str| Arc::from(t));
+            let session_id = r.get_ref(4)?.as_str_or_null()?.map(|s| texts.get_or(s, |t: &str| Arc::from(t)));
+            let sku = r.get_ref(5)?.as_str_or_null()?.map(|s| texts.get_or(s, |t: &str| Arc::from(t)));
+            let row = EventRow { member_id, at: instant(at)?, event_type, session_id, sku };
             all.push((member_id, at, event_id, row));
         }
         all.sort_unstable_by_key(|r| (r.0, r.1, r.2));
