@@ -31,8 +31,7 @@ const DAY: i64 = 86_400_000_000;
 const PURCHASED: &str = "status IN ('paid', 'shipped', 'completed')";
 
 /// Engagement event types (views, carts, check-ins, campaign clicks).
-const ENGAGEMENT_TYPES: [&str; 5] =
-    ["page_view", "product_view", "add_to_cart", "check_in", "campaign_click"];
+const ENGAGEMENT_TYPES: [&str; 5] = ["page_view", "product_view", "add_to_cart", "check_in", "campaign_click"];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
