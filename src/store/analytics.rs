@@ -7,18 +7,9 @@
 /// Expand the `AnalyticsStore` implementation for `$store` over database `$db`.
 macro_rules! analytics_store {
     ($store:ty, $db:ty) => {
-        /// Orders that count as purchases: paid and not cancelled.
-        const PURCHASED: &str = "status IN ('paid', 'shipped', 'completed')";
         const RUN_COLUMNS: &str = "run_id, as_of, started_at, finished_at, status, params, summary";
         const MEMBER_ROW_COLUMNS: &str =
             "member_id, rfm_segment, stage, clv_fen, prob_alive, churn_risk, cluster, next_purchase, body";
-
-        fn epoch_day(d: i64) -> StoreResult<NaiveDate> {
-            i32::try_from(d)
-                .ok()
-                .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d.checked_add(719_163)?))
-                .ok_or_else(|| StoreError::Corrupt(format!("day {d} out of range")))
-        }
 
         fn run_from_row(row: &DbRow) -> StoreResult<AnalyticsRun> {
             Ok(AnalyticsRun {
@@ -142,7 +133,7 @@ macro_rules! analytics_store {
                     "SELECT l.member_id, l.order_id, {day}, l.sku, s.category_path, s.brand, l.unit_price, \
                      l.amount FROM orders o JOIN order_lines l ON l.member_id = o.member_id AND l.order_id = o.order_id \
                      LEFT JOIN skus s ON s.sku = l.sku \
-                     WHERE o.status IN ('paid', 'shipped', 'completed') AND o.placed_at >= $1 AND o.placed_at < $2 \
+                     WHERE o.{PURCHASED} AND o.placed_at >= $1 AND o.placed_at < $2 \
                      AND o.member_id <> 0 AND l.kind = 'product' ORDER BY l.member_id, l.order_id, l.line_no"
                 );
                 use futures::TryStreamExt;

@@ -50,6 +50,17 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Orders that count as purchases in the analytics reads: paid and not cancelled.
+pub(crate) const PURCHASED: &str = "status IN ('paid', 'shipped', 'completed')";
+
+/// The UTC day of a day number (days since 1970-01-01), as the analytics reads compute it in SQL.
+pub(crate) fn epoch_day(d: i64) -> StoreResult<NaiveDate> {
+    i32::try_from(d)
+        .ok()
+        .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d.checked_add(719_163)?))
+        .ok_or_else(|| StoreError::Corrupt(format!("day {d} out of range")))
+}
+
 /// Which database is behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -20,15 +20,12 @@ use rusqlite::Connection;
 use sqlx::SqlitePool;
 
 use super::{
-    EngagementDay, EventRow, EventTally, LineFact, MemberAnalyticsWrite, MemberTagRow, PointsDay, PurchaseDay,
-    SkuFacts, StoreError, StoreResult,
+    EngagementDay, EventRow, EventTally, LineFact, MemberAnalyticsWrite, MemberTagRow, PURCHASED, PointsDay,
+    PurchaseDay, SkuFacts, StoreError, StoreResult, epoch_day,
 };
 
 /// Microseconds in a UTC day: instants are stored as integer microseconds since the Unix epoch.
 const DAY: i64 = 86_400_000_000;
-
-/// Orders that count as purchases: paid and not cancelled (as in the store's other reads).
-const PURCHASED: &str = "status IN ('paid', 'shipped', 'completed')";
 
 /// Engagement event types (views, carts, check-ins, campaign clicks).
 const ENGAGEMENT_TYPES: [&str; 5] = ["page_view", "product_view", "add_to_cart", "check_in", "campaign_click"];
@@ -68,16 +65,31 @@ where
     .map_err(|e| StoreError::Scan(format!("scan task: {e}")))?
 }
 
-/// The UTC day of a day number (days since 1970-01-01).
-fn epoch_day(d: i64) -> StoreResult<NaiveDate> {
-    i32::try_from(d)
-        .ok()
-        .and_then(|d| NaiveDate::from_num_days_from_ce_opt(d.checked_add(719_163)?))
-        .ok_or_else(|| StoreError::Corrupt(format!("day {d} out of range")))
-}
-
 fn instant(micros: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("instant {micros} out of range")))
+}
+
+/// One output per run of equal keys in rows sorted by key: `start` makes it from the run's first row, `merge`
+/// adds each further row (the grouping SQL's `GROUP BY` does on PostgreSQL).
+fn fold_runs<R, K: PartialEq, O>(
+    rows: impl IntoIterator<Item = R>,
+    key: impl Fn(&R) -> K,
+    mut start: impl FnMut(R) -> StoreResult<O>,
+    mut merge: impl FnMut(&mut O, R),
+) -> StoreResult<Vec<O>> {
+    let mut out: Vec<O> = Vec::new();
+    let mut last: Option<K> = None;
+    for row in rows {
+        let k = key(&row);
+        match out.last_mut() {
+            Some(o) if last.as_ref() == Some(&k) => merge(o, row),
+            _ => {
+                out.push(start(row)?);
+                last = Some(k);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Text interned by value: tens of millions of rows name a few thousand SKUs and a handful of event types.
@@ -115,23 +127,19 @@ pub(super) async fn purchase_days(pool: &SqlitePool, until: DateTime<Utc>) -> St
             all.push((r.get(0)?, r.get(1)?, r.get(3)?, r.get(2)?));
         }
         all.sort_unstable_by_key(|r| (r.0, r.1));
-        let mut out: Vec<PurchaseDay> = Vec::new();
-        let mut last: Option<(i64, i32)> = None;
-        for (member_id, d, promo, total) in all {
-            match out.last_mut() {
-                Some(p) if last == Some((member_id, d)) => {
-                    p.orders += 1;
-                    p.amount += total;
-                    p.promo_orders += i64::from(promo);
-                }
-                _ => {
-                    let day = epoch_day(i64::from(d))?;
-                    out.push(PurchaseDay { member_id, day, orders: 1, amount: total, promo_orders: i64::from(promo) });
-                    last = Some((member_id, d));
-                }
-            }
-        }
-        Ok(out)
+        fold_runs(
+            all,
+            |r| (r.0, r.1),
+            |(member_id, d, promo, total)| {
+                let day = epoch_day(i64::from(d))?;
+                Ok(PurchaseDay { member_id, day, orders: 1, amount: total, promo_orders: i64::from(promo) })
+            },
+            |p, (_, _, promo, total)| {
+                p.orders += 1;
+                p.amount += total;
+                p.promo_orders += i64::from(promo);
+            },
+        )
     })
     .await
 }
@@ -152,19 +160,15 @@ pub(super) async fn points_days(pool: &SqlitePool, until: DateTime<Utc>) -> Stor
         let mut days: Vec<(i64, i64, i64)> = Vec::new();
         let flush = |member_id: i64, days: &mut Vec<(i64, i64, i64)>, out: &mut Vec<PointsDay>| -> StoreResult<()> {
             days.sort_unstable_by_key(|d| d.0);
-            let mut last = None;
-            for &(d, earned, spent) in days.iter() {
-                match out.last_mut() {
-                    Some(p) if last == Some(d) => {
-                        p.earned += earned;
-                        p.spent += spent;
-                    }
-                    _ => {
-                        out.push(PointsDay { member_id, day: epoch_day(d)?, earned, spent });
-                        last = Some(d);
-                    }
-                }
-            }
+            out.extend(fold_runs(
+                days.iter().copied(),
+                |d| d.0,
+                |(d, earned, spent)| Ok(PointsDay { member_id, day: epoch_day(d)?, earned, spent }),
+                |p, (_, earned, spent)| {
+                    p.earned += earned;
+                    p.spent += spent;
+                },
+            )?);
             days.clear();
             Ok(())
         };
@@ -324,24 +328,15 @@ pub(super) async fn engagement_days(
         }
         all.sort_unstable();
         let names: [Arc<str>; 5] = ENGAGEMENT_TYPES.map(Arc::from);
-        let mut out: Vec<EngagementDay> = Vec::new();
-        let mut last = None;
-        for row in all {
-            match out.last_mut() {
-                Some(e) if last == Some(row) => e.count += 1,
-                _ => {
-                    let event_type = names[usize::from(row.2)].clone();
-                    out.push(EngagementDay {
-                        member_id: row.0,
-                        day: epoch_day(i64::from(row.1))?,
-                        event_type,
-                        count: 1,
-                    });
-                    last = Some(row);
-                }
-            }
-        }
-        Ok(out)
+        fold_runs(
+            all,
+            |row| *row,
+            |(member_id, d, t)| {
+                let day = epoch_day(i64::from(d))?;
+                Ok(EngagementDay { member_id, day, event_type: names[usize::from(t)].clone(), count: 1 })
+            },
+            |e, _| e.count += 1,
+        )
     })
     .await
 }
@@ -403,18 +398,7 @@ pub(super) async fn active_members_by_day(
         }
         active.sort_unstable();
         active.dedup();
-        let mut out: Vec<(NaiveDate, i64)> = Vec::new();
-        let mut last = None;
-        for (d, _) in active {
-            match out.last_mut() {
-                Some(day) if last == Some(d) => day.1 += 1,
-                _ => {
-                    out.push((epoch_day(i64::from(d))?, 1));
-                    last = Some(d);
-                }
-            }
-        }
-        Ok(out)
+        fold_runs(active, |a| a.0, |(d, _)| Ok((epoch_day(i64::from(d))?, 1)), |day, _| day.1 += 1)
     })
     .await
 }
