@@ -317,18 +317,28 @@ async fn run_variant(
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
             // Checkpointed as the store does (`src/store/sqlite.rs`): passively on a second connection every
-            // 100 ms, and past 64 MB of log the writer copies the last frames between two transactions.
+            // 100 ms, each pass that copied frames followed by a sync of the database file, and past 64 MB of
+            // log the writer copies the last frames between two transactions.
             .pragma("wal_autocheckpoint", "0");
         let mut conn = sqlx::ConnectOptions::connect(&opts).await?;
         let mut checkpointer: sqlx::SqliteConnection = sqlx::ConnectOptions::connect(&opts).await?;
         let catch_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = catch_up.clone();
+        let db_file = std::sync::Arc::new(std::fs::File::open(path)?);
         let background = tokio::spawn(async move {
+            let mut copied_before = 0;
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let passive: Result<(i64, i64, i64), sqlx::Error> =
                     sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut checkpointer).await;
-                if passive.is_ok_and(|(_, log, _)| log > 16_384) {
+                let Ok((_, log, copied)) = passive else { continue };
+                if copied != copied_before {
+                    let file = db_file.clone();
+                    // A failed sync only makes the writer's catch-up slower, as it would in the store.
+                    let _ = tokio::task::spawn_blocking(move || file.sync_data()).await;
+                }
+                copied_before = copied;
+                if log > 16_384 {
                     flag.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
