@@ -4,12 +4,14 @@
 //!
 //! The models are the pure kernels of the `huiyuan-analytics` crate. This module is the pure pipeline
 //! around them: from a [`Dataset`] (what the store aggregated, cut at `as_of`) and the previous run's
-//! member states to an [`AnalyticsOutput`] the store commits in one transaction. It does no I/O; the app
-//! layer runs it on a blocking thread.
+//! member states to an [`AnalyticsOutput`] the store commits in one transaction. It reads and writes no
+//! database; its only I/O is spilling members' profile bodies to temporary files, which keeps a large shop's
+//! run within memory. The app layer runs it on a blocking thread.
 //!
 //! Architecture invariant: nothing here reads data after `as_of` — the dataset is cut by the store's
 //! queries, and every kernel receives `as_of` as a parameter, never the clock.
 
+mod bodies;
 mod dataset;
 mod pipeline;
 
@@ -178,6 +180,9 @@ pub enum AnalyticsError {
     Model { model: &'static str, message: String },
     #[error("encoding results: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Members' profile bodies are spilled to temporary files (`TMPDIR`) during a run.
+    #[error("spilling member results to a temporary file: {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 impl AnalyticsError {

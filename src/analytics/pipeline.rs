@@ -6,25 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{Days, NaiveDate};
 use serde_json::{Value, json};
 
+use super::bodies::Bodies;
 use super::kernels::{
     basket, churn, clusters, clv, cohorts, cycle, funnels, kpis, lifecycle, preferences, rfm, tags as tagk,
 };
 use super::{AnalyticsError, AnalyticsParams, Dataset};
 use crate::members::MemberId;
-use crate::store::{
-    AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsWrite, MemberTagRow, PreviousMember,
-};
+use crate::store::{AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsRow, MemberTagRow, PreviousMember};
 
-/// One member's results as the stages fill them in.
+/// One member's results as the stages fill them in (the profile body's sections go to `Run::bodies`).
 #[derive(Debug, Default)]
 struct Acc {
-    /// The profile body's sections as JSON text, `"key":value` joined by commas, in stage order: text is
-    /// a fraction of the memory a `Value` tree takes, and a large shop holds every member's body until the
-    /// run commits. One buffer per member, sized to fit: a string per section cost about 60 % more (the
-    /// serializer's growth leaves most of each section's allocation unused).
-    body: String,
-    /// `funnels.<name>` states as JSON text.
-    funnels: Vec<(String, String)>,
     /// The purchase cycle says the next purchase is due (a model tag).
     cycle_due: bool,
     rfm_segment: Option<String>,
@@ -42,6 +34,8 @@ struct Run<'a> {
     data: &'a Dataset,
     params: &'a AnalyticsParams,
     members: Vec<Acc>,
+    /// The members' profile bodies, section by section, kept on disk until the store writes them.
+    bodies: Bodies,
     results: Vec<(String, Value)>,
     summary: serde_json::Map<String, Value>,
     changes: Vec<AnalyticsChange>,
@@ -69,6 +63,7 @@ pub fn run(
         data,
         params,
         members: (0..data.members.len()).map(|_| Acc::default()).collect(),
+        bodies: Bodies::default(),
         results: Vec::new(),
         summary: serde_json::Map::new(),
         changes: Vec::new(),
@@ -133,16 +128,7 @@ impl Run<'_> {
 
     /// File a section that is JSON text already.
     fn put_text(&mut self, i: usize, key: &'static str, section: &str) -> Result<(), AnalyticsError> {
-        let key = serde_json::to_string(key)?;
-        let body = &mut self.members[i].body;
-        body.reserve_exact(section.len() + key.len() + 2);
-        if !body.is_empty() {
-            body.push(',');
-        }
-        body.push_str(&key);
-        body.push(':');
-        body.push_str(section);
-        Ok(())
+        self.bodies.put(i, key, section)
     }
 
     fn result(&mut self, model: &str, v: Value) {
@@ -474,17 +460,18 @@ impl Run<'_> {
             Ok(res) => {
                 let row_of: HashMap<MemberId, usize> =
                     input.member_ids.iter().copied().zip(rows.iter().copied()).collect();
-                for a in &res.assignments {
-                    if let Some(&pos) = row_of.get(&a.member_id) {
-                        let description =
-                            res.clusters.iter().find(|c| c.id == a.cluster).map(|c| c.description.clone());
-                        self.members[pos].cluster = i32::try_from(a.cluster).ok();
-                        self.put(
-                            pos,
-                            "cluster",
-                            &json!({"id": a.cluster, "distance": a.distance, "description": description}),
-                        )?;
-                    }
+                // Sections are filed in member order.
+                let mut assigned: Vec<(usize, &clusters::ClusterAssignment)> =
+                    res.assignments.iter().filter_map(|a| Some((*row_of.get(&a.member_id)?, a))).collect();
+                assigned.sort_unstable_by_key(|&(pos, _)| pos);
+                for (pos, a) in assigned {
+                    let description = res.clusters.iter().find(|c| c.id == a.cluster).map(|c| c.description.clone());
+                    self.members[pos].cluster = i32::try_from(a.cluster).ok();
+                    self.put(
+                        pos,
+                        "cluster",
+                        &json!({"id": a.cluster, "distance": a.distance, "description": description}),
+                    )?;
                 }
                 let described: Vec<Value> = res
                     .clusters
@@ -742,8 +729,11 @@ impl Run<'_> {
         }
         let progress = funnels::member_progress(events, &f.definition)
             .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
-        for p in progress {
-            let Some(&i) = self.data.index.get(&p.member_id) else { continue };
+        // Sections are filed in member order.
+        let mut progress: Vec<(usize, funnels::MemberProgress)> =
+            progress.into_iter().filter_map(|p| Some((*self.data.index.get(&p.member_id)?, p))).collect();
+        progress.sort_unstable_by_key(|&(i, _)| i);
+        for (i, p) in progress {
             let last = p.reached - 1;
             let label = steps[last].display_label();
             let at = p.step_times[last];
@@ -754,7 +744,7 @@ impl Run<'_> {
                 "last_step_at": at,
                 "converted": p.reached == steps.len(),
             });
-            self.members[i].funnels.push((f.name.clone(), state.to_string()));
+            self.bodies.put_funnel(i, &f.name, &state.to_string())?;
             if let Some(st) = &f.stalled_tag
                 && p.reached > st.from_step
                 && p.reached < steps.len()
@@ -987,25 +977,24 @@ impl Run<'_> {
     }
 
     fn finish(self) -> Result<AnalyticsOutput, AnalyticsError> {
-        let members = self
+        let columns = self
             .data
             .members
             .iter()
             .zip(self.members)
-            .map(|(m, acc)| {
-                Ok(MemberAnalyticsWrite {
-                    member_id: m.member_id,
-                    body: body_text(&acc)?,
-                    rfm_segment: acc.rfm_segment,
-                    stage: acc.stage.unwrap_or_else(|| "potential".into()),
-                    clv_fen: acc.clv_fen,
-                    prob_alive: acc.prob_alive,
-                    churn_risk: acc.churn_risk,
-                    cluster: acc.cluster,
-                    next_purchase: acc.next_purchase,
-                })
+            .map(|(m, acc)| MemberAnalyticsRow {
+                member_id: m.member_id,
+                body: (),
+                rfm_segment: acc.rfm_segment,
+                stage: acc.stage.unwrap_or_else(|| "potential".into()),
+                clv_fen: acc.clv_fen,
+                prob_alive: acc.prob_alive,
+                churn_risk: acc.churn_risk,
+                cluster: acc.cluster,
+                next_purchase: acc.next_purchase,
             })
-            .collect::<Result<Vec<_>, AnalyticsError>>()?;
+            .collect();
+        let members = Box::new(self.bodies.into_rows(columns)?);
         let mut summary = self.summary;
         summary.insert("members".into(), json!(self.data.members.len()));
         summary.insert("changes".into(), json!(self.changes.len()));
@@ -1040,46 +1029,6 @@ fn in_parallel<T: Send>(
         }
     }
     Ok(())
-}
-
-/// A member's profile body, `{"rfm": …, "lifecycle": …, …, "funnels": {"<name>": …}}`, joined from the
-/// sections' JSON text.
-fn body_text(acc: &Acc) -> Result<Box<serde_json::value::RawValue>, AnalyticsError> {
-    let funnels = match acc.funnels.is_empty() {
-        true => String::new(),
-        false => json_object(acc.funnels.iter().map(|(k, v)| (k.as_str(), v.as_str())), 0)?,
-    };
-    let mut text = String::with_capacity(acc.body.len() + funnels.len() + 16);
-    text.push('{');
-    text.push_str(&acc.body);
-    if !funnels.is_empty() {
-        if !acc.body.is_empty() {
-            text.push(',');
-        }
-        text.push_str("\"funnels\":");
-        text.push_str(&funnels);
-    }
-    text.push('}');
-    Ok(serde_json::value::RawValue::from_string(text)?)
-}
-
-/// `{"key": value, …}` from keys (escaped here) and values that are JSON text already.
-fn json_object<'a>(
-    entries: impl Iterator<Item = (&'a str, &'a str)>,
-    capacity: usize,
-) -> Result<String, AnalyticsError> {
-    let mut text = String::with_capacity(capacity);
-    text.push('{');
-    for (n, (key, value)) in entries.enumerate() {
-        if n > 0 {
-            text.push(',');
-        }
-        text.push_str(&serde_json::to_string(key)?);
-        text.push(':');
-        text.push_str(value);
-    }
-    text.push('}');
-    Ok(text)
 }
 
 fn segment_of(code: &str) -> Option<rfm::RfmSegment> {

@@ -77,7 +77,7 @@ impl App {
             Ok((out, stages, reads)) => {
                 progress("store results");
                 let t = std::time::Instant::now();
-                self.store.finish_analytics_run(run.run_id, &out, self.now()).await?;
+                self.store.finish_analytics_run(run.run_id, out, self.now()).await?;
                 let mut stages = stages;
                 stages.push(("store results".into(), t.elapsed().as_secs_f64()));
                 let run = self

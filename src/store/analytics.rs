@@ -318,7 +318,7 @@ macro_rules! analytics_store {
                 })
             }
 
-            async fn finish_analytics_run(&self, run_id: i64, out: &AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()> {
+            async fn finish_analytics_run(&self, run_id: i64, mut out: AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()> {
                 let mut tx = self.write_tx().await?;
                 for chunk in out.results.chunks(100) {
                     let mut q = QueryBuilder::<$db>::new("INSERT INTO analytics_results (run_id, model, body) ");
@@ -364,7 +364,7 @@ macro_rules! analytics_store {
                 // Member rows and computed tags are most of a run's writes (a million members' bodies at scale):
                 // each store writes them its fastest way.
                 let computed: Vec<&MemberTagRow> = out.tags.iter().filter(|t| t.source != "manual").collect();
-                <$store>::insert_run_rows(&mut tx, run_id, &out.members, &computed).await?;
+                <$store>::insert_run_rows(&mut tx, run_id, out.members.as_mut(), &computed).await?;
                 // Keep the member rows of this run and of the newest `keep_runs - 1` done runs before it.
                 let kept: Vec<i64> = sqlx::query_scalar(
                     "SELECT run_id FROM analytics_runs WHERE status = 'done' AND run_id < $1 ORDER BY run_id DESC LIMIT $2",

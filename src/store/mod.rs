@@ -46,6 +46,9 @@ pub enum StoreError {
     /// A bulk read on SQLite's own interface (`sqlite_scan`) failed.
     #[error("database error: {0}")]
     Scan(String),
+    /// A run's member results could not be read back from where the analysis spilled them.
+    #[error("reading a run's spilled member results: {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -1167,6 +1170,48 @@ pub struct MemberAnalyticsRow<B = serde_json::Value> {
 /// their text.
 pub type MemberAnalyticsWrite = MemberAnalyticsRow<Box<serde_json::value::RawValue>>;
 
+impl<B> MemberAnalyticsRow<B> {
+    /// The same columns with another body.
+    pub fn with_body<C>(self, body: C) -> MemberAnalyticsRow<C> {
+        let Self { member_id, rfm_segment, stage, clv_fen, prob_alive, churn_risk, cluster, next_purchase, body: _ } =
+            self;
+        MemberAnalyticsRow {
+            member_id,
+            rfm_segment,
+            stage,
+            clv_fen,
+            prob_alive,
+            churn_risk,
+            cluster,
+            next_purchase,
+            body,
+        }
+    }
+}
+
+/// A run's member rows, handed to the store a chunk at a time: a million members' bodies are gigabytes of
+/// JSON, so the analysis keeps them on disk and the store writes each chunk as it is read back.
+pub trait MemberRows: Send + std::fmt::Debug {
+    /// Up to `max` more rows, in member order; empty once every row has been handed over.
+    fn next_chunk(&mut self, max: usize) -> StoreResult<Vec<MemberAnalyticsWrite>>;
+    /// How many rows are still to come.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows already in memory (small runs, tests).
+impl MemberRows for std::vec::IntoIter<MemberAnalyticsWrite> {
+    fn next_chunk(&mut self, max: usize) -> StoreResult<Vec<MemberAnalyticsWrite>> {
+        Ok(self.by_ref().take(max).collect())
+    }
+
+    fn len(&self) -> usize {
+        ExactSizeIterator::len(self)
+    }
+}
+
 /// What the next run needs of a member's previous results to log changes: the stage and the RFM part.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreviousMember {
@@ -1207,12 +1252,13 @@ pub struct MemberTagRow {
 }
 
 /// Everything a finished run writes, committed in one transaction.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct AnalyticsOutput {
     pub summary: serde_json::Value,
     /// Aggregate results by model name.
     pub results: Vec<(String, serde_json::Value)>,
-    pub members: Vec<MemberAnalyticsWrite>,
+    /// One row per member, read as they are written.
+    pub members: Box<dyn MemberRows>,
     pub changes: Vec<AnalyticsChange>,
     /// The new set of computed tags, plus the manual tags still standing with their (decayed) weights;
     /// manual tags are updated in place, never re-created.
@@ -1268,7 +1314,7 @@ pub trait AnalyticsStore {
         at: DateTime<Utc>,
     ) -> StoreResult<AnalyticsRun>;
     /// Commit a run's results and mark it `done`, all in one transaction.
-    async fn finish_analytics_run(&self, run_id: i64, out: &AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn finish_analytics_run(&self, run_id: i64, out: AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()>;
     async fn fail_analytics_run(&self, run_id: i64, error: &str, at: DateTime<Utc>) -> StoreResult<()>;
     /// Runs, newest first.
     async fn analytics_runs(&self, limit: i64) -> StoreResult<Vec<AnalyticsRun>>;

@@ -46,18 +46,23 @@ impl PgStore {
     async fn insert_run_rows(
         conn: &mut sqlx::PgConnection,
         run_id: i64,
-        members: &[super::MemberAnalyticsWrite],
+        members: &mut dyn super::MemberRows,
         tags: &[&super::MemberTagRow],
     ) -> StoreResult<()> {
         use super::ts::Ts;
         use sqlx::QueryBuilder;
         use sqlx::types::Json;
-        for chunk in members.chunks(1000) {
+        loop {
+            // Reading a chunk back from the analysis' spill files takes about a millisecond.
+            let chunk = super::sqlite_scan::blocking(|| members.next_chunk(1000))?;
+            if chunk.is_empty() {
+                break;
+            }
             let mut q = QueryBuilder::<Postgres>::new(
                 "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
                  churn_risk, cluster, next_purchase, body) ",
             );
-            q.push_values(chunk, |mut b, m| {
+            q.push_values(&chunk, |mut b, m| {
                 b.push_bind(run_id)
                     .push_bind(m.member_id)
                     .push_bind(m.rfm_segment.clone())

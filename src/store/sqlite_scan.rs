@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use sqlx::SqlitePool;
 
 use super::{
-    EngagementDay, EventRow, EventTally, LineFact, MemberAnalyticsWrite, MemberTagRow, PURCHASED, PointsDay,
-    PurchaseDay, SkuFacts, StoreError, StoreResult, epoch_day,
+    EngagementDay, EventRow, EventTally, LineFact, MemberTagRow, PURCHASED, PointsDay, PurchaseDay, SkuFacts,
+    StoreError, StoreResult, epoch_day,
 };
 
 /// Microseconds in a UTC day: instants are stored as integer microseconds since the Unix epoch.
@@ -406,7 +406,7 @@ pub(super) async fn active_members_by_day(
 /// Run blocking work from async code that holds a borrowed connection (so it cannot move to
 /// `spawn_blocking`): on a multi-threaded runtime the worker hands its other tasks off first; on a
 /// current-thread runtime (tests, small shops) it runs in place.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
@@ -419,7 +419,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 pub(super) async fn insert_run_rows(
     conn: &mut sqlx::SqliteConnection,
     run_id: i64,
-    members: &[MemberAnalyticsWrite],
+    members: &mut dyn super::MemberRows,
     tags: &[&MemberTagRow],
 ) -> StoreResult<()> {
     let mut locked = conn.lock_handle().await?;
@@ -432,19 +432,25 @@ pub(super) async fn insert_run_rows(
                 "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
                  churn_risk, cluster, next_purchase, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for m in members {
-                stmt.execute(rusqlite::params![
-                    run_id,
-                    m.member_id,
-                    m.rfm_segment,
-                    m.stage,
-                    m.clv_fen,
-                    m.prob_alive,
-                    m.churn_risk,
-                    m.cluster,
-                    m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
-                    m.body.get(),
-                ])?;
+            loop {
+                let chunk = members.next_chunk(10_000)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for m in &chunk {
+                    stmt.execute(rusqlite::params![
+                        run_id,
+                        m.member_id,
+                        m.rfm_segment,
+                        m.stage,
+                        m.clv_fen,
+                        m.prob_alive,
+                        m.churn_risk,
+                        m.cluster,
+                        m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
+                        m.body.get(),
+                    ])?;
+                }
             }
             let mut stmt = db.prepare(
                 "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
