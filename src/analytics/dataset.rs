@@ -31,6 +31,9 @@ impl<T> Grouped<T> {
         if !in_order {
             rows.sort_by_cached_key(|r| pos(r));
         }
+        // The rows are kept for the whole run: give back what collecting them over-allocated (a vector grown
+        // row by row has up to twice the room it needs; tens of millions of rows at scale).
+        rows.shrink_to_fit();
         let mut ranges = vec![0..0; n];
         let mut start = 0;
         while start < rows.len() {

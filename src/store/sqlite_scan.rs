@@ -301,7 +301,10 @@ pub(super) async fn line_facts(
         }
         drop(orders);
         out.sort_unstable_by_key(|(line_no, f)| (f.member_id, f.order_id, *line_no));
-        Ok(out.into_iter().map(|(_, f)| f).collect())
+        // Collected in place, into the larger rows' allocation: shrink it to the lines it holds.
+        let mut lines: Vec<LineFact> = out.into_iter().map(|(_, f)| f).collect();
+        lines.shrink_to_fit();
+        Ok(lines)
     })
     .await
 }
