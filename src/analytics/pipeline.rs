@@ -508,8 +508,10 @@ impl Run<'_> {
                 b.push(l.item.sku.as_str());
             }
         }
-        let mined = basket::ItemDictionary::from_baskets(&baskets)
-            .and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
+        // The SKU baskets are dropped once encoded, before the miner builds its tree.
+        let encoded = basket::ItemDictionary::from_baskets(&baskets);
+        drop(baskets);
+        let mined = encoded.and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
         match mined {
             Ok((dict, res)) => {
                 const SHOWN: usize = 500;
@@ -943,15 +945,21 @@ impl Run<'_> {
             .collect();
         let update = tagk::update_member_tags(&previous, &observations, at, &self.params.tag_weights)
             .map_err(|e| AnalyticsError::model("tags", e))?;
-        self.dropped_manual_tags = update
-            .changes
+        // A million members have millions of observations, tags and changes: free each as soon as it is used,
+        // so they are not all held at once with the rows built below.
+        drop(observations);
+        drop(previous);
+        drop(texts);
+        let tagk::TagUpdate { tags, changes } = update;
+        self.dropped_manual_tags = changes
             .iter()
             .filter(|c| c.source == TagSource::Manual && c.kind == tagk::ChangeKind::Dropped)
             .map(|c| (c.member_id, c.tag.clone()))
             .collect();
+        let changed = changes.len();
+        drop(changes);
         let mut by_tag: BTreeMap<String, u64> = BTreeMap::new();
-        let rows: Vec<MemberTagRow> = update
-            .tags
+        let rows: Vec<MemberTagRow> = tags
             .into_iter()
             .map(|t| {
                 *by_tag.entry(t.tag.clone()).or_default() += 1;
@@ -971,7 +979,7 @@ impl Run<'_> {
                 }
             })
             .collect();
-        self.summary.insert("tags".into(), json!({"member_tags": rows.len(), "changes": update.changes.len()}));
+        self.summary.insert("tags".into(), json!({"member_tags": rows.len(), "changes": changed}));
         self.result("tags", json!({"members_by_tag": by_tag, "rule_tags": self.params.rule_tags, "keyword_tags": self.params.keyword_tags}));
         Ok(rows)
     }
