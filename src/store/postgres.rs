@@ -53,7 +53,7 @@ impl PgStore {
         use sqlx::QueryBuilder;
         use sqlx::types::Json;
         loop {
-            // Reading a chunk back from the analysis' spill files takes about a millisecond.
+            // A chunk is read back from the analysis' spill files: file reads, kept off the async workers.
             let chunk = super::sqlite_scan::blocking(|| members.next_chunk(1000))?;
             if chunk.is_empty() {
                 break;
