@@ -17,7 +17,7 @@ use crate::store::{MemberAnalyticsRow, MemberAnalyticsWrite, MemberRows, StoreEr
 use super::AnalyticsError;
 
 /// Where a stream's sections go in the body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Key {
     /// `"<key>": section`.
     Top(&'static str),

@@ -49,7 +49,7 @@ const WAL_CATCH_UP_FRAMES: i64 = 16_384;
 ///
 /// SQLite syncs the database file only at the end of a pass during which no commit landed, which under
 /// steady writes is almost never a background pass: the pages they copy stay dirty in the OS cache, and the
-/// writer's catch-up, whose pass does finish the log, paid for syncing all of them (40–100 ms, measured with
+/// writer's catch-up, whose pass does finish the log, paid for syncing all of them (30–100 ms, measured with
 /// strace and the catch-up's own timing). So after every background pass that copied frames, the
 /// checkpointer syncs the database file itself, and the catch-up's sync is left with the few frames it copies.
 fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>, db_file: Option<PathBuf>) {
