@@ -333,53 +333,9 @@ impl Run<'_> {
     /// The churn model trained on the shop's own history and validated on a later, held-out period; every
     /// buyer scored with the top reasons. A shop too small to train gets the reason instead.
     fn churn(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
-        use rayon::prelude::*;
-        let histories: Vec<churn::ChurnHistory> = d
-            .members
-            .par_iter()
-            .enumerate()
-            .map(|(i, m)| churn::ChurnHistory {
-                member_id: m.member_id,
-                registered_on: m.registered_at.date_naive(),
-                purchases: d
-                    .purchases
-                    .of(i)
-                    .iter()
-                    .map(|p| churn::DatedAmount { day: p.day, amount_fen: p.amount })
-                    .collect(),
-                refunds: d
-                    .refunds
-                    .of(i)
-                    .iter()
-                    .map(|r| churn::DatedAmount { day: r.day, amount_fen: r.amount })
-                    .collect(),
-                engagement: d
-                    .engagement
-                    .of(i)
-                    .iter()
-                    .filter_map(|e| {
-                        Some(churn::EngagementRecord {
-                            day: e.day,
-                            kind: churn::EngagementKind::from_event_type(&e.event_type)?,
-                            count: u32::try_from(e.count).unwrap_or(u32::MAX),
-                        })
-                    })
-                    .collect(),
-                points: d
-                    .points
-                    .of(i)
-                    .iter()
-                    .flat_map(|p| {
-                        [(p.earned, 1), (p.spent, -1)]
-                            .into_iter()
-                            .filter(|(n, _)| *n != 0)
-                            .map(move |(n, sign)| churn::PointsMovement { day: p.day, points: n * sign })
-                    })
-                    .collect(),
-            })
-            .collect();
-        let model = match churn::train_and_evaluate(&histories, self.as_of(), &self.params.churn) {
+        use churn::ChurnHistories as _;
+        let histories = MemberHistories(self.data);
+        let model = match churn::train_and_evaluate_on(&histories, self.as_of(), &self.params.churn) {
             Ok(m) => m,
             Err(e) => {
                 let why = e.to_string();
@@ -392,7 +348,7 @@ impl Run<'_> {
         let mut high = 0u64;
         let as_of = self.as_of();
         let score = |i: usize| -> Result<Option<(f64, String)>, AnalyticsError> {
-            match model.score(&histories[i], as_of) {
+            match model.score(&histories.history(i), as_of) {
                 Ok(s) => Ok(Some((s.probability, serde_json::to_string(&s)?))),
                 Err(_) => Ok(None),
             }
@@ -497,20 +453,13 @@ impl Run<'_> {
     /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
     fn basket(&mut self) {
         let lines = self.data.lines.all();
-        let mut baskets: Vec<Vec<&str>> = Vec::new();
-        let mut current: Option<(MemberId, i64)> = None;
-        for l in lines {
-            if current != Some((l.member_id, l.order_id)) {
-                baskets.push(Vec::new());
-                current = Some((l.member_id, l.order_id));
-            }
-            if let Some(b) = baskets.last_mut() {
-                b.push(l.item.sku.as_str());
-            }
-        }
-        // The SKU baskets are dropped once encoded, before the miner builds its tree.
-        let encoded = basket::ItemDictionary::from_baskets(&baskets);
-        drop(baskets);
+        // Each order's SKUs are encoded as the order is assembled: held as text first, the baskets of a
+        // year's orders cost several hundred megabytes more at scale.
+        let encoded = basket::ItemDictionary::from_keys(lines.iter().map(|l| l.item.sku.as_str())).map(|dict| {
+            let orders = lines.chunk_by(|a, b| (a.member_id, a.order_id) == (b.member_id, b.order_id));
+            let tx: Vec<Vec<u32>> = orders.map(|o| dict.encode(o.iter().map(|l| l.item.sku.as_str()))).collect();
+            (dict, tx)
+        });
         let mined = encoded.and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
         match mined {
             Ok((dict, res)) => {
@@ -863,60 +812,23 @@ impl Run<'_> {
         let rules =
             tagk::RuleSet::compile(&self.params.rule_tags, &schema).map_err(|e| AnalyticsError::model("tags", e))?;
         let start = self.window_start(self.params.rfm.window_days);
-        let mut observations: Vec<TagObservation> = Vec::new();
-        for (i, m) in d.members.iter().enumerate() {
-            let acc = &self.members[i];
-            let in_window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
-            let orders: i64 = in_window.iter().map(|p| p.orders).sum();
-            let money: i64 = in_window.iter().map(|p| p.amount).sum();
-            let promo: i64 = in_window.iter().map(|p| p.promo_orders).sum();
-            let num = |x: f64| Some(F::Number(x));
-            let row: Vec<Option<F>> = vec![
-                num(orders as f64),
-                num(money as f64),
-                if orders > 0 { num(money as f64 / orders as f64) } else { None },
-                if orders > 0 { num(promo as f64 / orders as f64) } else { None },
-                num(d.events.of(i).iter().map(|e| e.recent).sum::<i64>() as f64),
-                num((self.as_of() - m.registered_at.date_naive()).num_days() as f64),
-                d.purchases.of(i).last().map(|p| F::Number((self.as_of() - p.day).num_days() as f64)),
-                acc.stage.clone().map(F::Text),
-                acc.rfm_segment.clone().map(F::Text),
-                acc.clv_fen.map(|c| F::Number(c as f64)),
-                acc.churn_risk.map(F::Number),
-            ];
-            observations.extend(rules.observations(m.member_id, row.as_slice(), at));
-            let mut model = |tag: String, category: &str, reason: String| {
-                observations.push(TagObservation {
-                    member_id: m.member_id,
+        // Evidence that does not come from the member's own row: funnel stalls and keyword hits, by member
+        // position. Stored tags likewise; those of members outside this run (merged away since) go last.
+        let mut side: Vec<(usize, TagObservation)> = std::mem::take(&mut self.stalled)
+            .into_iter()
+            .map(|(i, tag, reason)| {
+                let obs = TagObservation {
+                    member_id: d.members[i].member_id,
                     tag,
-                    category: category.to_string(),
+                    category: "funnel".into(),
                     source: TagSource::Model,
                     at,
                     strength: 1.0,
                     reason,
-                })
-            };
-            if let Some(seg) = acc.rfm_segment.as_deref().and_then(segment_of) {
-                model(seg.name_zh().to_string(), "value", format!("RFM segment {}", seg.name_en()));
-            }
-            if let Some(stage) = acc.stage.as_deref().and_then(stage_of) {
-                model(stage.name_zh().to_string(), "lifecycle", format!("lifecycle stage {}", stage.name_en()));
-            }
-            if acc.cycle_due {
-                model("待复购".to_string(), "behaviour", "purchase cycle says the next purchase is due".into());
-            }
-        }
-        for (i, tag, reason) in std::mem::take(&mut self.stalled) {
-            observations.push(TagObservation {
-                member_id: d.members[i].member_id,
-                tag,
-                category: "funnel".into(),
-                source: TagSource::Model,
-                at,
-                strength: 1.0,
-                reason,
-            });
-        }
+                };
+                (i, obs)
+            })
+            .collect();
         let tagger = tagk::KeywordTagger::new(self.params.keyword_tags.clone(), &self.params.keywords)
             .map_err(|e| AnalyticsError::model("tags", e))?;
         let texts: Vec<tagk::MemberText> = d
@@ -925,12 +837,16 @@ impl Run<'_> {
             .filter(|(m, _, _)| d.index.contains_key(m))
             .map(|(m, at, text)| tagk::MemberText { member_id: *m, at: *at, text: text.clone() })
             .collect();
-        observations.extend(tagger.tag_texts(&texts).observations);
-        let previous: Vec<tagk::MemberTag> = stored
+        let keyword = tagger.tag_texts(&texts).observations;
+        drop(texts);
+        side.extend(keyword.into_iter().filter_map(|o| Some((*d.index.get(&o.member_id)?, o))));
+        side.sort_by_key(|(i, _)| *i);
+        let outside = d.members.len();
+        let mut previous: Vec<(usize, tagk::MemberTag)> = stored
             .iter()
             .filter_map(|t| {
                 let source: TagSource = serde_json::from_value(Value::String(t.source.clone())).ok()?;
-                Some(tagk::MemberTag {
+                let tag = tagk::MemberTag {
                     member_id: t.member_id,
                     tag: t.tag.clone(),
                     category: t.category.clone(),
@@ -940,28 +856,87 @@ impl Run<'_> {
                     last_supported_at: t.last_supported_at,
                     first_tagged_at: t.first_tagged_at,
                     reason: t.reason.clone(),
-                })
+                };
+                Some((d.index.get(&t.member_id).copied().unwrap_or(outside), tag))
             })
             .collect();
-        let update = tagk::update_member_tags(&previous, &observations, at, &self.params.tag_weights)
-            .map_err(|e| AnalyticsError::model("tags", e))?;
-        // A million members have millions of observations, tags and changes: free each as soon as it is used,
-        // so they are not all held at once with the rows built below.
-        drop(observations);
-        drop(previous);
-        drop(texts);
-        let tagk::TagUpdate { tags, changes } = update;
-        self.dropped_manual_tags = changes
-            .iter()
-            .filter(|c| c.source == TagSource::Manual && c.kind == tagk::ChangeKind::Dropped)
-            .map(|c| (c.member_id, c.tag.clone()))
-            .collect();
-        let changed = changes.len();
-        drop(changes);
+        previous.sort_by_key(|(i, t)| (*i, t.member_id));
+        let mut side = side.into_iter().peekable();
+        let mut previous = previous.into_iter().peekable();
+
+        // Each member's tags depend on that member's evidence and stored tags alone, so members are folded
+        // a chunk at a time: a million members' observations, folded tags and changes are never held at
+        // once, only the rows to store.
+        const CHUNK: usize = 50_000;
+        let mut rows: Vec<MemberTagRow> = Vec::new();
         let mut by_tag: BTreeMap<String, u64> = BTreeMap::new();
-        let rows: Vec<MemberTagRow> = tags
-            .into_iter()
-            .map(|t| {
+        let mut changed = 0usize;
+        let mut dropped_manual = Vec::new();
+        for first in (0..=outside).step_by(CHUNK) {
+            let end = (first + CHUNK).min(outside + 1);
+            let mut observations: Vec<TagObservation> = Vec::new();
+            for i in first..end.min(outside) {
+                let m = &d.members[i];
+                let acc = &self.members[i];
+                let in_window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
+                let orders: i64 = in_window.iter().map(|p| p.orders).sum();
+                let money: i64 = in_window.iter().map(|p| p.amount).sum();
+                let promo: i64 = in_window.iter().map(|p| p.promo_orders).sum();
+                let num = |x: f64| Some(F::Number(x));
+                let row: Vec<Option<F>> = vec![
+                    num(orders as f64),
+                    num(money as f64),
+                    if orders > 0 { num(money as f64 / orders as f64) } else { None },
+                    if orders > 0 { num(promo as f64 / orders as f64) } else { None },
+                    num(d.events.of(i).iter().map(|e| e.recent).sum::<i64>() as f64),
+                    num((self.as_of() - m.registered_at.date_naive()).num_days() as f64),
+                    d.purchases.of(i).last().map(|p| F::Number((self.as_of() - p.day).num_days() as f64)),
+                    acc.stage.clone().map(F::Text),
+                    acc.rfm_segment.clone().map(F::Text),
+                    acc.clv_fen.map(|c| F::Number(c as f64)),
+                    acc.churn_risk.map(F::Number),
+                ];
+                observations.extend(rules.observations(m.member_id, row.as_slice(), at));
+                let mut model = |tag: String, category: &str, reason: String| {
+                    observations.push(TagObservation {
+                        member_id: m.member_id,
+                        tag,
+                        category: category.to_string(),
+                        source: TagSource::Model,
+                        at,
+                        strength: 1.0,
+                        reason,
+                    })
+                };
+                if let Some(seg) = acc.rfm_segment.as_deref().and_then(segment_of) {
+                    model(seg.name_zh().to_string(), "value", format!("RFM segment {}", seg.name_en()));
+                }
+                if let Some(stage) = acc.stage.as_deref().and_then(stage_of) {
+                    model(stage.name_zh().to_string(), "lifecycle", format!("lifecycle stage {}", stage.name_en()));
+                }
+                if acc.cycle_due {
+                    model("待复购".to_string(), "behaviour", "purchase cycle says the next purchase is due".into());
+                }
+            }
+            while let Some((_, o)) = side.next_if(|(i, _)| *i < end) {
+                observations.push(o);
+            }
+            let mut chunk_previous: Vec<tagk::MemberTag> = Vec::new();
+            while let Some((_, t)) = previous.next_if(|(i, _)| *i < end) {
+                chunk_previous.push(t);
+            }
+            let update = tagk::update_member_tags(&chunk_previous, &observations, at, &self.params.tag_weights)
+                .map_err(|e| AnalyticsError::model("tags", e))?;
+            drop(observations);
+            let tagk::TagUpdate { tags, changes } = update;
+            changed += changes.len();
+            dropped_manual.extend(
+                changes
+                    .into_iter()
+                    .filter(|c| c.source == TagSource::Manual && c.kind == tagk::ChangeKind::Dropped)
+                    .map(|c| (c.member_id, c.tag)),
+            );
+            rows.extend(tags.into_iter().map(|t| {
                 *by_tag.entry(t.tag.clone()).or_default() += 1;
                 MemberTagRow {
                     member_id: t.member_id,
@@ -977,8 +952,9 @@ impl Run<'_> {
                     first_tagged_at: t.first_tagged_at,
                     reason: t.reason,
                 }
-            })
-            .collect();
+            }));
+        }
+        self.dropped_manual_tags = dropped_manual;
         self.summary.insert("tags".into(), json!({"member_tags": rows.len(), "changes": changed}));
         self.result("tags", json!({"members_by_tag": by_tag, "rule_tags": self.params.rule_tags, "keyword_tags": self.params.keyword_tags}));
         Ok(rows)
@@ -1015,6 +991,55 @@ impl Run<'_> {
             keep_runs: self.params.keep_runs,
             notices: self.notices,
             dropped_manual_tags: self.dropped_manual_tags,
+        })
+    }
+}
+
+/// Members' churn histories, built from the grouped rows when the model asks for one (all of them at once
+/// would be a second copy of every purchase, points day and engagement row).
+struct MemberHistories<'a>(&'a Dataset);
+
+impl churn::ChurnHistories for MemberHistories<'_> {
+    fn len(&self) -> usize {
+        self.0.members.len()
+    }
+
+    fn history(&self, i: usize) -> std::borrow::Cow<'_, churn::ChurnHistory> {
+        let d = self.0;
+        let m = &d.members[i];
+        std::borrow::Cow::Owned(churn::ChurnHistory {
+            member_id: m.member_id,
+            registered_on: m.registered_at.date_naive(),
+            purchases: d
+                .purchases
+                .of(i)
+                .iter()
+                .map(|p| churn::DatedAmount { day: p.day, amount_fen: p.amount })
+                .collect(),
+            refunds: d.refunds.of(i).iter().map(|r| churn::DatedAmount { day: r.day, amount_fen: r.amount }).collect(),
+            engagement: d
+                .engagement
+                .of(i)
+                .iter()
+                .filter_map(|e| {
+                    Some(churn::EngagementRecord {
+                        day: e.day,
+                        kind: churn::EngagementKind::from_event_type(&e.event_type)?,
+                        count: u32::try_from(e.count).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect(),
+            points: d
+                .points
+                .of(i)
+                .iter()
+                .flat_map(|p| {
+                    [(p.earned, 1), (p.spent, -1)]
+                        .into_iter()
+                        .filter(|(n, _)| *n != 0)
+                        .map(move |(n, sign)| churn::PointsMovement { day: p.day, points: n * sign })
+                })
+                .collect(),
         })
     }
 }

@@ -240,8 +240,9 @@ pub(super) async fn event_tallies(
 /// Merchandise lines of paid orders placed in `[since, until)`, with their SKU's category and brand,
 /// ordered by member, order and line.
 ///
-/// The orders of the window are read first (by order id), then every product line in table order, matched
-/// to its order here: joining in SQL looks each line's order up by key, a random read per line.
+/// The orders of the window are read first (by order id), then the product lines from the window's first
+/// order on in table order, matched to their orders here: joining in SQL looks each line's order up by key,
+/// a random read per line.
 pub(super) async fn line_facts(
     pool: &SqlitePool,
     since: DateTime<Utc>,
@@ -268,17 +269,31 @@ pub(super) async fn line_facts(
              WHERE {PURCHASED} AND placed_at >= ?1 AND placed_at < ?2 AND member_id <> 0"
         ))?;
         let mut rows = stmt.query([since, until])?;
+        let mut first_order = i64::MAX;
         while let Some(r) = rows.next()? {
-            orders.insert(r.get(0)?, (r.get(1)?, r.get(2)?));
+            let order_id: i64 = r.get(0)?;
+            first_order = first_order.min(order_id);
+            orders.insert(order_id, (r.get(1)?, r.get(2)?));
         }
         drop(rows);
         drop(stmt);
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
 
+        // Lines are stored as their orders arrive, so a window of recent orders is the table's tail: start the
+        // scan at the first line of an order at or after the window's lowest order id. Finding it walks the
+        // primary-key index alone (order id, line, rowid); lines before it cannot belong to the window, and
+        // every line after it is still matched to its order below, so the cut is exact whatever the order of
+        // ids and rows.
+        // (Unhinted, SQLite answers MIN(rowid) by walking the table in rowid order to the first match.)
+        let first_row: Option<i64> = db.query_row(FIRST_LINE_SQL, [first_order], |r| r.get(0))?;
+        let Some(first_row) = first_row else { return Ok(Vec::new()) };
         let mut stmt = db.prepare(
-            "SELECT member_id, order_id, line_no, sku, unit_price, amount FROM order_lines NOT INDEXED \
-             WHERE kind = 'product'",
+            "SELECT member_id, order_id, line_no, sku, unit_price, amount FROM order_lines \
+             WHERE rowid >= ?1 AND kind = 'product'",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([first_row])?;
         let mut out: Vec<(i64, LineFact)> = Vec::new();
         while let Some(r) = rows.next()? {
             let (member_id, order_id): (i64, i64) = (r.get(0)?, r.get(1)?);
@@ -308,6 +323,11 @@ pub(super) async fn line_facts(
     })
     .await
 }
+
+/// The first row of `order_lines` holding a line of an order with an id at or above `?1`, found from the
+/// primary-key index alone.
+const FIRST_LINE_SQL: &str =
+    "SELECT MIN(rowid) FROM order_lines INDEXED BY sqlite_autoindex_order_lines_1 WHERE order_id >= ?1";
 
 /// Per-member, per-day, per-type counts of engagement events in `[since, until)`, ordered by member and day.
 pub(super) async fn engagement_days(
@@ -506,5 +526,64 @@ mod tests {
         .await
         .unwrap();
         assert!(plan.contains("COVERING INDEX ledger_entries_member"), "{plan}");
+    }
+
+    /// The recent lines are found from the primary-key index, not by walking the table from its start.
+    #[tokio::test]
+    async fn first_window_line_is_found_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = super::super::sqlite::SqliteStore::open(&url).await.unwrap();
+        super::super::Store::migrate(&store).await.unwrap();
+        let plan = scan(store.sqlite_reader().unwrap(), |db| {
+            Ok(db.query_row(&format!("EXPLAIN QUERY PLAN {FIRST_LINE_SQL}"), [0_i64], |r| r.get::<_, String>(3))?)
+        })
+        .await
+        .unwrap();
+        assert!(plan.contains("COVERING INDEX sqlite_autoindex_order_lines_1"), "{plan}");
+    }
+
+    /// Lines are cut at the window's lowest order id and still matched to their orders, so orders stored out
+    /// of id order (a late import of old orders, an old id reused for a recent order) are neither lost nor
+    /// let in.
+    #[tokio::test]
+    async fn line_window_holds_whatever_the_storage_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.db");
+        let store = super::super::sqlite::SqliteStore::open(&format!("sqlite://{}", path.display())).await.unwrap();
+        super::super::Store::migrate(&store).await.unwrap();
+        let day = |d: i64| d * DAY + 3_600_000_000;
+        let (since, until) = (instant(day(100)).unwrap(), instant(day(200)).unwrap());
+        let lines = |orders: &[(i64, i64)]| {
+            let db = Connection::open(&path).unwrap();
+            for &(order_id, placed_day) in orders {
+                db.execute(
+                    "INSERT INTO orders (order_id, member_id, channel, order_no, status, placed_at, currency, subtotal, \
+                     discount_total, shipping_fee, total, created_at) \
+                     VALUES (?1, 7, 'web', ?1, 'paid', ?2, 'CNY', 100, 0, 0, 100, ?2)",
+                    [order_id, day(placed_day)],
+                )
+                .unwrap();
+                for line_no in [1, 2] {
+                    db.execute(
+                        "INSERT INTO order_lines (member_id, order_id, line_no, sku, kind, quantity, unit_price, \
+                         discount, amount) VALUES (7, ?1, ?2, 'S1', 'product', 1, 50, 0, 50)",
+                        [order_id, line_no],
+                    )
+                    .unwrap();
+                }
+            }
+        };
+        let read = || async {
+            let facts = line_facts(store.sqlite_reader().unwrap(), since, until).await.unwrap();
+            facts.iter().map(|f| f.order_id).collect::<Vec<_>>()
+        };
+        assert_eq!(read().await, Vec::<i64>::new());
+        // Old orders first, then the window's: the cut skips the old lines.
+        lines(&[(10, 50), (20, 150)]);
+        assert_eq!(read().await, vec![20, 20]);
+        // A recent order with a low id stored last, and an old order with a high id.
+        lines(&[(5, 160), (30, 60)]);
+        assert_eq!(read().await, vec![5, 5, 20, 20]);
     }
 }

@@ -448,8 +448,9 @@ async fn a_server_killed_mid_load_loses_and_doubles_nothing_once_every_request_i
         assert_eq!(r.status().as_u16(), 200, "{b}");
         // Per member: 10 orders of 10 yuan (10 pending points each), 5 redemptions of 10 points, 2 adjustments
         // of +7: the 100 registration points cover the redemptions in any order.
-        // Placed now, so their points stay pending (the return window) whatever the restart's jobs do.
-        let placed_at = chrono::Utc::now().to_rfc3339();
+        // Placed now (or yesterday on a 会员日, which would double them), so their points stay pending (the
+        // return window) whatever the restart's jobs do.
+        let placed_at = support::off_member_day(chrono::Utc::now()).to_rfc3339();
         let mut load = Vec::new();
         for &m in &members {
             for k in 0..10 {

@@ -319,8 +319,15 @@ async fn tiers_upgrade_at_once_keep_through_grace_and_drop_one_tier_at_a_time() 
             serde_json::from_value(json!({"identities": [{"kind": "phone", "value": "13900000301"}]})).unwrap();
         let m = app.upsert_members(&[input], &who).await.unwrap()[0].as_ref().unwrap().member_id().unwrap();
         let now = app.now();
+        // Orders are placed on two days that are both off the 会员日, whose ×2 would blur the tier multiplier
+        // asserted below: "today" is the latest such pair's second day.
+        let day = chrono::Duration::days(1);
+        let mut today = now;
+        while crate::support::off_member_day(today) != today || crate::support::off_member_day(today - day) != today - day {
+            today -= day;
+        }
         let order = |no: &str, yuan: i64, days_ago: i64| -> OrderInput {
-            let placed_at = now - chrono::Duration::days(days_ago);
+            let placed_at = today - chrono::Duration::days(days_ago);
             serde_json::from_value(json!({"channel": "web", "order_no": no, "member_id": m, "placed_at": placed_at,
                 "lines": [{"sku": "BAG-1", "quantity": 1, "unit_price": yuan * 100}]}))
             .unwrap()

@@ -69,6 +69,17 @@ pub fn config_for(db: &TestDb) -> Config {
     Config { database_url: db.url.clone(), secret_key: Some(TEST_KEY.into()), ..Config::default() }
 }
 
+/// The latest moment at or before `t` that is not the example rule set's 会员日 (Wednesday in the shop's
+/// Asia/Shanghai time), so a test that asserts points earned "now" does not double one day a week.
+pub fn off_member_day(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Datelike;
+    let mut t = t;
+    while t.with_timezone(&chrono_tz::Asia::Shanghai).weekday() == chrono::Weekday::Wed {
+        t -= chrono::Duration::days(1);
+    }
+    t
+}
+
 pub async fn app_for(db: &TestDb) -> Arc<App> {
     Arc::new(App::start(config_for(db)).await.expect("app starts"))
 }

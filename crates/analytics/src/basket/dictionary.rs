@@ -19,16 +19,28 @@ impl ItemDictionary {
     /// Assigns an id to every key in `baskets` and returns the dictionary with the baskets as ids.
     pub fn from_baskets<S: AsRef<str>>(baskets: &[Vec<S>]) -> Result<(Self, Vec<Vec<u32>>), BasketError> {
         // Distinct keys first: tens of millions of lines name a few thousand SKUs.
-        let distinct: std::collections::HashSet<&str> = baskets.iter().flatten().map(AsRef::as_ref).collect();
+        let dict = Self::from_keys(baskets.iter().flatten().map(AsRef::as_ref))?;
+        let encoded = baskets.iter().map(|b| dict.encode(b.iter().map(AsRef::as_ref))).collect();
+        Ok((dict, encoded))
+    }
+
+    /// The dictionary of the distinct keys among `keys` (in any order, repeated or not), for callers that
+    /// encode their baskets as they assemble them instead of holding them as text first.
+    pub fn from_keys<'k>(keys: impl IntoIterator<Item = &'k str>) -> Result<Self, BasketError> {
+        let distinct: std::collections::HashSet<&str> = keys.into_iter().collect();
         let mut keys: Vec<&str> = distinct.into_iter().collect();
         keys.sort_unstable();
         if keys.len() > u32::MAX as usize {
             return Err(BasketError::TooManyItems);
         }
         let ids: HashMap<String, u32> = keys.iter().enumerate().map(|(i, k)| (k.to_string(), i as u32)).collect();
-        let encoded = baskets.iter().map(|b| b.iter().filter_map(|k| ids.get(k.as_ref()).copied()).collect()).collect();
         let keys = keys.into_iter().map(str::to_string).collect();
-        Ok((ItemDictionary { keys, ids }, encoded))
+        Ok(ItemDictionary { keys, ids })
+    }
+
+    /// A basket as ids; keys the dictionary does not hold are left out.
+    pub fn encode<'k>(&self, basket: impl IntoIterator<Item = &'k str>) -> Vec<u32> {
+        basket.into_iter().filter_map(|k| self.ids.get(k).copied()).collect()
     }
 
     /// The id of `key`, if it occurred in the baskets.

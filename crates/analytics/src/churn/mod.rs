@@ -45,6 +45,8 @@ mod tests;
 pub use features::{ChurnFeatures, EngagementCounts, churn_features, churn_label};
 pub use metrics::{MetricError, average_precision, roc_auc};
 
+use std::borrow::Cow;
+
 use chrono::{Days, NaiveDate};
 use features::{FEATURES, N_FEATURES};
 use linfa::prelude::*;
@@ -127,6 +129,29 @@ pub struct ChurnHistory {
     pub engagement: Vec<EngagementRecord>,
     /// Points-ledger movements.
     pub points: Vec<PointsMovement>,
+}
+
+/// Members' histories by position, handed to the model one at a time: a caller holding its members' rows
+/// in another form (a million members' purchases, points and engagement) builds each history when asked
+/// instead of keeping a second copy of them all.
+pub trait ChurnHistories: Sync {
+    /// How many members there are.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The history of the member at position `i < len()`.
+    fn history(&self, i: usize) -> Cow<'_, ChurnHistory>;
+}
+
+impl ChurnHistories for [ChurnHistory] {
+    fn len(&self) -> usize {
+        <[ChurnHistory]>::len(self)
+    }
+    fn history(&self, i: usize) -> Cow<'_, ChurnHistory> {
+        Cow::Borrowed(&self[i])
+    }
 }
 
 /// Settings of the churn model. Defaults: 90-day horizon and window, 30-day short engagement window,
@@ -349,37 +374,51 @@ struct Period {
     y: Vec<bool>,
 }
 
-fn build_period(
-    histories: &[ChurnHistory],
-    cutoff: NaiveDate,
-    label_end: NaiveDate,
+/// The design matrices of several periods, `(cutoff, label end)` each, built in one pass over the
+/// members (each history is asked for once); checked in the order given.
+fn build_periods<const K: usize>(
+    histories: &(impl ChurnHistories + ?Sized),
+    periods: [(NaiveDate, NaiveDate); K],
     p: &ChurnParams,
-) -> Result<Period, ChurnError> {
-    let rows: Vec<([f64; N_FEATURES], bool)> = histories
-        .par_iter()
-        .filter_map(|h| {
-            let f = churn_features(h, cutoff, p)?;
-            let y = churn_label(h, cutoff, p.horizon_days)?;
-            Some((f.vector(), y))
+) -> Result<[Period; K], ChurnError> {
+    type Row = ([f64; N_FEATURES], bool);
+    let rows: Vec<[Option<Row>; K]> = (0..histories.len())
+        .into_par_iter()
+        .map(|i| {
+            let h = histories.history(i);
+            periods.map(|(cutoff, _)| {
+                let f = churn_features(&h, cutoff, p)?;
+                let y = churn_label(&h, cutoff, p.horizon_days)?;
+                Some((f.vector(), y))
+            })
         })
+        .filter(|r| r.iter().any(Option::is_some))
         .collect();
-    let n = rows.len();
-    if n < p.min_members {
-        return Err(ChurnError::TooFewMembers { cutoff, found: n, needed: p.min_members });
+    let mut out = Vec::with_capacity(K);
+    for (k, (cutoff, label_end)) in periods.into_iter().enumerate() {
+        let n = rows.iter().filter(|r| r[k].is_some()).count();
+        if n < p.min_members {
+            return Err(ChurnError::TooFewMembers { cutoff, found: n, needed: p.min_members });
+        }
+        let churned = rows.iter().filter(|r| matches!(r[k], Some((_, true)))).count();
+        let retained = n - churned;
+        if churned < p.min_per_class || retained < p.min_per_class {
+            return Err(ChurnError::TooFewInClass { cutoff, churned, retained, needed: p.min_per_class });
+        }
+        let mut flat = Vec::with_capacity(n * N_FEATURES);
+        let mut y = Vec::with_capacity(n);
+        for (v, l) in rows.iter().filter_map(|r| r[k].as_ref()) {
+            flat.extend_from_slice(v);
+            y.push(*l);
+        }
+        let x = Array2::from_shape_vec((n, N_FEATURES), flat).map_err(|e| ChurnError::Fit(e.to_string()))?;
+        out.push(Period {
+            stats: PeriodStats { cutoff, label_end, members: n, positive_rate: churned as f64 / n as f64 },
+            x,
+            y,
+        });
     }
-    let churned = rows.iter().filter(|r| r.1).count();
-    let retained = n - churned;
-    if churned < p.min_per_class || retained < p.min_per_class {
-        return Err(ChurnError::TooFewInClass { cutoff, churned, retained, needed: p.min_per_class });
-    }
-    let mut flat = Vec::with_capacity(n * N_FEATURES);
-    let mut y = Vec::with_capacity(n);
-    for (v, l) in rows {
-        flat.extend_from_slice(&v);
-        y.push(l);
-    }
-    let x = Array2::from_shape_vec((n, N_FEATURES), flat).map_err(|e| ChurnError::Fit(e.to_string()))?;
-    Ok(Period { stats: PeriodStats { cutoff, label_end, members: n, positive_rate: churned as f64 / n as f64 }, x, y })
+    out.try_into().map_err(|_| ChurnError::Fit("period count".into()))
 }
 
 fn fit(period: &Period, p: &ChurnParams) -> Result<FittedChurnLogit, ChurnError> {
@@ -470,12 +509,20 @@ pub fn train_and_evaluate(
     as_of: NaiveDate,
     params: &ChurnParams,
 ) -> Result<ChurnModel, ChurnError> {
+    train_and_evaluate_on(histories, as_of, params)
+}
+
+/// [`train_and_evaluate`] on histories built as they are needed.
+pub fn train_and_evaluate_on(
+    histories: &(impl ChurnHistories + ?Sized),
+    as_of: NaiveDate,
+    params: &ChurnParams,
+) -> Result<ChurnModel, ChurnError> {
     validate(params)?;
     let n = u64::from(params.horizon_days);
     let c2 = days_before(as_of, n)?;
     let c1 = days_before(as_of, 2 * n)?;
-    let train = build_period(histories, c1, c2, params)?;
-    let evaluation = build_period(histories, c2, as_of, params)?;
+    let [train, evaluation] = build_periods(histories, [(c1, c2), (c2, as_of)], params)?;
     let validated = fit(&train, params)?;
     let scores: Vec<f64> = evaluation
         .x
