@@ -60,6 +60,7 @@ pub async fn demo(
     );
     let (key, _) = app.create_key(Role::Admin, "demo-admin").await?;
     if no_serve {
+        app.store.flush().await?;
         println!("admin key: {key}");
         return Ok(());
     }

@@ -214,6 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
             let app = start(cfg).await?;
             jobs::import(&app, entity, file, format, mapping, rejects).await?;
+            app.store.flush().await?;
         }
         Command::Migrate { db } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
@@ -261,6 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&cli.config, db.db.as_deref())?;
             let app = start(cfg).await?;
             jobs::analyze(&app, as_of.as_deref(), json).await?;
+            app.store.flush().await?;
         }
         Command::Stats { db, json } => {
             let cfg = load_config(&cli.config, db.db.as_deref())?;

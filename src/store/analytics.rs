@@ -319,6 +319,7 @@ macro_rules! analytics_store {
             }
 
             async fn finish_analytics_run(&self, run_id: i64, mut out: AnalyticsOutput, at: DateTime<Utc>) -> StoreResult<()> {
+                let started = std::time::Instant::now();
                 let mut tx = self.write_tx().await?;
                 for chunk in out.results.chunks(100) {
                     let mut q = QueryBuilder::<$db>::new("INSERT INTO analytics_results (run_id, model, body) ");
@@ -341,7 +342,13 @@ macro_rules! analytics_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                sqlx::query("DELETE FROM member_tags WHERE source <> 'manual'").execute(&mut *tx).await?;
+                let deleted = sqlx::query("DELETE FROM member_tags WHERE source <> 'manual'").execute(&mut *tx).await?;
+                tracing::debug!(
+                    changes = out.changes.len(),
+                    tags_deleted = deleted.rows_affected(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "results and changes written, computed tags cleared"
+                );
                 // Manual tags are updated in place (their weight decays only under a configured half-life);
                 // one an operator removed during the run stays removed.
                 for t in out.tags.iter().filter(|t| t.source == "manual") {
@@ -365,6 +372,7 @@ macro_rules! analytics_store {
                 // each store writes them its fastest way.
                 let computed: Vec<&MemberTagRow> = out.tags.iter().filter(|t| t.source != "manual").collect();
                 <$store>::insert_run_rows(&mut tx, run_id, out.members.as_mut(), &computed).await?;
+                let written = std::time::Instant::now();
                 // Keep the member rows of this run and of the newest `keep_runs - 1` done runs before it.
                 let kept: Vec<i64> = sqlx::query_scalar(
                     "SELECT run_id FROM analytics_runs WHERE status = 'done' AND run_id < $1 ORDER BY run_id DESC LIMIT $2",
@@ -388,7 +396,14 @@ macro_rules! analytics_store {
                 if updated.rows_affected() != 1 {
                     return Err(StoreError::Corrupt(format!("analytics run {run_id} is not running")));
                 }
+                let before_commit = std::time::Instant::now();
                 tx.commit().await?;
+                tracing::debug!(
+                    old_rows_ms = (before_commit - written).as_millis() as u64,
+                    commit_ms = before_commit.elapsed().as_millis() as u64,
+                    total_ms = started.elapsed().as_millis() as u64,
+                    "analytics run stored"
+                );
                 Ok(())
             }
 

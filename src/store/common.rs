@@ -1053,6 +1053,10 @@ macro_rules! shared_store {
                 self.migrate_impl().await
             }
 
+            async fn flush(&self) -> StoreResult<()> {
+                self.flush_impl().await
+            }
+
             async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(self.reader()).await?)
             }

@@ -278,6 +278,12 @@ pub trait Store:
     /// Apply pending schema migrations.
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// Leave the database compact for the next process: a command-line run that wrote in bulk calls this
+    /// before it exits. On SQLite the write-ahead log is copied into the database file and truncated: left
+    /// behind (gigabytes after an analysis run, with no server's checkpointer to copy it), every read of the
+    /// next process would look its pages up in the log first. PostgreSQL has nothing to do.
+    async fn flush(&self) -> StoreResult<()>;
+
     async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// The newest rule-set version and the values of `keys`, in one round trip: enough for a cache of parsed
     /// loyalty policies to tell whether it is still current without parsing anything.

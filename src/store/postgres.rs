@@ -149,6 +149,11 @@ impl PgStore {
         sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
         Ok(())
     }
+
+    /// The server writes straight into its tables: nothing is left for the next process.
+    async fn flush_impl(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 shared_store!(PgStore, sqlx::Postgres);

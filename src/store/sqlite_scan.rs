@@ -94,12 +94,13 @@ fn fold_runs<R, K: PartialEq, O>(
 
 /// Text interned by value: tens of millions of rows name a few thousand SKUs and a handful of event types.
 struct Interner<V> {
-    ids: HashMap<Box<str>, V>,
+    /// Fx hashing: the keys are a shop's own SKUs, types and session ids, looked up once per row.
+    ids: rustc_hash::FxHashMap<Box<str>, V>,
 }
 
 impl<V: Clone> Interner<V> {
     fn new() -> Self {
-        Self { ids: HashMap::new() }
+        Self { ids: rustc_hash::FxHashMap::default() }
     }
 
     fn get_or(&mut self, key: &str, make: impl FnOnce(&str) -> V) -> V {
@@ -250,6 +251,7 @@ pub(super) async fn line_facts(
 ) -> StoreResult<Vec<LineFact>> {
     let (since, until) = (since.timestamp_micros(), until.timestamp_micros());
     scan(pool, move |db| {
+        let started = std::time::Instant::now();
         let mut skus: Interner<Arc<SkuFacts>> = Interner::new();
         let mut stmt = db.prepare("SELECT sku, category_path, brand FROM skus")?;
         let mut rows = stmt.query([])?;
@@ -263,23 +265,19 @@ pub(super) async fn line_facts(
         drop(stmt);
 
         // order id → (member, day)
-        let mut orders: HashMap<i64, (i64, i32)> = HashMap::new();
+        let mut window: Vec<(i64, i64, NaiveDate)> = Vec::new();
         let mut stmt = db.prepare(&format!(
             "SELECT order_id, member_id, placed_at / {DAY} FROM orders NOT INDEXED \
              WHERE {PURCHASED} AND placed_at >= ?1 AND placed_at < ?2 AND member_id <> 0"
         ))?;
         let mut rows = stmt.query([since, until])?;
-        let mut first_order = i64::MAX;
         while let Some(r) = rows.next()? {
-            let order_id: i64 = r.get(0)?;
-            first_order = first_order.min(order_id);
-            orders.insert(order_id, (r.get(1)?, r.get(2)?));
+            window.push((r.get(0)?, r.get(1)?, epoch_day(r.get(2)?)?));
         }
         drop(rows);
         drop(stmt);
-        if orders.is_empty() {
-            return Ok(Vec::new());
-        }
+        let orders = OrderIndex::new(window);
+        let Some(first_order) = orders.first_id() else { return Ok(Vec::new()) };
 
         // Lines are stored as their orders arrive, so a window of recent orders is the table's tail: start the
         // scan at the first line of an order at or after the window's lowest order id. Finding it walks the
@@ -287,6 +285,7 @@ pub(super) async fn line_facts(
         // every line after it is still matched to its order below, so the cut is exact whatever the order of
         // ids and rows.
         // (Unhinted, SQLite answers MIN(rowid) by walking the table in rowid order to the first match.)
+        let orders_ms = started.elapsed().as_millis() as u64;
         let first_row: Option<i64> = db.query_row(FIRST_LINE_SQL, [first_order], |r| r.get(0))?;
         let Some(first_row) = first_row else { return Ok(Vec::new()) };
         let mut stmt = db.prepare(
@@ -297,31 +296,93 @@ pub(super) async fn line_facts(
         let mut out: Vec<(i64, LineFact)> = Vec::new();
         while let Some(r) = rows.next()? {
             let (member_id, order_id): (i64, i64) = (r.get(0)?, r.get(1)?);
-            let Some(&(order_member, d)) = orders.get(&order_id) else { continue };
+            let Some((order_member, day)) = orders.get(order_id) else { continue };
             if order_member != member_id {
                 continue;
             }
             let item = skus.get_or(r.get_ref(3)?.as_str()?, |sku| {
                 Arc::new(SkuFacts { sku: sku.to_string(), category: None, brand: None })
             });
-            let fact = LineFact {
-                member_id,
-                order_id,
-                day: epoch_day(i64::from(d))?,
-                item,
-                unit_price: r.get(4)?,
-                amount: r.get(5)?,
-            };
+            let fact = LineFact { member_id, order_id, day, item, unit_price: r.get(4)?, amount: r.get(5)? };
             out.push((r.get(2)?, fact));
         }
+        let scanned_ms = started.elapsed().as_millis() as u64;
         drop(orders);
         out.sort_unstable_by_key(|(line_no, f)| (f.member_id, f.order_id, *line_no));
+        tracing::debug!(
+            orders_ms,
+            scanned_ms,
+            sorted_ms = started.elapsed().as_millis() as u64,
+            lines = out.len(),
+            "order lines read"
+        );
         // Collected in place, into the larger rows' allocation: shrink it to the lines it holds.
         let mut lines: Vec<LineFact> = out.into_iter().map(|(_, f)| f).collect();
         lines.shrink_to_fit();
         Ok(lines)
     })
     .await
+}
+
+/// Orders by id, for matching each line to its order's member and day.
+///
+/// A shop's order ids come from one sequence, so a window of orders is nearly a contiguous id range, and
+/// lines arrive in about id order: a slot per id in that range is looked up in memory order, where a hash
+/// map of ten million orders costs a cache miss per line. Ids too sparse for that (more than four slots per
+/// order) fall back to a hash map.
+enum OrderIndex {
+    /// `slots[id - first]`: (member, day), member 0 where no order of the window has that id (guest orders,
+    /// whose member is 0, are never in the window).
+    Dense {
+        first: i64,
+        slots: Vec<(i64, NaiveDate)>,
+    },
+    Sparse {
+        first: i64,
+        map: rustc_hash::FxHashMap<i64, (i64, NaiveDate)>,
+    },
+    Empty,
+}
+
+impl OrderIndex {
+    /// Index `(order id, member, day)` rows.
+    fn new(orders: Vec<(i64, i64, NaiveDate)>) -> Self {
+        let (Some(first), Some(last)) = (orders.iter().map(|o| o.0).min(), orders.iter().map(|o| o.0).max()) else {
+            return Self::Empty;
+        };
+        let span = u64::try_from(last - first).ok().and_then(|s| usize::try_from(s + 1).ok());
+        match span {
+            Some(span) if span <= orders.len().saturating_mul(4) => {
+                let mut slots = vec![(0, NaiveDate::MIN); span];
+                for (id, member, day) in orders {
+                    // In range by construction: first <= id <= last.
+                    slots[(id - first) as usize] = (member, day);
+                }
+                Self::Dense { first, slots }
+            }
+            _ => Self::Sparse { first, map: orders.into_iter().map(|(id, m, d)| (id, (m, d))).collect() },
+        }
+    }
+
+    /// The lowest order id in the window, if it has any order.
+    fn first_id(&self) -> Option<i64> {
+        match self {
+            Self::Dense { first, .. } | Self::Sparse { first, .. } => Some(*first),
+            Self::Empty => None,
+        }
+    }
+
+    /// The member and day of order `id`, if it is in the window.
+    fn get(&self, id: i64) -> Option<(i64, NaiveDate)> {
+        match self {
+            Self::Dense { first, slots } => {
+                let slot = usize::try_from(id.checked_sub(*first)?).ok()?;
+                slots.get(slot).copied().filter(|&(member, _)| member != 0)
+            }
+            Self::Sparse { map, .. } => map.get(&id).copied(),
+            Self::Empty => None,
+        }
+    }
 }
 
 /// The first row of `order_lines` holding a line of an order with an id at or above `?1`, found from the
@@ -455,11 +516,18 @@ pub(super) async fn insert_run_rows(
                 "INSERT INTO member_analytics (run_id, member_id, rfm_segment, stage, clv_fen, prob_alive, \
                  churn_risk, cluster, next_purchase, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
+            let started = std::time::Instant::now();
+            let (mut rows, mut body_bytes) = (0_usize, 0_usize);
+            let mut joining = std::time::Duration::ZERO;
             loop {
+                let t = std::time::Instant::now();
                 let chunk = members.next_chunk(10_000)?;
+                joining += t.elapsed();
                 if chunk.is_empty() {
                     break;
                 }
+                rows += chunk.len();
+                body_bytes += chunk.iter().map(|m| m.body.get().len()).sum::<usize>();
                 for m in &chunk {
                     stmt.execute(rusqlite::params![
                         run_id,
@@ -475,6 +543,14 @@ pub(super) async fn insert_run_rows(
                     ])?;
                 }
             }
+            tracing::debug!(
+                rows,
+                body_mib = body_bytes >> 20,
+                joining_ms = joining.as_millis() as u64,
+                ms = started.elapsed().as_millis() as u64,
+                "member rows written"
+            );
+            let started = std::time::Instant::now();
             let mut stmt = db.prepare(
                 "INSERT INTO member_tags (member_id, source, tag, category, weight, support_weight, \
                  last_supported_at, first_tagged_at, reason, run_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
@@ -494,6 +570,7 @@ pub(super) async fn insert_run_rows(
                     run_id,
                 ])?;
             }
+            tracing::debug!(rows = tags.len(), ms = started.elapsed().as_millis() as u64, "member tags written");
         }
         drop(db);
         Ok::<(), StoreError>(())
@@ -526,6 +603,30 @@ mod tests {
         .await
         .unwrap();
         assert!(plan.contains("COVERING INDEX ledger_entries_member"), "{plan}");
+    }
+
+    /// Both shapes of the order index answer the same: members and days of the window's orders, nothing for
+    /// ids outside it or in its gaps.
+    #[test]
+    fn order_index_finds_exactly_the_windows_orders_dense_or_sparse() {
+        let day = |d: i64| epoch_day(d).unwrap();
+        let dense = OrderIndex::new(vec![(12, 7, day(100)), (10, 5, day(99)), (14, 7, day(101))]);
+        assert!(matches!(dense, OrderIndex::Dense { first: 10, .. }));
+        // Ids a hundred thousand apart: a slot per id would be mostly empty.
+        let sparse = OrderIndex::new(vec![(10, 5, day(99)), (100_012, 7, day(100)), (200_014, 7, day(101))]);
+        assert!(matches!(sparse, OrderIndex::Sparse { first: 10, .. }));
+        for (index, ids) in [(&dense, [10, 12, 14]), (&sparse, [10, 100_012, 200_014])] {
+            assert_eq!(index.first_id(), Some(10));
+            assert_eq!(index.get(ids[0]), Some((5, day(99))));
+            assert_eq!(index.get(ids[1]), Some((7, day(100))));
+            assert_eq!(index.get(ids[2]), Some((7, day(101))));
+            for missing in [i64::MIN, 0, 9, 11, 13, 15, ids[2] + 1, i64::MAX] {
+                assert_eq!(index.get(missing), None, "{missing}");
+            }
+        }
+        let empty = OrderIndex::new(Vec::new());
+        assert_eq!(empty.first_id(), None);
+        assert_eq!(empty.get(10), None);
     }
 
     /// The recent lines are found from the primary-key index, not by walking the table from its start.

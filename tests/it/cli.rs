@@ -69,6 +69,11 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     run_with(dir, args, true)
 }
 
+/// Bytes in a SQLite database's write-ahead log (none for PostgreSQL or a missing log).
+fn wal_len(url: &str) -> u64 {
+    url.strip_prefix("sqlite://").and_then(|path| std::fs::metadata(format!("{path}-wal")).ok()).map_or(0, |m| m.len())
+}
+
 fn stats(dir: &Path, db: &str) -> Stats {
     let r = run(dir, &["stats", "--json", "--db", db]);
     assert!(r.ok, "{r}");
@@ -157,7 +162,12 @@ async fn members_import_and_file_level_errors() {
         assert!(r.ok, "{b}: {r}");
         assert_eq!(["rows read", "imported", "rejected"].map(|l| r.count(l)), [4, 3, 1], "{b}: {r}");
         assert!(r.stderr.contains("line 5: invalid_phone (identities[1].value): "), "{b}: {r}");
+        // Bulk commands copy SQLite's write-ahead log into the database file before they exit.
+        assert_eq!(wal_len(&db.url), 0, "{b}: the import left its log behind");
         assert_eq!(stats(d, &db.url).members, 3, "{b}");
+        let r = run(d, &["analyze", "--db", &db.url]);
+        assert!(r.ok, "{b}: {r}");
+        assert_eq!(wal_len(&db.url), 0, "{b}: the analysis left its log behind");
 
         run(d, &["import", "members", "nameless.csv", "--db", &db.url]).assert_one_line_error("identity column");
         run(d, &["import", "orders", "orders.csv", "--db", &db.url]).assert_one_line_error("`order_time`");

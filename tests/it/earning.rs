@@ -323,7 +323,9 @@ async fn tiers_upgrade_at_once_keep_through_grace_and_drop_one_tier_at_a_time() 
         // asserted below: "today" is the latest such pair's second day.
         let day = chrono::Duration::days(1);
         let mut today = now;
-        while crate::support::off_member_day(today) != today || crate::support::off_member_day(today - day) != today - day {
+        while crate::support::off_member_day(today) != today
+            || crate::support::off_member_day(today - day) != today - day
+        {
             today -= day;
         }
         let order = |no: &str, yuan: i64, days_ago: i64| -> OrderInput {
