@@ -72,7 +72,7 @@ pub fn run(
                 rows.iter()
                     .map(|row| {
                         let rfm =
-                            row.rfm.as_ref().and_then(|v| <rfm::RfmMember as serde::Deserialize>::deserialize(v).ok());
+                            row.rfm.as_ref().and_then(|v| serde_json::from_str::<rfm::RfmMember>(v.get()).ok());
                         (row.member_id, (row.stage.as_str(), rfm))
                     })
                     .collect()

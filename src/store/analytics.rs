@@ -461,7 +461,7 @@ macro_rules! analytics_store {
                         Ok(PreviousMember {
                             member_id: row.try_get("member_id")?,
                             stage: row.try_get("stage")?,
-                            rfm: row.try_get::<Option<Json<serde_json::Value>>, _>("rfm")?.map(|j| j.0),
+                            rfm: row.try_get::<Option<Json<Box<serde_json::value::RawValue>>>, _>("rfm")?.map(|j| j.0),
                         })
                     })
                     .collect()
@@ -490,6 +490,11 @@ macro_rules! analytics_store {
             }
 
             async fn member_tags(&self, member: Option<MemberId>) -> StoreResult<Vec<MemberTagRow>> {
+                if member.is_none()
+                    && let Some(pool) = self.sqlite_reader()
+                {
+                    return super::sqlite_scan::all_member_tags(pool).await;
+                }
                 let rows = sqlx::query(
                     "SELECT member_id, tag, category, source, weight, support_weight, last_supported_at, \
                      first_tagged_at, reason FROM member_tags \

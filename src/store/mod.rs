@@ -1219,12 +1219,13 @@ impl MemberRows for std::vec::IntoIter<MemberAnalyticsWrite> {
 }
 
 /// What the next run needs of a member's previous results to log changes: the stage and the RFM part.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PreviousMember {
     pub member_id: MemberId,
     pub stage: String,
-    /// The `rfm` section of the body, if the member had one.
-    pub rfm: Option<serde_json::Value>,
+    /// The `rfm` section of the body as JSON text, if the member had one: a million members' sections as
+    /// parsed trees took gigabytes, and the analysis parses each into its own type anyway.
+    pub rfm: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A member's segment or stage change between two runs, with its reason.

@@ -24,8 +24,8 @@ use super::{Backend, StoreResult};
 pub struct SqliteStore {
     writer: Arc<SqlitePool>,
     reader: SqlitePool,
-    /// Held only so the checkpointer task (which keeps a weak reference) stops with the store.
-    _checkpointer: Arc<SqlitePool>,
+    /// The checkpointer task keeps a weak reference, so it stops with the store; `flush` checkpoints on it.
+    checkpointer: Arc<SqlitePool>,
 }
 
 /// How long a statement waits for a lock before giving up.
@@ -146,7 +146,7 @@ impl SqliteStore {
         let db_file = Some(opts.get_filename().to_path_buf());
         spawn_checkpointer(Arc::downgrade(&checkpointer), Arc::downgrade(&writer), db_file);
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(true)).await?;
-        Ok(Self { writer, reader, _checkpointer: checkpointer })
+        Ok(Self { writer, reader, checkpointer })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -203,12 +203,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Copy the whole log into the database file and truncate it, on the writer connection (so no write
-    /// lands meanwhile); waits, up to the busy timeout, for readers of older snapshots to finish.
+    /// Copy the whole log into the database file and truncate it. It runs on the checkpointer's own
+    /// connection, so it waits for a background pass in progress instead of finding the log busy, and holds
+    /// the writer's connection meanwhile, so no write lands during it; it waits, up to the busy timeout, for
+    /// readers of older snapshots to finish.
     async fn flush_impl(&self) -> StoreResult<()> {
         let started = std::time::Instant::now();
+        let _writer = self.writer.acquire().await?;
         let (busy, log, copied): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&*self.writer).await?;
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&*self.checkpointer).await?;
         tracing::debug!(busy, log, copied, ms = started.elapsed().as_millis() as u64, "log copied and truncated");
         if busy != 0 {
             // Still consistent: whatever is left is copied by the next checkpoint, in this process or another.

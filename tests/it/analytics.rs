@@ -212,7 +212,8 @@ async fn as_of_reads_nothing_after_its_date() {
         let previous = s.app.store.previous_members(run1).await.unwrap();
         assert_eq!(previous.len(), rows1.len(), "{bk}");
         for (p, r) in previous.iter().zip(&rows1) {
-            assert_eq!((p.member_id, &p.stage, p.rfm.as_ref()), (r.member_id, &r.stage, r.body.get("rfm")), "{bk}");
+            let rfm: Option<Value> = p.rfm.as_ref().map(|raw| serde_json::from_str(raw.get()).unwrap());
+            assert_eq!((p.member_id, &p.stage, rfm.as_ref()), (r.member_id, &r.stage, r.body.get("rfm")), "{bk}");
         }
         assert!(previous.iter().filter(|p| p.rfm.is_some()).count() >= 5, "{bk}: the buyers have RFM results");
 
