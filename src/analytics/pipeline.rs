@@ -71,8 +71,7 @@ pub fn run(
             .map(|(_, rows)| {
                 rows.iter()
                     .map(|row| {
-                        let rfm =
-                            row.rfm.as_ref().and_then(|v| serde_json::from_str::<rfm::RfmMember>(v.get()).ok());
+                        let rfm = row.rfm.as_ref().and_then(|v| serde_json::from_str::<rfm::RfmMember>(v.get()).ok());
                         (row.member_id, (row.stage.as_str(), rfm))
                     })
                     .collect()
