@@ -103,53 +103,82 @@ impl App {
         let as_of = run.as_of;
         let until = Dataset::cut_off(as_of);
         let days_back = |d: u32| until.checked_sub_days(Days::new(u64::from(d))).unwrap_or(until);
-        // The store reads run in two lanes at once (a read is mostly one thread stepping its statement, or
-        // waiting on the database server), balanced by their measured times at scale. Each read's own time is
-        // reported too: at scale the reads are a large part of a run, and which one dominates decides what
-        // to make faster.
+        // The store reads run two at a time (a read is mostly one thread stepping its statement, or waiting on
+        // the database server). They queue for the two slots in the order written, longest first by their
+        // measured times at scale, and each takes the next free slot, so no hand-balanced split goes stale
+        // when a run also reads the previous run's members and tags. Each read's own time (from taking its
+        // slot) is reported too: at scale the reads are a large part of a run, and which one dominates decides
+        // what to make faster.
         let mut stages: Vec<(String, f64)> = Vec::new();
         let reads: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
+        // Fair: slots are handed out in the order they were asked for.
+        let slots = tokio::sync::Semaphore::new(2);
+        let timed = |name: &'static str, t: std::time::Instant| -> Result<(), AppError> {
+            reads
+                .lock()
+                .map_err(|_| AppError::Analytics("read timings poisoned".into()))?
+                .push((name.to_string(), t.elapsed().as_secs_f64()));
+            Ok(())
+        };
         macro_rules! read {
-            ($name:literal, $read:expr) => {{
-                let t = std::time::Instant::now();
-                let rows = $read.await?;
-                reads
-                    .lock()
-                    .map_err(|_| AppError::Analytics("read timings poisoned".into()))?
-                    .push(($name.to_string(), t.elapsed().as_secs_f64()));
-                rows
-            }};
+            ($name:literal, $read:expr) => {
+                async {
+                    let _slot = slots.acquire().await.map_err(|_| AppError::Analytics("read slots closed".into()))?;
+                    let t = std::time::Instant::now();
+                    let rows = $read.await?;
+                    timed($name, t)?;
+                    Ok::<_, AppError>(rows)
+                }
+            };
         }
         let s = &self.store;
         progress("load");
         let load = std::time::Instant::now();
-        let lines_lane = async {
-            Ok::<_, AppError>((
-                read!("order lines", s.line_facts(days_back(params.rfm.window_days), until)),
-                read!("refunds", s.refund_days(until)),
-                read!("event streams", s.event_rows(days_back(params.journey_days), until)),
-                read!("active members", s.active_members_by_day(days_back(params.kpi_days), until)),
-                read!("member texts", s.member_texts(days_back(365), until)),
-            ))
+        let previous = async {
+            let _slot = slots.acquire().await.map_err(|_| AppError::Analytics("read slots closed".into()))?;
+            let t = std::time::Instant::now();
+            let run = s.latest_analytics_run().await?;
+            timed("previous run", t)?;
+            let t = std::time::Instant::now();
+            let previous = match run {
+                Some(prev) => {
+                    let rows = s.previous_members(prev.run_id).await?;
+                    timed("previous members", t)?;
+                    Some((prev, rows))
+                }
+                None => None,
+            };
+            Ok::<_, AppError>(previous)
         };
-        let members_lane = async {
-            Ok::<_, AppError>((
-                read!("members", s.analytics_members(until)),
-                read!("purchases", s.purchase_days(until)),
-                read!("points", s.points_days(until)),
-                read!("event tallies", s.event_tallies(days_back(params.engagement_days), until)),
-                read!("engagement", s.engagement_days(days_back(params.churn_history_days), until)),
-            ))
-        };
-        let ((lines, refunds, streams, active_by_day, texts), (members, purchases, points, events, engagement)) =
-            tokio::try_join!(lines_lane, members_lane)?;
+        let (
+            lines,
+            points,
+            purchases,
+            previous,
+            events,
+            active_by_day,
+            streams,
+            engagement,
+            tags,
+            refunds,
+            members,
+            texts,
+        ) = tokio::try_join!(
+            read!("order lines", s.line_facts(days_back(params.rfm.window_days), until)),
+            read!("points", s.points_days(until)),
+            read!("purchases", s.purchase_days(until)),
+            previous,
+            read!("event tallies", s.event_tallies(days_back(params.engagement_days), until)),
+            read!("active members", s.active_members_by_day(days_back(params.kpi_days), until)),
+            read!("event streams", s.event_rows(days_back(params.journey_days), until)),
+            read!("engagement", s.engagement_days(days_back(params.churn_history_days), until)),
+            read!("tags", s.member_tags(None)),
+            read!("refunds", s.refund_days(until)),
+            read!("members", s.analytics_members(until)),
+            read!("member texts", s.member_texts(days_back(365), until)),
+        )?;
         let raw =
             RawRows { members, purchases, refunds, events, lines, points, engagement, streams, active_by_day, texts };
-        let previous = match read!("previous run", s.latest_analytics_run()) {
-            Some(prev) => Some((prev.clone(), read!("previous members", s.previous_members(prev.run_id)))),
-            None => None,
-        };
-        let tags = read!("tags", s.member_tags(None));
         stages.push(("load".to_string(), load.elapsed().as_secs_f64()));
         let reads = reads.into_inner().map_err(|_| AppError::Analytics("read timings poisoned".into()))?;
         let run_id = run.run_id;
