@@ -49,12 +49,13 @@ struct Run<'a> {
 }
 
 /// Run every model over `data` and assemble what the store commits. `previous` is the last finished run
-/// with its member rows (for change logs and transition matrices); `tags` the tags stored now.
+/// with its member rows (for change logs and transition matrices); `tags` the tags stored now, taken by value
+/// so the tags stage turns them into the kernel's form without a second copy (millions of rows at scale).
 pub fn run(
     run_id: i64,
     data: &Dataset,
     previous: Option<(&AnalyticsRun, &[PreviousMember])>,
-    tags: &[MemberTagRow],
+    tags: Vec<MemberTagRow>,
     params: &AnalyticsParams,
     progress: impl Fn(&str),
 ) -> Result<AnalyticsOutput, AnalyticsError> {
@@ -787,7 +788,7 @@ impl Run<'_> {
     /// Rule, model and keyword tags observed this run, merged with the stored tags (decay, reinforcement,
     /// drops). Returns the tags to store: the computed ones, and the manual ones with their weights (which
     /// decay only under a configured manual half-life).
-    fn tags(&mut self, stored: &[MemberTagRow]) -> Result<Vec<MemberTagRow>, AnalyticsError> {
+    fn tags(&mut self, stored: Vec<MemberTagRow>) -> Result<Vec<MemberTagRow>, AnalyticsError> {
         use tagk::{FeatureDecl, FeatureSchema, FeatureType, TagObservation, TagSource, Value as F};
         let d = self.data;
         let at = Dataset::cut_off(self.as_of());
@@ -842,19 +843,19 @@ impl Run<'_> {
         side.sort_by_key(|(i, _)| *i);
         let outside = d.members.len();
         let mut previous: Vec<(usize, tagk::MemberTag)> = stored
-            .iter()
+            .into_iter()
             .filter_map(|t| {
-                let source: TagSource = serde_json::from_value(Value::String(t.source.clone())).ok()?;
+                let source: TagSource = serde_json::from_value(Value::String(t.source)).ok()?;
                 let tag = tagk::MemberTag {
                     member_id: t.member_id,
-                    tag: t.tag.clone(),
-                    category: t.category.clone(),
+                    tag: t.tag,
+                    category: t.category,
                     source,
                     weight: t.weight,
                     support_weight: t.support_weight,
                     last_supported_at: t.last_supported_at,
                     first_tagged_at: t.first_tagged_at,
-                    reason: t.reason.clone(),
+                    reason: t.reason,
                 };
                 Some((d.index.get(&t.member_id).copied().unwrap_or(outside), tag))
             })

@@ -190,7 +190,7 @@ impl App {
                 run_id,
                 &data,
                 previous.as_ref().map(|(r, rows)| (r, rows.as_slice())),
-                &tags,
+                tags,
                 &params,
                 |stage| {
                     let _ = tx.send(stage.to_string());
