@@ -278,8 +278,8 @@ pub trait Store:
     /// Apply pending schema migrations.
     async fn migrate(&self) -> StoreResult<()>;
 
-    /// Leave the database compact for the next process: a command-line run that wrote in bulk calls this
-    /// before it exits. On SQLite the write-ahead log is copied into the database file and truncated: left
+    /// Leave nothing pending for the next process: a command-line run that wrote in bulk calls this before
+    /// it exits. On SQLite the write-ahead log is copied into the database file and truncated: left
     /// behind (gigabytes after an analysis run, with no server's checkpointer to copy it), every read of the
     /// next process would look its pages up in the log first. PostgreSQL has nothing to do.
     async fn flush(&self) -> StoreResult<()>;

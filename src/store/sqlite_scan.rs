@@ -239,7 +239,8 @@ pub(super) async fn event_tallies(
 }
 
 /// Every member's tags, ordered by member, weight (highest first) and tag: the tags stage's starting point,
-/// a few per member. Read in table order and sorted here; sqlx took 17 s for 2.8 million tags.
+/// a few per member. Read in table order and sorted here, without sqlx's copy of every value (2.8 million
+/// tags at scale).
 pub(super) async fn all_member_tags(pool: &SqlitePool) -> StoreResult<Vec<MemberTagRow>> {
     scan(pool, move |db| {
         let mut stmt = db.prepare(
@@ -309,6 +310,7 @@ pub(super) async fn line_facts(
         drop(stmt);
         let orders = OrderIndex::new(window);
         let Some(first_order) = orders.first_id() else { return Ok(Vec::new()) };
+        let orders_ms = started.elapsed().as_millis() as u64;
 
         // Lines are stored as their orders arrive, so a window of recent orders is the table's tail: start the
         // scan at the first line of an order at or after the window's lowest order id. Finding it walks the
@@ -316,7 +318,6 @@ pub(super) async fn line_facts(
         // every line after it is still matched to its order below, so the cut is exact whatever the order of
         // ids and rows.
         // (Unhinted, SQLite answers MIN(rowid) by walking the table in rowid order to the first match.)
-        let orders_ms = started.elapsed().as_millis() as u64;
         let first_row: Option<i64> = db.query_row(FIRST_LINE_SQL, [first_order], |r| r.get(0))?;
         let Some(first_row) = first_row else { return Ok(Vec::new()) };
         let mut stmt = db.prepare(
