@@ -3,7 +3,8 @@
 # limit measured in the same run.
 #   1. `huiyuan serve` on a fresh database with $MEMBERS members; wrk drives POST /v1/orders with unique paid
 #      orders of 1-3 lines (benches/earn.lua). A 201 means the order's points are on the ledger, so
-#      afterwards the script checks that every stored order earned: points and growth entries for every line,
+#      afterwards the script checks that every stored order earned: growth and points entries for every line
+#      (points may be trimmed by a cap, which the order's evaluation must then say),
 #      an evaluation per order, an empty loyalty queue, and `huiyuan loyalty verify` passing.
 #   2. The raw limit: the same rows (order, lines, natural key, ledger entries; with and without the
 #      evaluation) written straight with sqlx by benches/raw_earn.rs, in transactions of the mean group size
@@ -11,7 +12,8 @@
 # Usage: benches/loyalty.sh [seconds]   (PostgreSQL at 127.0.0.1:5432, trust auth)
 # Environment: MEMBERS (default 100000), CONNS (wrk connections, default 16), STORES (default "sqlite postgres"),
 #              PERF_DIR (if set: a second, profiled wrk run per store; perf reports are written there),
-#              HUIYUAN_LOG (the server's log filter, default warn), LOG_DIR (if set: each server's log is kept there).
+#              HUIYUAN_LOG (the server's log filter, default warn), LOG_DIR (if set: each server's log is kept there),
+#              BIN (a huiyuan binary to measure instead of building this checkout's release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-15}
@@ -21,9 +23,9 @@ STORES=${STORES:-sqlite postgres}
 PG=postgres://postgres@127.0.0.1:5432
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq sqlite3; }
-cargo build --release -q
+[ -n "${BIN:-}" ] || cargo build --release -q
 cargo bench -q --bench raw_earn --no-run 2>/dev/null
-B=${CARGO_TARGET_DIR:-$PWD/target}/release/huiyuan
+B=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/huiyuan}
 W=$(mktemp -d)
 SERVER=
 stop_server() {
@@ -112,18 +114,24 @@ for store in $STORES; do
   orders=$(sql "$db" "SELECT COUNT(*) FROM orders")
   lines=$(sql "$db" "SELECT COUNT(*) FROM order_lines")
   entries=$(sql "$db" "SELECT COUNT(*) FROM ledger_entries WHERE op LIKE 'order:%'")
-  unearned=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE (SELECT COUNT(*) FROM ledger_entries e \
-    WHERE e.member_id = l.member_id AND e.entry_key IN ('order:' || l.order_id || ':' || l.line_no || ':points#0', \
-    'order:' || l.order_id || ':' || l.line_no || ':growth#0')) <> 2")
+  # Every line earns growth value. Every line earns points too, unless a points cap (at most 2,000 a day in
+  # the default rules, reached sooner on the doubled member day) trimmed them: its order's evaluation says so.
+  entry() { echo "EXISTS (SELECT 1 FROM ledger_entries e WHERE e.member_id = l.member_id \
+    AND e.entry_key = 'order:' || l.order_id || ':' || l.line_no || ':$1#0')"; }
+  capped_order="EXISTS (SELECT 1 FROM loyalty_evaluations v WHERE v.member_id = l.member_id \
+    AND v.op = 'order:' || l.order_id AND CAST(v.evaluation AS TEXT) LIKE '%cap reached%')"
+  ungrown=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry growth)")
+  capped=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry points) AND $capped_order")
+  unearned=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry points) AND NOT $capped_order")
   evals=$(sql "$db" "SELECT COUNT(*) FROM loyalty_evaluations WHERE op LIKE 'order:%'")
   queue=$(sql "$db" "SELECT COUNT(*) FROM loyalty_queue")
   echo "mean orders per group commit: $group"
   echo "stored: $orders orders (wrk saw $((requests - non2xx)) 2xx of $requests), $lines lines, $entries order ledger entries" \
-    "(2 per line: $((2 * lines))), lines without both entries: $unearned, order evaluations: $evals," \
-    "loyalty queue rows left: $queue"
+    "(2 per line: $((2 * lines))), lines without growth: $ungrown, without points: $unearned (and $capped more" \
+    "trimmed by a cap), order evaluations: $evals, loyalty queue rows left: $queue"
   if verify=$($B loyalty verify --db "$db" 2>&1); then vstatus=ok; else vstatus=FAILED; fi
   echo "huiyuan loyalty verify: $vstatus ($(echo "$verify" | tr '\n' ' ' | sed 's/  */ /g'))"
-  if [ "$unearned" != 0 ] || [ "$queue" != 0 ] || [ "$evals" != "$orders" ] || [ "$vstatus" != ok ]; then
+  if [ "$ungrown" != 0 ] || [ "$unearned" != 0 ] || [ "$queue" != 0 ] || [ "$evals" != "$orders" ] || [ "$vstatus" != ok ]; then
     echo "!! not every order earned"
   fi
 

@@ -2,8 +2,9 @@
 //! straight with sqlx, with no HTTP, no validation, no identity resolution, no rule evaluation and no queue.
 //! One transaction per batch, one multi-row INSERT per table per batch, one connection (the service writes
 //! orders through a single writer too). Same tables and indexes (the database is migrated by `huiyuan
-//! migrate`), same durability settings as the service (SQLite: WAL, synchronous=NORMAL, checkpoints in the
-//! background as the store does them; PostgreSQL: the server's defaults, synchronous_commit on).
+//! migrate`), same durability settings as the service (SQLite: WAL, synchronous=NORMAL, the store writer's
+//! page cache, checkpoints in the background as the store does them; PostgreSQL: the server's defaults,
+//! synchronous_commit on).
 //!
 //! Per order, as the service writes it for a paid order of 1–3 lines:
 //! - `orders`: one row; `order_lines`: one per line; `natural_keys`: one, with a SHA-256 content digest;
@@ -297,6 +298,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The page cache the store's writer would use on this file (it depends on the database's size).
+fn writer_cache_kib(path: &str) -> std::io::Result<i64> {
+    Ok(huiyuan::store::sqlite::writer_cache_kib(std::fs::metadata(path)?.len() as i64))
+}
+
 /// Run one variant for `secs`; returns (orders, rows, elapsed).
 async fn run_variant(
     url: &str,
@@ -314,7 +320,7 @@ async fn run_variant(
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-65536")
+            .pragma("cache_size", format!("-{}", writer_cache_kib(path)?))
             .pragma("temp_store", "memory")
             // Checkpointed as the store does (`src/store/sqlite.rs`): passively on a second connection every
             // 100 ms, each pass that copied frames followed by a sync of the database file, and past 64 MB of

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::RwLock;
 
-use crate::commerce::{Channel, OrderInput, RefundDraft, RefundInput, default_channels};
+use crate::commerce::{Channel, OrderInput, OrderView, RefundDraft, RefundInput, default_channels};
 use crate::config::Config;
 use crate::error::Invalid;
 use crate::events::{Actor as EventActor, EventInput};
@@ -26,7 +26,7 @@ use crate::members::{
 use crate::security::{AuditEntry, Principal, Role, Vault, VaultError, auth, content_digest};
 use crate::store::{
     self, Actor, BuyerKey, EventOutcome, EventWrite, IdentityRecord, LinkOutcome, MemberFilter, MemberRecord,
-    MemberUpsert, MergeOutcome, OrderWrite, Store, StoreError, UpsertOutcome, WriteOutcome,
+    MemberUpsert, MergeOutcome, OrderWrite, OrdersWritten, Store, StoreError, UpsertOutcome, WriteOutcome,
 };
 pub use analytics::{FUNNEL_QUERY_MAX_DAYS, FunnelQueryResult, RunReport};
 pub use coupons::{CouponFault, Issued, PriceRequest};
@@ -129,7 +129,7 @@ const SLOW_GROUP_COMMIT: std::time::Duration = std::time::Duration::from_millis(
 struct OrderJob {
     write: OrderWrite,
     actor: String,
-    reply: tokio::sync::oneshot::Sender<Result<WriteOutcome, AppError>>,
+    reply: tokio::sync::oneshot::Sender<Result<(WriteOutcome, Option<OrderView>), AppError>>,
 }
 
 /// Write queued orders: take everything waiting (up to a limit), one transaction per caller key, answer
@@ -150,20 +150,18 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             let split = pending.iter().position(|j| j.actor != actor_id).unwrap_or(pending.len());
             let group: Vec<OrderJob> = pending.drain(..split).collect();
             let (writes, replies): (Vec<OrderWrite>, Vec<_>) = group.into_iter().map(|j| (j.write, j.reply)).unzip();
-            let actor = Actor { id: actor_id, at: Utc::now() };
+            // At the stores' precision, so the created orders handed back equal what is stored.
+            let actor = Actor { id: actor_id, at: micros(Utc::now()) };
             let started = std::time::Instant::now();
             // Earn in the orders' own transaction, so a created order's points are on the ledger when the
             // caller hears; what had to be queued (behind a member's earlier work) is settled before answering.
             let written = match earner.order_earner().await {
-                Ok(Some(earn)) => store.insert_orders_earning(&writes, &actor, &earn).await,
-                Ok(None) => store.insert_orders(&writes, &actor).await.map(|o| {
-                    let created = o.iter().any(|o| matches!(o, WriteOutcome::Created(_)));
-                    (o, created)
-                }),
+                Ok(Some(earn)) => store.insert_order_group(&writes, &actor, Some(&earn)).await,
+                Ok(None) => store.insert_order_group(&writes, &actor, None).await,
                 Err(e) => Err(e),
             };
             match written {
-                Ok((outcomes, queued)) => {
+                Ok(OrdersWritten { outcomes, created, queued }) => {
                     if queued {
                         settle_or_log(&earner).await;
                     }
@@ -177,8 +175,8 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
                             "slow group commit"
                         );
                     }
-                    for (reply, o) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(o));
+                    for ((reply, o), view) in replies.into_iter().zip(outcomes).zip(created) {
+                        let _ = reply.send(Ok((o, view)));
                     }
                 }
                 Err(e) => {
@@ -191,6 +189,11 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             }
         }
     }
+}
+
+/// `t` at the precision both stores keep (microseconds), so a value read back equals the value written.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Settle the loyalty queue; a failure leaves the tasks queued for the server's timer, so it is only logged.
@@ -295,8 +298,7 @@ impl App {
     /// The current time at the precision both stores keep (microseconds), so a value read back equals
     /// the value written.
     pub fn now(&self) -> DateTime<Utc> {
-        let now = Utc::now();
-        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+        micros(Utc::now())
     }
 
     /// Create a new API key; returns the key itself, to be shown once.
@@ -785,11 +787,16 @@ impl App {
     }
 
     /// Store one order, sharing a transaction with orders from concurrent requests (group commit): under
-    /// load, one commit serves many requests, which is what lets a single SQLite writer keep up.
-    pub async fn record_order(&self, input: &OrderInput, who: &Principal) -> Result<WriteOutcome, AppError> {
+    /// load, one commit serves many requests, which is what lets a single SQLite writer keep up. A created
+    /// order comes back as stored, so the caller need not read it.
+    pub async fn record_order(
+        &self,
+        input: &OrderInput,
+        who: &Principal,
+    ) -> Result<(WriteOutcome, Option<OrderView>), AppError> {
         let (mut results, mut batch, _) = self.prepare_orders(std::slice::from_ref(input)).await;
         let Some(write) = batch.pop() else {
-            return Ok(results.pop().unwrap_or(WriteOutcome::Rejected(Invalid::missing("order"))));
+            return Ok((results.pop().unwrap_or(WriteOutcome::Rejected(Invalid::missing("order"))), None));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = OrderJob { write, actor: who.key_id.clone(), reply };

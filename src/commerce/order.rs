@@ -1,7 +1,7 @@
 //! Orders: `(channel, order_no)` is the natural key, so a channel's retry of the same order is recognised;
 //! the same key with different content is a conflict, never an overwrite.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -299,8 +299,10 @@ impl OrderInput {
             store: self.store.clone(),
             buyer,
             status: self.status,
-            placed_at: self.placed_at,
-            paid_at: self.paid_at,
+            // The precision both stores keep, so the draft equals the stored order and a writer can answer
+            // with it instead of reading the order back.
+            placed_at: self.placed_at.trunc_subsecs(6),
+            paid_at: self.paid_at.map(|p| p.trunc_subsecs(6)),
             currency,
             lines,
             subtotal,

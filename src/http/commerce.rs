@@ -44,7 +44,10 @@ async fn create_order(
     ApiJson(input): ApiJson<OrderInput>,
 ) -> Result<Response, ApiError> {
     let who = caller.require(Permission::OrdersWrite)?;
-    let outcome = s.app.record_order(&input, who).await?;
+    let (outcome, created) = s.app.record_order(&input, who).await?;
+    if let (WriteOutcome::Created(_), Some(order)) = (&outcome, created) {
+        return Ok((StatusCode::CREATED, axum::Json(order)).into_response());
+    }
     let (status, id) = match outcome {
         WriteOutcome::Created(id) => (StatusCode::CREATED, id),
         WriteOutcome::Duplicate(id) => (StatusCode::OK, id),

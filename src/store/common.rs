@@ -853,7 +853,7 @@ macro_rules! shared_store {
             batch: &[OrderWrite],
             actor: &Actor,
             earn: Option<&dyn OrderEarning>,
-        ) -> StoreResult<(Vec<WriteOutcome>, bool)> {
+        ) -> StoreResult<OrdersWritten> {
             // Set-based: a handful of statements per batch rather than several per order, so bulk imports
             // and the HTTP path share one code path without paying per-order round trips.
             let mut tx = store.write_tx().await?;
@@ -1034,13 +1034,17 @@ macro_rules! shared_store {
             }
             let queued = tasks.iter().any(|t| t.0 != 0);
             enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
+            let views: Vec<OrderView> = rows.iter().map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
             if let Some(earn) = earn.filter(|_| !inline.is_empty()) {
-                let orders: Vec<OrderView> =
-                    rows.iter().filter(|(_, m, _)| inline.contains(m)).map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
+                let orders: Vec<OrderView> = views.iter().filter(|v| v.member_id.is_some_and(|m| inline.contains(&m))).cloned().collect();
                 earn_in_transaction(&mut tx, earn, orders, &known_buyers, actor.at).await?;
             }
             tx.commit().await?;
-            Ok((out, queued))
+            let mut created: Vec<Option<OrderView>> = vec![None; out.len()];
+            for ((i, _), view) in fresh.iter().zip(views) {
+                created[*i] = Some(view);
+            }
+            Ok(OrdersWritten { outcomes: out, created, queued })
         }
 
         #[async_trait]
@@ -1529,16 +1533,16 @@ macro_rules! shared_store {
             }
 
             async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>> {
-                Ok(write_orders(self, batch, actor, None).await?.0)
+                Ok(write_orders(self, batch, actor, None).await?.outcomes)
             }
 
-            async fn insert_orders_earning(
+            async fn insert_order_group(
                 &self,
                 batch: &[OrderWrite],
                 actor: &Actor,
-                earn: &dyn OrderEarning,
-            ) -> StoreResult<(Vec<WriteOutcome>, bool)> {
-                write_orders(self, batch, actor, Some(earn)).await
+                earn: Option<&dyn OrderEarning>,
+            ) -> StoreResult<OrdersWritten> {
+                write_orders(self, batch, actor, earn).await
             }
 
             async fn order(&self, id: i64) -> StoreResult<Option<OrderView>> {

@@ -162,6 +162,17 @@ pub struct OrderWrite {
     pub digest: Vec<u8>,
 }
 
+/// What one group write of orders did: an outcome per order, in order, with the stored form of each created
+/// order (so the caller answers without reading it back), and whether loyalty work was left queued.
+#[derive(Debug, Clone)]
+pub struct OrdersWritten {
+    pub outcomes: Vec<WriteOutcome>,
+    /// `Some` exactly where the outcome is `Created`.
+    pub created: Vec<Option<OrderView>>,
+    /// Loyalty tasks were queued (the caller settles the queue then).
+    pub queued: bool,
+}
+
 /// What storing an order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -331,16 +342,16 @@ pub trait Store:
 
     // --- orders and refunds
     async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>>;
-    /// `insert_orders`, earning on the created orders in the same transaction (one commit instead of an
-    /// insert, a queue round trip and a second commit). An order whose buyer already has loyalty work queued
-    /// is queued behind it instead, so each member's work still applies in order; so is a referrer's share.
-    /// Returns the outcomes and whether anything was queued (the caller settles the queue then).
-    async fn insert_orders_earning(
+    /// `insert_orders` for the group writer: with `earn`, the created orders earn in the same transaction
+    /// (one commit instead of an insert, a queue round trip and a second commit). An order whose buyer already
+    /// has loyalty work queued is queued behind it instead, so each member's work still applies in order; so
+    /// is a referrer's share. Without `earn` (no rule set), every created order's work is queued.
+    async fn insert_order_group(
         &self,
         batch: &[OrderWrite],
         actor: &Actor,
-        earn: &dyn OrderEarning,
-    ) -> StoreResult<(Vec<WriteOutcome>, bool)>;
+        earn: Option<&dyn OrderEarning>,
+    ) -> StoreResult<OrdersWritten>;
     async fn order(&self, id: i64) -> StoreResult<Option<OrderView>>;
     async fn order_id_by_no(&self, channel: &str, order_no: &str) -> StoreResult<Option<i64>>;
     async fn member_orders(&self, member: MemberId, before: Option<i64>, limit: i64) -> StoreResult<Vec<OrderView>>;

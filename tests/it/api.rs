@@ -182,6 +182,48 @@ async fn fifty_concurrent_posts_of_one_order_make_one_order() {
     }
 }
 
+/// The group writer answers a created order from what it wrote, not by reading it back: that answer must be
+/// exactly what a later read returns, whatever the buyer and however precise the times sent.
+#[tokio::test]
+async fn a_created_order_is_answered_exactly_as_it_is_stored() {
+    for s in servers().await {
+        let b = s.db.backend;
+        let member = seed_member(&s).await;
+        let bodies = [
+            // A known member by id, nanosecond times, two lines, shipping, an order discount and a coupon code.
+            json!({
+                "channel": "web", "order_no": "AS-1", "member_id": member, "status": "paid",
+                "placed_at": "2026-05-20T12:00:00.123456789+08:00", "paid_at": "2026-05-20T12:01:02.987654321Z",
+                "lines": [{"sku": "LIP-01", "quantity": 2, "unit_price": 15900, "discount": 500},
+                          {"sku": "MASK-2", "quantity": 1, "unit_price": 8800}],
+                "shipping_fee": 1200, "order_discount": 300, "coupon_code": "WELCOME"
+            }),
+            // A new buyer by identity, enrolled by the order.
+            json!({
+                "channel": "web", "order_no": "AS-2", "identity": {"kind": "customer_no", "value": "NEW-1"},
+                "placed_at": "2026-05-21T09:30:00Z",
+                "lines": [{"sku": "LIP-01", "quantity": 1, "unit_price": 15900}]
+            }),
+            // A guest.
+            json!({
+                "channel": "web", "order_no": "AS-3", "placed_at": "2026-05-22T09:30:00Z", "status": "completed",
+                "lines": [{"sku": "MASK-2", "quantity": 3, "unit_price": 8800}]
+            }),
+        ];
+        for body in bodies {
+            let (status, created) = s.post("/v1/orders", body.clone()).await;
+            assert_eq!(status, 201, "{b}: {created}");
+            let (status, stored) = s.get(&format!("/v1/orders/{}", created["id"])).await;
+            assert_eq!(status, 200, "{b}");
+            assert_eq!(created, stored, "{b}: the answer to {body} differs from the stored order");
+            // A retry reads the stored order and answers the same.
+            let (status, again) = s.post("/v1/orders", body).await;
+            assert_eq!(status, 200, "{b}");
+            assert_eq!(again, stored, "{b}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn idempotency_key_replays_member_creation_and_refuses_a_different_body() {
     for s in servers().await {
