@@ -125,7 +125,7 @@ struct PolicyStamp {
     risk: Option<String>,
 }
 
-/// Earning on orders inside the transaction that writes them (`Store::insert_orders_earning`).
+/// Earning on orders inside the transaction that writes them (`Store::insert_order_group`).
 pub struct OrderEarner {
     ledger: LedgerConfig,
     policies: Policies,
