@@ -848,11 +848,13 @@ macro_rules! shared_store {
         }
 
         /// Store orders (see `Store::insert_orders`) and, given an earning engine, earn on them before the commit.
+        /// With `hand_back`, the created orders come back as stored (bulk writers do not want them).
         async fn write_orders(
             store: &$store,
             batch: &[OrderWrite],
             actor: &Actor,
             earn: Option<&dyn OrderEarning>,
+            hand_back: bool,
         ) -> StoreResult<OrdersWritten> {
             // Set-based: a handful of statements per batch rather than several per order, so bulk imports
             // and the HTTP path share one code path without paying per-order round trips.
@@ -1034,15 +1036,17 @@ macro_rules! shared_store {
             }
             let queued = tasks.iter().any(|t| t.0 != 0);
             enqueue_loyalty(&mut tx, &tasks, actor.at).await?;
-            let views: Vec<OrderView> = rows.iter().map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
             if let Some(earn) = earn.filter(|_| !inline.is_empty()) {
-                let orders: Vec<OrderView> = views.iter().filter(|v| v.member_id.is_some_and(|m| inline.contains(&m))).cloned().collect();
+                let orders: Vec<OrderView> =
+                    rows.iter().filter(|(_, m, _)| inline.contains(m)).map(|(w, m, id)| w.draft.view(*id, *m, actor.at)).collect();
                 earn_in_transaction(&mut tx, earn, orders, &known_buyers, actor.at).await?;
             }
             tx.commit().await?;
             let mut created: Vec<Option<OrderView>> = vec![None; out.len()];
-            for ((i, _), view) in fresh.iter().zip(views) {
-                created[*i] = Some(view);
+            if hand_back {
+                for ((i, _), (w, m, id)) in fresh.iter().zip(&rows) {
+                    created[*i] = Some(w.draft.view(*id, *m, actor.at));
+                }
             }
             Ok(OrdersWritten { outcomes: out, created, queued })
         }
@@ -1533,7 +1537,7 @@ macro_rules! shared_store {
             }
 
             async fn insert_orders(&self, batch: &[OrderWrite], actor: &Actor) -> StoreResult<Vec<WriteOutcome>> {
-                Ok(write_orders(self, batch, actor, None).await?.outcomes)
+                Ok(write_orders(self, batch, actor, None, false).await?.outcomes)
             }
 
             async fn insert_order_group(
@@ -1542,7 +1546,7 @@ macro_rules! shared_store {
                 actor: &Actor,
                 earn: Option<&dyn OrderEarning>,
             ) -> StoreResult<OrdersWritten> {
-                write_orders(self, batch, actor, earn).await
+                write_orders(self, batch, actor, earn, true).await
             }
 
             async fn order(&self, id: i64) -> StoreResult<Option<OrderView>> {

@@ -117,8 +117,9 @@ const SMALL_DATABASE: i64 = 1 << 30;
 /// smaller than that, the page lies past its end, so that commit's cache truncation scans the whole cache
 /// instead of the few pages past the end: with 64 MB that was 10 % of the server's CPU under the order load
 /// (perf; the scan is `pcache1TruncateUnsafe`). So a small database gets a small writer cache: measured with
-/// `benches/loyalty.sh`, 8 MB took the group writer from 2,687 to 3,142 orders/s on a 400 MB database, but
-/// on a 1.4 GB one, where the scan does not happen, it was slower (1,995 against 2,284 orders/s with 64 MB).
+/// `benches/loyalty.sh`, 8 MB took the group writer from 2,793 to 3,142 orders/s (means of two runs) on a
+/// 400 MB database, but on a 1.4 GB one, where the scan does not happen, it was slower (1,995 against
+/// 2,284 orders/s with 64 MB, one run each).
 pub fn writer_cache_kib(bytes: i64) -> i64 {
     if bytes < SMALL_DATABASE { SMALL_DATABASE_WRITER_CACHE_KIB } else { CACHE_KIB }
 }
