@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::RwLock;
 
 use crate::commerce::{Channel, OrderInput, OrderView, RefundDraft, RefundInput, default_channels};
@@ -151,7 +151,7 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             let group: Vec<OrderJob> = pending.drain(..split).collect();
             let (writes, replies): (Vec<OrderWrite>, Vec<_>) = group.into_iter().map(|j| (j.write, j.reply)).unzip();
             // At the stores' precision, so the created orders handed back equal what is stored.
-            let actor = Actor { id: actor_id, at: micros(Utc::now()) };
+            let actor = Actor { id: actor_id, at: Utc::now().trunc_subsecs(6) };
             let started = std::time::Instant::now();
             // Earn in the orders' own transaction, so a created order's points are on the ledger when the
             // caller hears; what had to be queued (behind a member's earlier work) is settled before answering.
@@ -189,11 +189,6 @@ async fn order_writer(store: Arc<dyn Store>, earner: Arc<Earner>, mut jobs: toki
             }
         }
     }
-}
-
-/// `t` at the precision both stores keep (microseconds), so a value read back equals the value written.
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// Settle the loyalty queue; a failure leaves the tasks queued for the server's timer, so it is only logged.
@@ -298,7 +293,7 @@ impl App {
     /// The current time at the precision both stores keep (microseconds), so a value read back equals
     /// the value written.
     pub fn now(&self) -> DateTime<Utc> {
-        micros(Utc::now())
+        Utc::now().trunc_subsecs(6)
     }
 
     /// Create a new API key; returns the key itself, to be shown once.

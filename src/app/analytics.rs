@@ -113,6 +113,7 @@ impl App {
         let reads: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
         // Fair: slots are handed out in the order they were asked for.
         let slots = tokio::sync::Semaphore::new(2);
+        let slot = || async { slots.acquire().await.map_err(|_| AppError::Analytics("read slots closed".into())) };
         let timed = |name: &'static str, t: std::time::Instant| -> Result<(), AppError> {
             reads
                 .lock()
@@ -123,7 +124,7 @@ impl App {
         macro_rules! read {
             ($name:literal, $read:expr) => {
                 async {
-                    let _slot = slots.acquire().await.map_err(|_| AppError::Analytics("read slots closed".into()))?;
+                    let _slot = slot().await?;
                     let t = std::time::Instant::now();
                     let rows = $read.await?;
                     timed($name, t)?;
@@ -135,7 +136,8 @@ impl App {
         progress("load");
         let load = std::time::Instant::now();
         let previous = async {
-            let _slot = slots.acquire().await.map_err(|_| AppError::Analytics("read slots closed".into()))?;
+            // One slot for both reads: the previous members (among the longest) follow at once, not last in line.
+            let _slot = slot().await?;
             let t = std::time::Instant::now();
             let run = s.latest_analytics_run().await?;
             timed("previous run", t)?;
