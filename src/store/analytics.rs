@@ -23,7 +23,8 @@ macro_rules! analytics_store {
             })
         }
 
-        fn member_row_from_row(row: &DbRow) -> StoreResult<MemberAnalyticsRow> {
+        /// `body` is read by the store (`member_bodies`): SQLite keeps it compressed.
+        fn member_row_from_row(row: &DbRow, body: serde_json::Value) -> StoreResult<MemberAnalyticsRow> {
             Ok(MemberAnalyticsRow {
                 member_id: row.try_get("member_id")?,
                 rfm_segment: row.try_get("rfm_segment")?,
@@ -33,7 +34,7 @@ macro_rules! analytics_store {
                 churn_risk: row.try_get("churn_risk")?,
                 cluster: row.try_get("cluster")?,
                 next_purchase: row.try_get("next_purchase")?,
-                body: row.try_get::<Json<serde_json::Value>, _>("body")?.0,
+                body,
             })
         }
 
@@ -383,6 +384,13 @@ macro_rules! analytics_store {
                 .await?;
                 let oldest_kept = kept.iter().copied().min().unwrap_or(run_id);
                 sqlx::query("DELETE FROM member_analytics WHERE run_id < $1").bind(oldest_kept).execute(&mut *tx).await?;
+                if <$store>::BACKEND == Backend::Sqlite {
+                    // The dictionaries of the bodies just deleted (`body_codec`).
+                    sqlx::query("UPDATE analytics_runs SET body_dict = NULL WHERE run_id < $1 AND body_dict IS NOT NULL")
+                        .bind(oldest_kept)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 emit_notices(&mut tx, &out.notices, at).await?;
                 let updated = sqlx::query(
                     "UPDATE analytics_runs SET status = 'done', finished_at = $1, summary = $2 \
@@ -448,13 +456,17 @@ macro_rules! analytics_store {
             async fn member_analytics_rows(&self, run_id: i64) -> StoreResult<Vec<MemberAnalyticsRow>> {
                 let sql = format!("SELECT {MEMBER_ROW_COLUMNS} FROM member_analytics WHERE run_id = $1 ORDER BY member_id");
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
-                rows.iter().map(member_row_from_row).collect()
+                let bodies = self.member_bodies(run_id, &rows).await?;
+                rows.iter().zip(bodies).map(|(row, body)| member_row_from_row(row, body)).collect()
             }
 
             async fn previous_members(&self, run_id: i64) -> StoreResult<Vec<PreviousMember>> {
+                // SQLite's bodies are compressed: they are read whole and the `rfm` section kept.
+                if let Some(pool) = self.sqlite_reader() {
+                    return super::sqlite_scan::previous_members(pool, run_id).await;
+                }
                 // Only the `rfm` section of each body leaves the database.
-                let rfm = if <$store>::BACKEND == Backend::Sqlite { "json_extract(body, '$.rfm')" } else { "body -> 'rfm'" };
-                let sql = format!("SELECT member_id, stage, {rfm} AS rfm FROM member_analytics WHERE run_id = $1 ORDER BY member_id");
+                let sql = "SELECT member_id, stage, body -> 'rfm' AS rfm FROM member_analytics WHERE run_id = $1 ORDER BY member_id";
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
                 rows.iter()
                     .map(|row| {
@@ -470,8 +482,13 @@ macro_rules! analytics_store {
             async fn member_analytics(&self, run_id: i64, member: MemberId) -> StoreResult<Option<MemberAnalyticsRow>> {
                 let sql =
                     format!("SELECT {MEMBER_ROW_COLUMNS} FROM member_analytics WHERE run_id = $1 AND member_id = $2");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(member).fetch_optional(self.reader()).await?;
-                row.as_ref().map(member_row_from_row).transpose()
+                let Some(row) =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).bind(member).fetch_optional(self.reader()).await?
+                else {
+                    return Ok(None);
+                };
+                let body = self.member_bodies(run_id, std::slice::from_ref(&row)).await?.pop();
+                body.map(|body| member_row_from_row(&row, body)).transpose()
             }
 
             async fn member_analytics_changes(&self, member: MemberId, limit: i64) -> StoreResult<Vec<AnalyticsChange>> {

@@ -7,6 +7,7 @@
 //! store never sees a key.
 
 mod analytics;
+mod body_codec;
 mod cards;
 mod common;
 mod coupons;

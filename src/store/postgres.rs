@@ -42,6 +42,12 @@ impl PgStore {
         &self.pool
     }
 
+    /// Member bodies of `rows`: JSON as stored (PostgreSQL compresses large values itself).
+    async fn member_bodies(&self, _run_id: i64, rows: &[sqlx::postgres::PgRow]) -> StoreResult<Vec<serde_json::Value>> {
+        use sqlx::Row;
+        rows.iter().map(|row| Ok(row.try_get::<sqlx::types::Json<serde_json::Value>, _>("body")?.0)).collect()
+    }
+
     /// A run's member rows and computed tags, in multi-row inserts on the run's transaction.
     async fn insert_run_rows(
         conn: &mut sqlx::PgConnection,

@@ -26,7 +26,13 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The checkpointer task keeps a weak reference, so it stops with the store; `flush` checkpoints on it.
     checkpointer: Arc<SqlitePool>,
+    /// Decoders of the runs whose member bodies were read last, by run id: a profile read would otherwise
+    /// fetch and prepare the run's dictionary every time.
+    body_decoders: std::sync::Mutex<Vec<(i64, Arc<super::body_codec::Decoder>)>>,
 }
+
+/// How many runs' body decoders are kept (the latest run, and the one before it while a new run lands).
+const BODY_DECODERS: usize = 4;
 
 /// How long a statement waits for a lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,7 +193,7 @@ impl SqliteStore {
         let db_file = Some(opts.get_filename().to_path_buf());
         spawn_checkpointer(Arc::downgrade(&checkpointer), Arc::downgrade(&writer), db_file);
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(true)).await?;
-        Ok(Self { writer, reader, checkpointer })
+        Ok(Self { writer, reader, checkpointer, body_decoders: std::sync::Mutex::default() })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -202,6 +208,43 @@ impl SqliteStore {
         tags: &[&super::MemberTagRow],
     ) -> StoreResult<()> {
         super::sqlite_scan::insert_run_rows(conn, run_id, members, tags).await
+    }
+
+    /// Member bodies of `rows` (run `run_id`), stored compressed with the run's dictionary (`body_codec`).
+    async fn member_bodies(
+        &self,
+        run_id: i64,
+        rows: &[sqlx::sqlite::SqliteRow],
+    ) -> StoreResult<Vec<serde_json::Value>> {
+        use sqlx::Row;
+        // No rows, no dictionary to look up: a run still being written has neither yet (both commit together).
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let decoder = self.body_decoder(run_id).await?;
+        let mut context = decoder.context()?;
+        rows.iter().map(|row| decoder.json(&mut context, row.try_get::<&[u8], _>("body")?)).collect()
+    }
+
+    async fn body_decoder(&self, run_id: i64) -> StoreResult<Arc<super::body_codec::Decoder>> {
+        let cached = |decoders: &Vec<(i64, Arc<super::body_codec::Decoder>)>| {
+            decoders.iter().find(|(id, _)| *id == run_id).map(|(_, d)| d.clone())
+        };
+        if let Some(d) = cached(&self.body_decoders.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(d);
+        }
+        let dict: Option<Vec<u8>> = sqlx::query_scalar("SELECT body_dict FROM analytics_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?
+            .flatten();
+        let decoder = Arc::new(super::body_codec::Decoder::new(dict.as_deref()));
+        let mut decoders = self.body_decoders.lock().unwrap_or_else(|e| e.into_inner());
+        if decoders.len() >= BODY_DECODERS {
+            decoders.remove(0);
+        }
+        decoders.push((run_id, decoder.clone()));
+        Ok(decoder)
     }
 
     /// The readers, for the bulk analytics reads of `sqlite_scan`.

@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use sqlx::SqlitePool;
 
 use super::{
-    EngagementDay, EventRow, EventTally, LineFact, MemberTagRow, PURCHASED, PointsDay, PurchaseDay, SkuFacts,
-    StoreError, StoreResult, epoch_day,
+    EngagementDay, EventRow, EventTally, LineFact, MemberTagRow, PURCHASED, PointsDay, PreviousMember, PurchaseDay,
+    SkuFacts, StoreError, StoreResult, body_codec, epoch_day,
 };
 
 /// Microseconds in a UTC day: instants are stored as integer microseconds since the Unix epoch.
@@ -265,6 +265,75 @@ pub(super) async fn all_member_tags(pool: &SqlitePool) -> StoreResult<Vec<Member
         out.sort_unstable_by(|a, b| {
             a.member_id.cmp(&b.member_id).then(b.weight.total_cmp(&a.weight)).then_with(|| a.tag.cmp(&b.tag))
         });
+        Ok(out)
+    })
+    .await
+}
+
+/// The stage and the `rfm` body section of every member of run `run_id`, by member: what the next run
+/// compares with. The run's rows are found by their rowid range (a run's rows are inserted together, so they
+/// are contiguous) and read in table order; the bodies are decompressed and the section cut out on the rayon
+/// pool, a chunk of rows at a time.
+pub(super) async fn previous_members(pool: &SqlitePool, run_id: i64) -> StoreResult<Vec<PreviousMember>> {
+    use rusqlite::OptionalExtension;
+    /// The one section kept; serde skips the others without building them.
+    #[derive(serde::Deserialize)]
+    struct RfmOnly {
+        rfm: Option<Box<serde_json::value::RawValue>>,
+    }
+    const CHUNK: usize = 20_000;
+    scan(pool, move |db| {
+        let dict: Option<Vec<u8>> = db
+            .query_row("SELECT body_dict FROM analytics_runs WHERE run_id = ?1", [run_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let decoder = body_codec::Decoder::new(dict.as_deref());
+        let (first, last): (Option<i64>, Option<i64>) = db.query_row(
+            "SELECT MIN(rowid), MAX(rowid) FROM member_analytics INDEXED BY member_analytics_run WHERE run_id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (Some(first), Some(last)) = (first, last) else { return Ok(Vec::new()) };
+        let mut stmt = db.prepare(
+            "SELECT member_id, stage, body FROM member_analytics WHERE rowid BETWEEN ?1 AND ?2 AND run_id = ?3",
+        )?;
+        let mut rows = stmt.query(rusqlite::params![first, last, run_id])?;
+        let mut out: Vec<PreviousMember> = Vec::new();
+        let mut chunk: Vec<(i64, String, Vec<u8>)> = Vec::with_capacity(CHUNK);
+        let mut flush = |chunk: &mut Vec<(i64, String, Vec<u8>)>| -> StoreResult<()> {
+            use rayon::prelude::*;
+            let decoded: Vec<PreviousMember> = chunk
+                .par_drain(..)
+                .chunks(512)
+                .map(|part| {
+                    let mut context = decoder.context()?;
+                    part.into_iter()
+                        .map(|(member_id, stage, body)| {
+                            let rfm = decoder.json::<RfmOnly>(&mut context, &body)?.rfm;
+                            Ok(PreviousMember { member_id, stage, rfm })
+                        })
+                        .collect::<StoreResult<Vec<_>>>()
+                })
+                .collect::<StoreResult<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect();
+            out.extend(decoded);
+            Ok(())
+        };
+        while let Some(r) = rows.next()? {
+            // A BLOB, or JSON text for rows stored before bodies were compressed.
+            let body = match r.get_ref(2)? {
+                rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
+                other => return Err(StoreError::Corrupt(format!("member body of type {:?}", other.data_type()))),
+            };
+            chunk.push((r.get(0)?, r.get(1)?, body));
+            if chunk.len() == CHUNK {
+                flush(&mut chunk)?;
+            }
+        }
+        flush(&mut chunk)?;
+        out.sort_unstable_by_key(|m| m.member_id);
         Ok(out)
     })
     .await
@@ -531,7 +600,8 @@ pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 /// Insert a run's member rows and computed tags on the writer's connection, inside the transaction the
 /// caller holds open: a million members' rows with their bodies through sqlx took 33 s, each value copied
-/// into the statement's arguments.
+/// into the statement's arguments. Bodies are stored compressed, with the run's dictionary
+/// (`body_codec`).
 pub(super) async fn insert_run_rows(
     conn: &mut sqlx::SqliteConnection,
     run_id: i64,
@@ -549,8 +619,9 @@ pub(super) async fn insert_run_rows(
                  churn_risk, cluster, next_purchase, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let started = std::time::Instant::now();
-            let (mut rows, mut body_bytes) = (0_usize, 0_usize);
-            let mut joining = std::time::Duration::ZERO;
+            let (mut rows, mut body_bytes, mut stored_bytes) = (0_usize, 0_usize, 0_usize);
+            let (mut joining, mut compressing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+            let mut encoder: Option<body_codec::Encoder> = None;
             loop {
                 let t = std::time::Instant::now();
                 let chunk = members.next_chunk(10_000)?;
@@ -558,9 +629,26 @@ pub(super) async fn insert_run_rows(
                 if chunk.is_empty() {
                     break;
                 }
+                let t = std::time::Instant::now();
+                let bodies: Vec<&str> = chunk.iter().map(|m| m.body.get()).collect();
+                let encoder = match &mut encoder {
+                    Some(e) => e,
+                    None => {
+                        // The run's dictionary, from its first chunk of bodies (see `body_codec`).
+                        let dict = body_codec::train(&bodies);
+                        db.execute(
+                            "UPDATE analytics_runs SET body_dict = ?1 WHERE run_id = ?2",
+                            rusqlite::params![dict, run_id],
+                        )?;
+                        encoder.insert(body_codec::Encoder::new(dict.as_deref())?)
+                    }
+                };
+                let stored = encoder.compress_all(&bodies)?;
+                compressing += t.elapsed();
                 rows += chunk.len();
-                body_bytes += chunk.iter().map(|m| m.body.get().len()).sum::<usize>();
-                for m in &chunk {
+                body_bytes += bodies.iter().map(|b| b.len()).sum::<usize>();
+                stored_bytes += stored.iter().map(Vec::len).sum::<usize>();
+                for (m, body) in chunk.iter().zip(&stored) {
                     stmt.execute(rusqlite::params![
                         run_id,
                         m.member_id,
@@ -571,14 +659,16 @@ pub(super) async fn insert_run_rows(
                         m.churn_risk,
                         m.cluster,
                         m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
-                        m.body.get(),
+                        body,
                     ])?;
                 }
             }
             tracing::debug!(
                 rows,
                 body_mib = body_bytes >> 20,
+                stored_mib = stored_bytes >> 20,
                 joining_ms = joining.as_millis() as u64,
+                compressing_ms = compressing.as_millis() as u64,
                 ms = started.elapsed().as_millis() as u64,
                 "member rows written"
             );

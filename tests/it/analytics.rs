@@ -536,3 +536,129 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
         assert_eq!(e1, e2, "engagement days differ between the stores");
     }
 }
+
+/// A run's member rows as the analysis writes them: `n` members with bodies shaped like the analysis' own
+/// (the same keys and wording, different numbers); every seventh member has no RFM section.
+fn run_rows(n: i64, stage: &str) -> Vec<huiyuan::store::MemberAnalyticsWrite> {
+    let categories = ["食品/零食", "母婴/纸尿裤", "家居/床品", "美妆/护肤"];
+    (1..=n)
+        .map(|m| {
+            let category = categories[(m % 4) as usize];
+            let mut body = json!({
+                "lifecycle": {"member_id": m, "stage": stage, "reason": format!("last purchase {} days ago ≤ active 90", m % 90)},
+                "preferences": {"categories": [{"key": category, "share": (m % 100) as f64 / 100.0}],
+                                "reason": format!("mostly {category} ({}%)", m % 100)},
+            });
+            if m % 7 != 0 {
+                body["rfm"] = json!({"member_id": m, "recency_days": m % 365, "orders": m % 17,
+                                     "segment": "important_value", "reason": format!("R {} > mean 2.96", m % 5 + 1)});
+            }
+            huiyuan::store::MemberAnalyticsRow {
+                member_id: m,
+                rfm_segment: None,
+                stage: stage.into(),
+                clv_fen: Some(m * 100),
+                prob_alive: None,
+                churn_risk: None,
+                cluster: None,
+                next_purchase: None,
+                body: serde_json::value::to_raw_value(&body).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn run_output(rows: Vec<huiyuan::store::MemberAnalyticsWrite>, keep_runs: i64) -> huiyuan::store::AnalyticsOutput {
+    huiyuan::store::AnalyticsOutput {
+        summary: json!({}),
+        results: Vec::new(),
+        members: Box::new(rows.into_iter()),
+        changes: Vec::new(),
+        tags: Vec::new(),
+        dropped_manual_tags: Vec::new(),
+        keep_runs,
+        notices: Vec::new(),
+    }
+}
+
+/// Member bodies read back exactly on both stores (the profile, all rows, and the next run's RFM part). On
+/// SQLite they are stored as zstd frames with a dictionary trained on the run's bodies, and that dictionary
+/// goes with the run's rows; bodies stored as JSON text before compression are still read.
+#[tokio::test]
+async fn member_bodies_read_back_exactly_and_sqlite_stores_them_compressed() {
+    for db in crate::support::test_dbs().await {
+        let bk = db.backend;
+        let app = crate::support::app_for(&db).await;
+        let store = &app.store;
+        let at = chrono::Utc::now();
+        let as_of: chrono::NaiveDate = "2026-06-30".parse().unwrap();
+        let written = run_rows(1_500, "active");
+        let expected: Vec<Value> = written.iter().map(|r| serde_json::from_str(r.body.get()).unwrap()).collect();
+        let plain_bytes: usize = written.iter().map(|r| r.body.get().len()).sum();
+        let run1 = store.begin_analytics_run(as_of, &json!({}), at).await.unwrap().run_id;
+        store.finish_analytics_run(run1, run_output(written, 2), at).await.unwrap();
+
+        let rows = store.member_analytics_rows(run1).await.unwrap();
+        assert_eq!(rows.iter().map(|r| &r.body).collect::<Vec<_>>(), expected.iter().collect::<Vec<_>>(), "{bk}");
+        let one = store.member_analytics(run1, 700).await.unwrap().expect("member 700");
+        assert_eq!((one.body, one.clv_fen), (expected[699].clone(), Some(70_000)), "{bk}");
+        let previous = store.previous_members(run1).await.unwrap();
+        assert_eq!(previous.len(), 1_500, "{bk}");
+        for (p, body) in previous.iter().zip(&expected) {
+            let rfm: Option<Value> = p.rfm.as_ref().map(|raw| serde_json::from_str(raw.get()).unwrap());
+            assert_eq!((rfm.as_ref(), p.stage.as_str()), (body.get("rfm"), "active"), "{bk}: member {}", p.member_id);
+        }
+        assert!(previous.iter().any(|p| p.rfm.is_none()), "{bk}");
+
+        if bk == "sqlite" {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let (kinds, stored_bytes): (String, i64) = sqlx::query_as(
+                "SELECT group_concat(DISTINCT typeof(body)), SUM(length(body)) FROM member_analytics WHERE run_id = $1",
+            )
+            .bind(run1)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(kinds, "blob");
+            assert!(stored_bytes * 4 < plain_bytes as i64, "{plain_bytes} bytes of bodies stored as {stored_bytes}");
+            let dict: Option<i64> =
+                sqlx::query_scalar("SELECT length(body_dict) FROM analytics_runs WHERE run_id = $1")
+                    .bind(run1)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert!(dict.is_some_and(|n| n > 0), "the run's dictionary is stored: {dict:?}");
+            // A body stored as text, as every body was before compression.
+            sqlx::query(
+                "INSERT INTO member_analytics (run_id, member_id, stage, body) \
+                 VALUES ($1, 9999, 'new', '{\"rfm\":{\"orders\":1},\"lifecycle\":{\"stage\":\"new\"}}')",
+            )
+            .bind(run1)
+            .execute(&pool)
+            .await
+            .unwrap();
+            let old = store.member_analytics(run1, 9999).await.unwrap().expect("the text row");
+            assert_eq!(old.body, json!({"rfm": {"orders": 1}, "lifecycle": {"stage": "new"}}));
+            let previous = store.previous_members(run1).await.unwrap();
+            let last = previous.last().unwrap();
+            assert_eq!((last.member_id, last.rfm.as_ref().map(|r| r.get())), (9999, Some(r#"{"orders":1}"#)));
+
+            // A later run that keeps only itself deletes the first run's rows and clears its dictionary.
+            let run2 = store.begin_analytics_run(as_of, &json!({}), at).await.unwrap().run_id;
+            store.finish_analytics_run(run2, run_output(run_rows(1_200, "sleeping"), 1), at).await.unwrap();
+            let dicts: Vec<(i64, Option<i64>)> =
+                sqlx::query_as("SELECT run_id, length(body_dict) FROM analytics_runs ORDER BY run_id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(dicts.len(), 2);
+            assert_eq!(dicts[0], (run1, None));
+            assert!(dicts[1].1.is_some(), "{dicts:?}");
+            assert!(store.member_analytics_rows(run1).await.unwrap().is_empty());
+            let rows2 = store.member_analytics_rows(run2).await.unwrap();
+            assert_eq!(rows2.len(), 1_200);
+            assert_eq!(rows2[41].body["lifecycle"]["stage"], "sleeping");
+            pool.close().await;
+        }
+    }
+}
