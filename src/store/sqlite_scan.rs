@@ -620,55 +620,50 @@ pub(super) async fn insert_run_rows(
             )?;
             let started = std::time::Instant::now();
             let (mut rows, mut body_bytes, mut stored_bytes) = (0_usize, 0_usize, 0_usize);
-            let (mut joining, mut compressing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-            let mut encoder: Option<body_codec::Encoder> = None;
-            loop {
-                let t = std::time::Instant::now();
-                let chunk = members.next_chunk(10_000)?;
-                joining += t.elapsed();
-                if chunk.is_empty() {
-                    break;
-                }
-                let t = std::time::Instant::now();
-                let bodies: Vec<&str> = chunk.iter().map(|m| m.body.get()).collect();
-                let encoder = match &mut encoder {
-                    Some(e) => e,
-                    None => {
-                        // The run's dictionary, from its first chunk of bodies (see `body_codec`).
-                        let dict = body_codec::train(&bodies);
+            let (mut packing, mut waiting) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+            // The next chunk is joined from the spill files and compressed on another thread while this one
+            // inserts the last: at a million members each side takes seconds.
+            std::thread::scope(|scope| -> StoreResult<()> {
+                let (send, packed) = std::sync::mpsc::sync_channel::<StoreResult<Packed>>(1);
+                scope.spawn(move || pack_rows(members, &send));
+                loop {
+                    let t = std::time::Instant::now();
+                    let Ok(chunk) = packed.recv() else { break };
+                    waiting += t.elapsed();
+                    let chunk = chunk?;
+                    if let Some(dict) = &chunk.dict {
                         db.execute(
                             "UPDATE analytics_runs SET body_dict = ?1 WHERE run_id = ?2",
                             rusqlite::params![dict, run_id],
                         )?;
-                        encoder.insert(body_codec::Encoder::new(dict.as_deref())?)
                     }
-                };
-                let stored = encoder.compress_all(&bodies)?;
-                compressing += t.elapsed();
-                rows += chunk.len();
-                body_bytes += bodies.iter().map(|b| b.len()).sum::<usize>();
-                stored_bytes += stored.iter().map(Vec::len).sum::<usize>();
-                for (m, body) in chunk.iter().zip(&stored) {
-                    stmt.execute(rusqlite::params![
-                        run_id,
-                        m.member_id,
-                        m.rfm_segment,
-                        m.stage,
-                        m.clv_fen,
-                        m.prob_alive,
-                        m.churn_risk,
-                        m.cluster,
-                        m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
-                        body,
-                    ])?;
+                    packing += chunk.took;
+                    rows += chunk.rows.len();
+                    body_bytes += chunk.plain_bytes;
+                    stored_bytes += chunk.bodies.iter().map(Vec::len).sum::<usize>();
+                    for (m, body) in chunk.rows.iter().zip(&chunk.bodies) {
+                        stmt.execute(rusqlite::params![
+                            run_id,
+                            m.member_id,
+                            m.rfm_segment,
+                            m.stage,
+                            m.clv_fen,
+                            m.prob_alive,
+                            m.churn_risk,
+                            m.cluster,
+                            m.next_purchase.map(|d| d.format("%Y-%m-%d").to_string()),
+                            body,
+                        ])?;
+                    }
                 }
-            }
+                Ok(())
+            })?;
             tracing::debug!(
                 rows,
                 body_mib = body_bytes >> 20,
                 stored_mib = stored_bytes >> 20,
-                joining_ms = joining.as_millis() as u64,
-                compressing_ms = compressing.as_millis() as u64,
+                packing_ms = packing.as_millis() as u64,
+                waiting_ms = waiting.as_millis() as u64,
                 ms = started.elapsed().as_millis() as u64,
                 "member rows written"
             );
@@ -699,6 +694,53 @@ pub(super) async fn insert_run_rows(
     })?;
     drop(locked);
     Ok(())
+}
+
+/// A chunk of member rows ready to insert: each body compressed, in the rows' order.
+struct Packed {
+    rows: Vec<super::MemberAnalyticsWrite>,
+    bodies: Vec<Vec<u8>>,
+    /// The run's dictionary, with the first chunk only (when one was trained).
+    dict: Option<Vec<u8>>,
+    plain_bytes: usize,
+    /// Joining the bodies from the spill files and compressing them.
+    took: std::time::Duration,
+}
+
+/// Hand `members` over a chunk at a time, bodies compressed with a dictionary trained on the first chunk,
+/// until they run out, a chunk fails (the error is sent) or the receiver is gone.
+fn pack_rows(members: &mut dyn super::MemberRows, send: &std::sync::mpsc::SyncSender<StoreResult<Packed>>) {
+    let mut encoder: Option<body_codec::Encoder> = None;
+    let mut pack = || -> StoreResult<Option<Packed>> {
+        let t = std::time::Instant::now();
+        let rows = members.next_chunk(10_000)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let bodies: Vec<&str> = rows.iter().map(|m| m.body.get()).collect();
+        let mut dict = None;
+        let encoder = match &mut encoder {
+            Some(e) => e,
+            None => {
+                dict = body_codec::train(&bodies);
+                encoder.insert(body_codec::Encoder::new(dict.as_deref())?)
+            }
+        };
+        let packed = encoder.compress_all(&bodies)?;
+        let plain_bytes = bodies.iter().map(|b| b.len()).sum();
+        Ok(Some(Packed { bodies: packed, rows, dict, plain_bytes, took: t.elapsed() }))
+    };
+    loop {
+        let next = match pack() {
+            Ok(None) => return,
+            Ok(Some(chunk)) => Ok(chunk),
+            Err(e) => Err(e),
+        };
+        let failed = next.is_err();
+        if send.send(next).is_err() || failed {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
