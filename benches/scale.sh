@@ -14,13 +14,16 @@
 # Env: DB (target/scale/scale.db), MEMBERS (1000000), ORDERS (20000000), SEED (20261031), RUNS (1; 0 only
 #      generates), MEM_LIMIT_GB (14: address-space limit of the analyze process, so that a run which needs far
 #      more than the target fails alone instead of pushing a shared machine out of memory),
-#      BIN (${CARGO_TARGET_DIR:-target}/release/huiyuan; built with `cargo build --release --bin huiyuan`).
+#      BIN (${CARGO_TARGET_DIR:-target}/release/huiyuan; built with `cargo build --release --bin huiyuan`),
+#      FRESH (0; 1 keeps a copy of the generated data as "$DB.pristine", twice the disk, and starts every
+#      invocation from it, so builds measured one after the other read the same file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MEMBERS=${MEMBERS:-1000000}
 ORDERS=${ORDERS:-20000000}
 SEED=${SEED:-20261031}
 RUNS=${RUNS:-1}
+FRESH=${FRESH:-0}
 MEM_LIMIT_GB=${MEM_LIMIT_GB:-14}
 AS_OF=2026-10-31
 DB=${DB:-target/scale/scale.db}
@@ -46,6 +49,15 @@ count() {
 }
 
 echo "== data: $WANT"
+PRISTINE="$DB.pristine"
+if [ "$FRESH" = 1 ] && [ -f "$PRISTINE" ] && [ "$(cat "$PRISTINE.generated" 2>/dev/null)" = "$WANT" ]; then
+  # Every run writes member rows and tags and frees the earlier ones' pages, so the file grows and the
+  # reads of the next invocation see a different file: start from the data as generated.
+  echo "copying the data as generated ($PRISTINE) over $DB"
+  rm -f "$DB-wal" "$DB-shm"
+  cp "$PRISTINE" "$DB"
+  cp "$PRISTINE.generated" "$MARK"
+fi
 if [ -f "$DB" ] && [ "$(cat "$MARK" 2>/dev/null)" = "$WANT" ] && [ "$(count 'SELECT COUNT(*) FROM members')" = "$MEMBERS" ] \
   && [ "$(count 'SELECT COUNT(*) FROM orders')" = "$ORDERS" ]; then
   echo "reusing $DB (generated earlier with the same parameters)"
@@ -56,6 +68,11 @@ else
   SQLITE_TMPDIR=$OUT python3 benches/scale_gen.py "$DB" --members "$MEMBERS" --orders "$ORDERS" --seed "$SEED"
   echo "$WANT" > "$MARK"
   echo "generated in $((SECONDS - t0)) s (migration included)"
+  if [ "$FRESH" = 1 ]; then
+    cp "$DB" "$PRISTINE"
+    cp "$MARK" "$PRISTINE.generated"
+    echo "kept a copy of the data as generated: $PRISTINE"
+  fi
 fi
 python3 - "$DB" <<'PY'
 import sqlite3, sys
