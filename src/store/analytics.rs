@@ -466,8 +466,12 @@ macro_rules! analytics_store {
                     return super::sqlite_scan::previous_members(pool, run_id).await;
                 }
                 // Only the `rfm` section of each body leaves the database.
-                let sql = "SELECT member_id, stage, body -> 'rfm' AS rfm FROM member_analytics WHERE run_id = $1 ORDER BY member_id";
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id).fetch_all(self.reader()).await?;
+                let rows = sqlx::query(
+                    "SELECT member_id, stage, body -> 'rfm' AS rfm FROM member_analytics WHERE run_id = $1 ORDER BY member_id",
+                )
+                .bind(run_id)
+                .fetch_all(self.reader())
+                .await?;
                 rows.iter()
                     .map(|row| {
                         Ok(PreviousMember {

@@ -233,12 +233,7 @@ impl SqliteStore {
         if let Some(d) = cached(&self.body_decoders.lock().unwrap_or_else(|e| e.into_inner())) {
             return Ok(d);
         }
-        let dict: Option<Vec<u8>> = sqlx::query_scalar("SELECT body_dict FROM analytics_runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_optional(&self.reader)
-            .await?
-            .flatten();
-        let decoder = Arc::new(super::body_codec::Decoder::new(dict.as_deref()));
+        let decoder = Arc::new(super::sqlite_scan::run_body_decoder(&self.reader, run_id).await?);
         let mut decoders = self.body_decoders.lock().unwrap_or_else(|e| e.into_inner());
         if decoders.len() >= BODY_DECODERS {
             decoders.remove(0);

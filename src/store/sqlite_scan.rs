@@ -270,12 +270,26 @@ pub(super) async fn all_member_tags(pool: &SqlitePool) -> StoreResult<Vec<Member
     .await
 }
 
+/// The decoder of run `run_id`'s member bodies, with the run's dictionary if it has one.
+fn body_decoder(db: &Connection, run_id: i64) -> StoreResult<body_codec::Decoder> {
+    use rusqlite::OptionalExtension;
+    let dict: Option<Vec<u8>> = db
+        .query_row("SELECT body_dict FROM analytics_runs WHERE run_id = ?1", [run_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(body_codec::Decoder::new(dict.as_deref()))
+}
+
+/// [`body_decoder`] from async code (a profile read that finds no decoder cached for its run).
+pub(super) async fn run_body_decoder(pool: &SqlitePool, run_id: i64) -> StoreResult<body_codec::Decoder> {
+    scan(pool, move |db| body_decoder(db, run_id)).await
+}
+
 /// The stage and the `rfm` body section of every member of run `run_id`, by member: what the next run
 /// compares with. The run's rows are found by their rowid range (a run's rows are inserted together, so they
 /// are contiguous) and read in table order; the bodies are decompressed and the section cut out on the rayon
 /// pool, a chunk of rows at a time.
 pub(super) async fn previous_members(pool: &SqlitePool, run_id: i64) -> StoreResult<Vec<PreviousMember>> {
-    use rusqlite::OptionalExtension;
     /// The one section kept; serde skips the others without building them.
     #[derive(serde::Deserialize)]
     struct RfmOnly {
@@ -283,11 +297,7 @@ pub(super) async fn previous_members(pool: &SqlitePool, run_id: i64) -> StoreRes
     }
     const CHUNK: usize = 20_000;
     scan(pool, move |db| {
-        let dict: Option<Vec<u8>> = db
-            .query_row("SELECT body_dict FROM analytics_runs WHERE run_id = ?1", [run_id], |r| r.get(0))
-            .optional()?
-            .flatten();
-        let decoder = body_codec::Decoder::new(dict.as_deref());
+        let decoder = body_decoder(db, run_id)?;
         let (first, last): (Option<i64>, Option<i64>) = db.query_row(
             "SELECT MIN(rowid), MAX(rowid) FROM member_analytics INDEXED BY member_analytics_run WHERE run_id = ?1",
             [run_id],
