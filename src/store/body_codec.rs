@@ -25,7 +25,7 @@ const LEVEL: i32 = 1;
 const DICT_BYTES: usize = 32 * 1024;
 /// Fewer bodies than this train no dictionary (zstd's trainer wants about a hundred times the dictionary's
 /// size in samples); they are compressed without one.
-pub(super) const MIN_TRAINING_BODIES: usize = 1_000;
+const MIN_TRAINING_BODIES: usize = 1_000;
 /// The largest body a stored frame may expand to: a corrupt frame must not allocate without bound.
 const MAX_BODY_BYTES: usize = 64 << 20;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -87,7 +87,7 @@ impl Encoder {
 }
 
 /// Reads one run's stored bodies back to JSON text.
-pub(crate) struct Decoder {
+pub(super) struct Decoder {
     dict: Option<DecoderDictionary<'static>>,
 }
 
