@@ -8,7 +8,10 @@ use std::ops::Range;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::members::MemberId;
-use crate::store::{EngagementDay, EventRow, EventTally, LineFact, MemberBase, PointsDay, PurchaseDay, RefundDay};
+use crate::store::{
+    ByMember, EngagementDay, EventRow, EventTally, LineFact, LineFacts, MemberBase, PointsDay, PurchaseDay, RefundDay,
+    SkuFacts,
+};
 
 /// Rows of one kind grouped by member: `rows[ranges[i]]` belong to `members[i]` of the dataset.
 #[derive(Debug, Clone)]
@@ -50,6 +53,44 @@ impl<T> Grouped<T> {
         Self { rows, ranges }
     }
 
+    /// Group rows a store handed over in runs by member ([`ByMember`]): the member is not kept per row. Runs
+    /// in the members' order (what the stores give) are taken as they are; otherwise runs are gathered by
+    /// member position, a member's runs in input order. Runs of unknown members are dropped.
+    fn from_runs(rows: ByMember<T>, index: &HashMap<MemberId, usize>) -> Self
+    where
+        T: Clone,
+    {
+        let (runs, rows) = rows.into_parts();
+        // (member position, first row, rows) of every known member's run.
+        let mut placed: Vec<(usize, usize, usize)> = Vec::with_capacity(runs.len());
+        let mut start = 0usize;
+        for (member, n) in runs {
+            let n = n as usize;
+            if let Some(&p) = index.get(&member) {
+                placed.push((p, start, n));
+            }
+            start += n;
+        }
+        let mut ranges = vec![0..0; index.len()];
+        // Every row kept, each member in one run, runs in member order.
+        let in_place = placed.iter().map(|&(_, _, n)| n).sum::<usize>() == rows.len()
+            && placed.windows(2).all(|w| w[0].0 < w[1].0);
+        if in_place {
+            for (p, first, n) in placed {
+                ranges[p] = first..first + n;
+            }
+            return Self { rows, ranges };
+        }
+        placed.sort_by_key(|&(p, first, _)| (p, first));
+        let mut out: Vec<T> = Vec::with_capacity(placed.iter().map(|&(_, _, n)| n).sum());
+        for (p, first, n) in placed {
+            let at = out.len();
+            out.extend_from_slice(&rows[first..first + n]);
+            ranges[p] = if ranges[p].is_empty() { at..out.len() } else { ranges[p].start..out.len() };
+        }
+        Self { rows: out, ranges }
+    }
+
     /// The rows of the member at position `i`.
     pub fn of(&self, i: usize) -> &[T] {
         self.ranges.get(i).map(|r| &self.rows[r.clone()]).unwrap_or(&[])
@@ -77,6 +118,8 @@ pub struct Dataset {
     pub refunds: Grouped<RefundDay>,
     pub events: Grouped<EventTally>,
     pub lines: Grouped<LineFact>,
+    /// The SKUs order lines name, by [`LineFact::sku`].
+    pub skus: Vec<SkuFacts>,
     pub points: Grouped<PointsDay>,
     pub engagement: Grouped<EngagementDay>,
     /// Event streams for funnels and paths (a recent window only; see the parameters).
@@ -91,11 +134,11 @@ pub struct Dataset {
 #[derive(Debug, Clone, Default)]
 pub struct RawRows {
     pub members: Vec<MemberBase>,
-    pub purchases: Vec<PurchaseDay>,
+    pub purchases: ByMember<PurchaseDay>,
     pub refunds: Vec<RefundDay>,
     pub events: Vec<EventTally>,
-    pub lines: Vec<LineFact>,
-    pub points: Vec<PointsDay>,
+    pub lines: LineFacts,
+    pub points: ByMember<PointsDay>,
     pub engagement: Vec<EngagementDay>,
     pub streams: Vec<EventRow>,
     pub active_by_day: Vec<(NaiveDate, i64)>,
@@ -108,11 +151,12 @@ impl Dataset {
         let index: HashMap<MemberId, usize> = raw.members.iter().enumerate().map(|(i, m)| (m.member_id, i)).collect();
         let data = Self {
             as_of,
-            purchases: Grouped::new(raw.purchases, &index, |r| r.member_id),
+            purchases: Grouped::from_runs(raw.purchases, &index),
             refunds: Grouped::new(raw.refunds, &index, |r| r.member_id),
             events: Grouped::new(raw.events, &index, |r| r.member_id),
-            lines: Grouped::new(raw.lines, &index, |r| r.member_id),
-            points: Grouped::new(raw.points, &index, |r| r.member_id),
+            lines: Grouped::from_runs(raw.lines.lines, &index),
+            skus: raw.lines.skus,
+            points: Grouped::from_runs(raw.points, &index),
             engagement: Grouped::new(raw.engagement, &index, |r| r.member_id),
             streams: Grouped::new(raw.streams, &index, |r| r.member_id),
             members: raw.members,
@@ -147,6 +191,12 @@ impl Dataset {
         next.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default()
     }
 
+    /// The SKU an order line names (an empty SKU should a store hand over a position it did not list).
+    pub fn sku(&self, line: &LineFact) -> &SkuFacts {
+        static UNKNOWN: SkuFacts = SkuFacts { sku: String::new(), category: None, brand: None };
+        self.skus.get(line.sku as usize).unwrap_or(&UNKNOWN)
+    }
+
     /// Members' last activity day (their latest event), by position.
     pub fn last_event_day(&self, i: usize) -> Option<NaiveDate> {
         self.events.of(i).iter().map(|e| e.last_at.date_naive()).max()
@@ -166,21 +216,31 @@ mod tests {
         let at = Utc::now();
         let members =
             vec![MemberBase { member_id: 7, registered_at: at }, MemberBase { member_id: 3, registered_at: at }];
-        let p = |member_id, d: &str, amount| PurchaseDay { member_id, day: day(d), orders: 1, amount, promo_orders: 0 };
+        let p = |member_id: MemberId, d: &str, amount| {
+            (member_id, PurchaseDay { day: day(d), orders: 1, amount, promo_orders: 0 })
+        };
         let raw = RawRows {
-            members,
-            purchases: vec![
-                p(3, "2026-01-01", 10),
-                p(9, "2026-01-01", 99),
-                p(7, "2026-01-02", 20),
-                p(3, "2026-01-05", 30),
-            ],
+            members: members.clone(),
+            purchases: [p(3, "2026-01-01", 10), p(9, "2026-01-01", 99), p(7, "2026-01-02", 20), p(3, "2026-01-05", 30)]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let d = Dataset::new(day("2026-02-01"), raw);
         assert_eq!(d.purchases.of(0).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![20]);
         assert_eq!(d.purchases.of(1).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![10, 30]);
         assert_eq!(d.purchases.all().len(), 3);
+        // In the members' order, as the stores hand them over: kept in place.
+        let raw = RawRows {
+            members,
+            purchases: [p(7, "2026-01-02", 20), p(7, "2026-01-03", 21), p(3, "2026-01-01", 10)].into_iter().collect(),
+            ..Default::default()
+        };
+        let d = Dataset::new(day("2026-02-01"), raw);
+        assert_eq!(d.purchases.of(0).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![20, 21]);
+        assert_eq!(d.purchases.of(1).iter().map(|r| r.amount).collect::<Vec<_>>(), vec![10]);
+        assert_eq!(d.purchases.all().iter().map(|r| r.amount).collect::<Vec<_>>(), vec![20, 21, 10]);
+        assert!(d.points.of(1).is_empty());
         assert!(d.refunds.of(0).is_empty());
         assert_eq!(Dataset::cut_off(day("2026-02-01")).to_rfc3339(), "2026-02-02T00:00:00+00:00");
     }

@@ -40,7 +40,7 @@ struct Run<'a> {
     summary: serde_json::Map<String, Value>,
     changes: Vec<AnalyticsChange>,
     /// The previous run's stage and RFM result by member id.
-    previous: HashMap<MemberId, (&'a str, Option<rfm::RfmMember>)>,
+    previous: HashMap<MemberId, (Option<lifecycle::LifecycleStage>, Option<rfm::RfmMember>)>,
     previous_run: Option<&'a AnalyticsRun>,
     notices: Vec<crate::notify::Notice>,
     dropped_manual_tags: Vec<(MemberId, String)>,
@@ -49,12 +49,13 @@ struct Run<'a> {
 }
 
 /// Run every model over `data` and assemble what the store commits. `previous` is the last finished run
-/// with its member rows (for change logs and transition matrices); `tags` the tags stored now, taken by value
+/// with its member rows (for change logs and transition matrices), taken by value so each row's text is freed
+/// once parsed (a million at scale); `tags` the tags stored now, taken by value
 /// so the tags stage turns them into the kernel's form without a second copy (millions of rows at scale).
 pub fn run(
     run_id: i64,
     data: &Dataset,
-    previous: Option<(&AnalyticsRun, &[PreviousMember])>,
+    previous: Option<(&AnalyticsRun, Vec<PreviousMember>)>,
     tags: Vec<MemberTagRow>,
     params: &AnalyticsParams,
     progress: impl Fn(&str),
@@ -68,17 +69,17 @@ pub fn run(
         results: Vec::new(),
         summary: serde_json::Map::new(),
         changes: Vec::new(),
+        previous_run: previous.as_ref().map(|&(run, _)| run),
         previous: previous
             .map(|(_, rows)| {
-                rows.iter()
+                rows.into_iter()
                     .map(|row| {
-                        let rfm = row.rfm.as_ref().and_then(|v| serde_json::from_str::<rfm::RfmMember>(v.get()).ok());
-                        (row.member_id, (row.stage.as_str(), rfm))
+                        let rfm = row.rfm.and_then(|v| serde_json::from_str::<rfm::RfmMember>(v.get()).ok());
+                        (row.member_id, (stage_of(&row.stage), rfm))
                     })
                     .collect()
             })
             .unwrap_or_default(),
-        previous_run: previous.map(|(run, _)| run),
         notices: Vec::new(),
         dropped_manual_tags: Vec::new(),
         stalled: Vec::new(),
@@ -149,7 +150,7 @@ impl Run<'_> {
                 rfm::RfmInput {
                     member_id: m.member_id,
                     last_purchase: days.last().map(|p| p.day),
-                    orders: u32::try_from(in_window.clone().map(|p| p.orders).sum::<i64>()).unwrap_or(u32::MAX),
+                    orders: in_window.clone().fold(0u32, |n, p| n.saturating_add(p.orders)),
                     monetary_fen: in_window.map(|p| p.amount).sum::<i64>() - refunded,
                 }
             })
@@ -209,8 +210,7 @@ impl Run<'_> {
             now.push((res.member_id, stage));
             *counts.entry(stage.code()).or_default() += 1;
             self.members[i].stage = Some(stage.code().to_string());
-            if let Some((prev_stage, _)) = self.previous.get(&res.member_id)
-                && let Some(was) = stage_of(prev_stage)
+            if let Some(&(Some(was), _)) = self.previous.get(&res.member_id)
             {
                 before.push((res.member_id, was));
                 if was != stage {
@@ -384,15 +384,15 @@ impl Run<'_> {
         let mut values = Vec::new();
         for (i, m) in d.members.iter().enumerate() {
             let window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
-            let orders: i64 = window.iter().map(|p| p.orders).sum();
+            let orders: i64 = window.iter().map(|p| i64::from(p.orders)).sum();
             let Some(last) = window.last() else { continue };
             if orders == 0 {
                 continue;
             }
             let money: i64 = window.iter().map(|p| p.amount).sum();
-            let promo: i64 = window.iter().map(|p| p.promo_orders).sum();
+            let promo: i64 = window.iter().map(|p| i64::from(p.promo_orders)).sum();
             let mut cats: Vec<&str> =
-                d.lines.of(i).iter().filter_map(|l| l.item.category.as_deref()?.split('/').next()).collect();
+                d.lines.of(i).iter().filter_map(|l| d.sku(l).category.as_deref()?.split('/').next()).collect();
             cats.sort_unstable();
             cats.dedup();
             ids.push(m.member_id);
@@ -452,12 +452,13 @@ impl Run<'_> {
 
     /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
     fn basket(&mut self) {
-        let lines = self.data.lines.all();
+        let d = self.data;
+        let sku = |l: &crate::store::LineFact| d.sku(l).sku.as_str();
         // Each order's SKUs are encoded as the order is assembled: held as text first, the baskets of a
         // year's orders cost several hundred megabytes more at scale.
-        let encoded = basket::ItemDictionary::from_keys(lines.iter().map(|l| l.item.sku.as_str())).map(|dict| {
-            let orders = lines.chunk_by(|a, b| (a.member_id, a.order_id) == (b.member_id, b.order_id));
-            let tx: Vec<Vec<u32>> = orders.map(|o| dict.encode(o.iter().map(|l| l.item.sku.as_str()))).collect();
+        let encoded = basket::ItemDictionary::from_keys(d.lines.all().iter().map(sku)).map(|dict| {
+            let orders = (0..d.members.len()).flat_map(|i| d.lines.of(i).chunk_by(|a, b| a.order_id == b.order_id));
+            let tx: Vec<Vec<u32>> = orders.map(|o| dict.encode(o.iter().map(sku))).collect();
             (dict, tx)
         });
         let mined = encoded.and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
@@ -493,44 +494,52 @@ impl Run<'_> {
         }
     }
 
+    /// Each member's purchase cycle, overall and per top-level category. Inputs and results are made a chunk
+    /// of members at a time: all of them at once hold a date per order line and a string per member and
+    /// category (over a gigabyte at a million members).
     fn cycles(&mut self) -> Result<(), AnalyticsError> {
+        use rayon::prelude::*;
         let d = self.data;
-        let inputs: Vec<cycle::CycleInput> = d
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let mut by_category: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
-                for l in d.lines.of(i) {
-                    if let Some(c) =
-                        l.item.category.as_deref().and_then(|c| c.split('/').next()).filter(|c| !c.is_empty())
-                    {
-                        by_category.entry(c).or_default().push(l.day);
-                    }
+        let (as_of, params) = (self.as_of(), &self.params.cycle);
+        let input = |i: usize| {
+            let mut by_category: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
+            for l in d.lines.of(i) {
+                if let Some(c) =
+                    d.sku(l).category.as_deref().and_then(|c| c.split('/').next()).filter(|c| !c.is_empty())
+                {
+                    by_category.entry(c).or_default().push(l.day);
                 }
-                cycle::CycleInput {
-                    member_id: m.member_id,
-                    purchase_days: d.purchases.of(i).iter().map(|p| p.day).collect(),
-                    categories: by_category
-                        .into_iter()
-                        .map(|(c, days)| cycle::CategoryPurchases { category: c.to_string(), days })
-                        .collect(),
-                }
-            })
-            .collect();
-        let results = cycle::purchase_cycles(&inputs, self.as_of(), &self.params.cycle)
-            .map_err(|e| AnalyticsError::model("cycle", e))?;
+            }
+            cycle::CycleInput {
+                member_id: d.members[i].member_id,
+                purchase_days: d.purchases.of(i).iter().map(|p| p.day).collect(),
+                categories: by_category
+                    .into_iter()
+                    .map(|(c, days)| cycle::CategoryPurchases { category: c.to_string(), days })
+                    .collect(),
+            }
+        };
         let (mut estimated, mut due) = (0u64, 0u64);
         let mut typical: Vec<f64> = Vec::new();
-        for (i, res) in results.iter().enumerate() {
-            if let Some(est) = &res.overall {
-                estimated += 1;
-                due += u64::from(est.due);
-                typical.push(est.typical_interval_days);
-                self.members[i].next_purchase = Some(est.next_expected);
-                self.members[i].cycle_due = est.due;
+        const CHUNK: usize = 20_000;
+        for start in (0..d.members.len()).step_by(CHUNK) {
+            let end = (start + CHUNK).min(d.members.len());
+            let inputs: Vec<cycle::CycleInput> = (start..end).into_par_iter().map(input).collect();
+            let results =
+                cycle::purchase_cycles(&inputs, as_of, params).map_err(|e| AnalyticsError::model("cycle", e))?;
+            drop(inputs);
+            let texts: Vec<String> =
+                results.par_iter().map(serde_json::to_string).collect::<Result<_, serde_json::Error>>()?;
+            for ((i, res), text) in (start..end).zip(&results).zip(texts) {
+                if let Some(est) = &res.overall {
+                    estimated += 1;
+                    due += u64::from(est.due);
+                    typical.push(est.typical_interval_days);
+                    self.members[i].next_purchase = Some(est.next_expected);
+                    self.members[i].cycle_due = est.due;
+                }
+                self.put_text(i, "cycle", &text)?;
             }
-            self.put(i, "cycle", res)?;
         }
         typical.sort_by(f64::total_cmp);
         let median = typical.get(typical.len() / 2).copied();
@@ -577,8 +586,8 @@ impl Run<'_> {
                     .iter()
                     .map(|l| preferences::PreferenceLine {
                         day: l.day,
-                        category_path: l.item.category.as_deref().unwrap_or_default().to_string(),
-                        brand: l.item.brand.as_deref().unwrap_or_default().to_string(),
+                        category_path: d.sku(l).category.as_deref().unwrap_or_default().to_string(),
+                        brand: d.sku(l).brand.as_deref().unwrap_or_default().to_string(),
                         amount_fen: l.amount,
                         unit_price_fen: l.unit_price,
                     })
@@ -586,8 +595,8 @@ impl Run<'_> {
                 orders: days
                     .iter()
                     .flat_map(|p| {
-                        let promo = p.promo_orders.clamp(0, p.orders) as usize;
-                        let plain = (p.orders - p.promo_orders).max(0) as usize;
+                        let promo = p.promo_orders.min(p.orders) as usize;
+                        let plain = p.orders.saturating_sub(p.promo_orders) as usize;
                         std::iter::repeat_n(preferences::PreferenceOrder { day: p.day, promoted: true }, promo).chain(
                             std::iter::repeat_n(preferences::PreferenceOrder { day: p.day, promoted: false }, plain),
                         )
@@ -743,7 +752,7 @@ impl Run<'_> {
             for (k, p) in purchases.iter().enumerate() {
                 if let Some(j) = pos(p.day) {
                     let a = &mut aggs[j];
-                    a.orders += p.orders;
+                    a.orders += i64::from(p.orders);
                     a.gmv_fen += p.amount;
                     a.buyers += 1;
                     a.repeat_buyers += i64::from(k > 0);
@@ -879,9 +888,9 @@ impl Run<'_> {
                 let m = &d.members[i];
                 let acc = &self.members[i];
                 let in_window: Vec<_> = d.purchases.of(i).iter().filter(|p| p.day >= start).collect();
-                let orders: i64 = in_window.iter().map(|p| p.orders).sum();
+                let orders: i64 = in_window.iter().map(|p| i64::from(p.orders)).sum();
                 let money: i64 = in_window.iter().map(|p| p.amount).sum();
-                let promo: i64 = in_window.iter().map(|p| p.promo_orders).sum();
+                let promo: i64 = in_window.iter().map(|p| i64::from(p.promo_orders)).sum();
                 let num = |x: f64| Some(F::Number(x));
                 let row: Vec<Option<F>> = vec![
                     num(orders as f64),

@@ -188,10 +188,11 @@ impl App {
         let job = tokio::task::spawn_blocking(move || {
             let _ = tx.send("group by member".to_string());
             let data = Dataset::new(as_of, raw);
+            let (previous_run, previous_rows) = previous.unzip();
             analytics::run(
                 run_id,
                 &data,
-                previous.as_ref().map(|(r, rows)| (r, rows.as_slice())),
+                previous_run.as_ref().zip(previous_rows),
                 tags,
                 &params,
                 |stage| {

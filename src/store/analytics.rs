@@ -66,7 +66,7 @@ macro_rules! analytics_store {
                 Ok(rows.into_iter().map(|(member_id, at)| MemberBase { member_id, registered_at: at.0 }).collect())
             }
 
-            async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>> {
+            async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<ByMember<PurchaseDay>> {
                 let day = <$store>::day_sql("placed_at");
                 if let Some(pool) = self.sqlite_reader() {
                     return super::sqlite_scan::purchase_days(pool, until).await;
@@ -77,13 +77,20 @@ macro_rules! analytics_store {
                      FROM orders WHERE {PURCHASED} AND placed_at < $1 AND member_id <> 0 \
                      GROUP BY member_id, {day} ORDER BY member_id, d"
                 );
-                let rows: Vec<(i64, i64, i64, i64, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
-                rows.into_iter()
-                    .map(|(member_id, d, orders, amount, promo_orders)| {
-                        Ok(PurchaseDay { member_id, day: epoch_day(d)?, orders, amount, promo_orders })
-                    })
-                    .collect()
+                use futures::TryStreamExt;
+                let mut out = ByMember::default();
+                let mut rows = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(until))
+                    .fetch(self.reader());
+                while let Some((member_id, d, orders, amount, promo_orders)) = rows.try_next().await? {
+                    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+                    out.push(
+                        member_id,
+                        PurchaseDay { day: epoch_day(d)?, orders: count(orders), promo_orders: count(promo_orders), amount },
+                    );
+                }
+                out.shrink_to_fit();
+                Ok(out)
             }
 
             async fn refund_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<RefundDay>> {
@@ -125,7 +132,7 @@ macro_rules! analytics_store {
                     .collect())
             }
 
-            async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>> {
+            async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<LineFacts> {
                 if let Some(pool) = self.sqlite_reader() {
                     return super::sqlite_scan::line_facts(pool, since, until).await;
                 }
@@ -139,29 +146,31 @@ macro_rules! analytics_store {
                 );
                 use futures::TryStreamExt;
                 type Row = (i64, i64, i64, String, Option<String>, Option<String>, i64, i64);
-                // Tens of millions of lines name a few thousand SKUs: each SKU's facts are shared.
-                let mut items: std::collections::HashMap<String, std::sync::Arc<SkuFacts>> =
-                    std::collections::HashMap::new();
-                let mut out: Vec<LineFact> = Vec::new();
+                // Tens of millions of lines name a few thousand SKUs: each SKU's facts are kept once.
+                let mut positions: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+                let mut out = LineFacts::default();
                 let mut rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
                     .bind(Ts(since))
                     .bind(Ts(until))
                     .fetch(self.reader());
                 while let Some((member_id, order_id, d, sku, category, brand, unit_price, amount)) = rows.try_next().await? {
-                    let item = match items.get(&sku) {
-                        Some(item) => item.clone(),
+                    let sku = match positions.get(&sku) {
+                        Some(&k) => k,
                         None => {
-                            let item = std::sync::Arc::new(SkuFacts { sku: sku.clone(), category, brand });
-                            items.insert(sku, item.clone());
-                            item
+                            let k = u32::try_from(out.skus.len())
+                                .map_err(|_| StoreError::Corrupt("more than 2^32 SKUs".into()))?;
+                            out.skus.push(SkuFacts { sku: sku.clone(), category, brand });
+                            positions.insert(sku, k);
+                            k
                         }
                     };
-                    out.push(LineFact { member_id, order_id, day: epoch_day(d)?, item, unit_price, amount });
+                    out.lines.push(member_id, LineFact { order_id, day: epoch_day(d)?, sku, unit_price, amount });
                 }
+                out.lines.shrink_to_fit();
                 Ok(out)
             }
 
-            async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {
+            async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<ByMember<PointsDay>> {
                 let day = <$store>::day_sql("at");
                 // Earned is the signed sum of `earn` entries: maturing a lot writes −p pending and +p
                 // available beside the original +p pending, so only the sum counts each point once.
@@ -175,11 +184,16 @@ macro_rules! analytics_store {
                      FROM ledger_entries WHERE wallet = 'points' AND state <> 'voided' AND at < $1 \
                      GROUP BY member_id, {day} ORDER BY member_id, d"
                 );
-                let rows: Vec<(i64, i64, i64, i64)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Ts(until)).fetch_all(self.reader()).await?;
-                rows.into_iter()
-                    .map(|(member_id, d, earned, spent)| Ok(PointsDay { member_id, day: epoch_day(d)?, earned, spent }))
-                    .collect()
+                use futures::TryStreamExt;
+                let mut out = ByMember::default();
+                let mut rows = sqlx::query_as::<_, (i64, i64, i64, i64)>(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(until))
+                    .fetch(self.reader());
+                while let Some((member_id, d, earned, spent)) = rows.try_next().await? {
+                    out.push(member_id, PointsDay { day: epoch_day(d)?, earned, spent });
+                }
+                out.shrink_to_fit();
+                Ok(out)
             }
 
             async fn event_rows(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventRow>> {

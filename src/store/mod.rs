@@ -1072,16 +1072,97 @@ pub struct MemberBase {
     pub registered_at: DateTime<Utc>,
 }
 
-/// A member's paid orders of one UTC day, summed in the store (`GROUP BY member, day`).
+/// Rows of one kind as a store hands them to an analysis run: in runs of one member's rows, each run's member
+/// written once. Tens of millions of grouped rows at scale would otherwise carry the same member id each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ByMember<T> {
+    runs: Vec<(MemberId, u32)>,
+    rows: Vec<T>,
+}
+
+impl<T> Default for ByMember<T> {
+    fn default() -> Self {
+        Self { runs: Vec::new(), rows: Vec::new() }
+    }
+}
+
+impl<T> ByMember<T> {
+    /// Append a row of `member`'s; it joins the last run when that run is the same member's.
+    pub fn push(&mut self, member: MemberId, row: T) {
+        match self.runs.last_mut() {
+            Some((m, n)) if *m == member && *n < u32::MAX => *n += 1,
+            _ => self.runs.push((member, 1)),
+        }
+        self.rows.push(row);
+    }
+
+    /// Every row, in the order pushed.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The last row pushed, to fold the next one into (a store summing rows by member and day).
+    pub fn last_mut(&mut self) -> Option<&mut T> {
+        self.rows.last_mut()
+    }
+
+    /// The member of the last row pushed.
+    pub fn last_member(&self) -> Option<MemberId> {
+        self.runs.last().map(|&(m, _)| m)
+    }
+
+    /// Each run: a member and that member's consecutive rows.
+    pub fn runs(&self) -> impl Iterator<Item = (MemberId, &[T])> + '_ {
+        let mut start = 0usize;
+        self.runs.iter().map(move |&(member, n)| {
+            let end = start + n as usize;
+            let rows = &self.rows[start..end];
+            start = end;
+            (member, rows)
+        })
+    }
+
+    /// Every row with its member, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = (MemberId, &T)> + '_ {
+        self.runs().flat_map(|(member, rows)| rows.iter().map(move |r| (member, r)))
+    }
+
+    /// The runs and the rows, for grouping without a copy.
+    pub fn into_parts(self) -> (Vec<(MemberId, u32)>, Vec<T>) {
+        (self.runs, self.rows)
+    }
+
+    /// Give back what pushing row by row over-allocated: a run keeps its rows to the end.
+    pub fn shrink_to_fit(&mut self) {
+        self.runs.shrink_to_fit();
+        self.rows.shrink_to_fit();
+    }
+}
+
+impl<T> FromIterator<(MemberId, T)> for ByMember<T> {
+    fn from_iter<I: IntoIterator<Item = (MemberId, T)>>(iter: I) -> Self {
+        let mut out = Self::default();
+        for (member, row) in iter {
+            out.push(member, row);
+        }
+        out
+    }
+}
+
+/// A member's paid orders of one UTC day, summed in the store (`GROUP BY member, day`); the member is its
+/// run's ([`ByMember`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PurchaseDay {
-    pub member_id: MemberId,
     pub day: NaiveDate,
-    pub orders: i64,
+    pub orders: u32,
+    /// Orders with a coupon or a discount.
+    pub promo_orders: u32,
     /// Order totals in fen.
     pub amount: i64,
-    /// Orders with a coupon or a discount.
-    pub promo_orders: i64,
 }
 
 /// A member's refunds of one UTC day, in fen.
@@ -1103,16 +1184,23 @@ pub struct EventTally {
     pub last_at: DateTime<Utc>,
 }
 
-/// A merchandise line of a paid order, with its SKU's category and brand (preferences, basket rules).
-#[derive(Debug, Clone, PartialEq)]
+/// A merchandise line of a paid order (preferences, purchase cycles, basket rules); the member is its run's
+/// ([`ByMember`]) and the SKU an index into [`LineFacts::skus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineFact {
-    pub member_id: MemberId,
     pub order_id: i64,
-    pub day: NaiveDate,
-    /// Shared with every line of the same SKU (tens of millions of lines name a few thousand SKUs).
-    pub item: std::sync::Arc<SkuFacts>,
     pub unit_price: i64,
     pub amount: i64,
+    pub day: NaiveDate,
+    /// Position of the line's SKU in [`LineFacts::skus`]: tens of millions of lines name a few thousand SKUs.
+    pub sku: u32,
+}
+
+/// The order lines of a window, by member, order and line, and the SKUs they name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LineFacts {
+    pub lines: ByMember<LineFact>,
+    pub skus: Vec<SkuFacts>,
 }
 
 /// A SKU as the analytics see it: its category path and brand, when the catalogue has them.
@@ -1123,10 +1211,10 @@ pub struct SkuFacts {
     pub brand: Option<String>,
 }
 
-/// A member's points movements of one UTC day: points earned (positive entries) and spent (redeemed).
+/// A member's points movements of one UTC day: points earned (positive entries) and spent (redeemed); the
+/// member is its run's ([`ByMember`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PointsDay {
-    pub member_id: MemberId,
     pub day: NaiveDate,
     pub earned: i64,
     pub spent: i64,
@@ -1297,15 +1385,15 @@ pub trait AnalyticsStore {
     /// Active members registered before `until`.
     async fn analytics_members(&self, until: DateTime<Utc>) -> StoreResult<Vec<MemberBase>>;
     /// Paid (not cancelled) orders before `until`, per member and UTC day, ordered by member and day.
-    async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>>;
+    async fn purchase_days(&self, until: DateTime<Utc>) -> StoreResult<ByMember<PurchaseDay>>;
     /// Refunds before `until`, per member and UTC day.
     async fn refund_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<RefundDay>>;
     /// Member events before `until` per member and type; `recent` counts those at or after `since`.
     async fn event_tallies(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventTally>>;
     /// Merchandise lines of paid orders placed in `[since, until)`, ordered by member and order.
-    async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<LineFact>>;
+    async fn line_facts(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<LineFacts>;
     /// Points earned and spent per member and UTC day before `until`.
-    async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>>;
+    async fn points_days(&self, until: DateTime<Utc>) -> StoreResult<ByMember<PointsDay>>;
     /// Members' events in `[since, until)`, ordered by member and time.
     async fn event_rows(&self, since: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<EventRow>>;
     /// Engagement events (views, carts, check-ins, campaign clicks) per member, UTC day and type in

@@ -20,8 +20,8 @@ use rusqlite::Connection;
 use sqlx::SqlitePool;
 
 use super::{
-    EngagementDay, EventRow, EventTally, LineFact, MemberTagRow, PURCHASED, PointsDay, PreviousMember, PurchaseDay,
-    SkuFacts, StoreError, StoreResult, body_codec, epoch_day,
+    ByMember, EngagementDay, EventRow, EventTally, LineFact, LineFacts, MemberTagRow, PURCHASED, PointsDay,
+    PreviousMember, PurchaseDay, SkuFacts, StoreError, StoreResult, body_codec, epoch_day,
 };
 
 /// Microseconds in a UTC day: instants are stored as integer microseconds since the Unix epoch.
@@ -114,7 +114,7 @@ impl<V: Clone> Interner<V> {
 }
 
 /// Per-member, per-day purchases (orders, amount, orders with a coupon or discount), ordered by member and day.
-pub(super) async fn purchase_days(pool: &SqlitePool, until: DateTime<Utc>) -> StoreResult<Vec<PurchaseDay>> {
+pub(super) async fn purchase_days(pool: &SqlitePool, until: DateTime<Utc>) -> StoreResult<ByMember<PurchaseDay>> {
     let until = until.timestamp_micros();
     scan(pool, move |db| {
         let mut stmt = db.prepare(&format!(
@@ -128,19 +128,24 @@ pub(super) async fn purchase_days(pool: &SqlitePool, until: DateTime<Utc>) -> St
             all.push((r.get(0)?, r.get(1)?, r.get(3)?, r.get(2)?));
         }
         all.sort_unstable_by_key(|r| (r.0, r.1));
-        fold_runs(
-            all,
-            |r| (r.0, r.1),
-            |(member_id, d, promo, total)| {
-                let day = epoch_day(i64::from(d))?;
-                Ok(PurchaseDay { member_id, day, orders: 1, amount: total, promo_orders: i64::from(promo) })
-            },
-            |p, (_, _, promo, total)| {
-                p.orders += 1;
-                p.amount += total;
-                p.promo_orders += i64::from(promo);
-            },
-        )
+        let mut out: ByMember<PurchaseDay> = ByMember::default();
+        let mut last: Option<(i64, i32)> = None;
+        for (member_id, d, promo, total) in all {
+            match out.last_mut() {
+                Some(p) if last == Some((member_id, d)) => {
+                    p.orders = p.orders.saturating_add(1);
+                    p.promo_orders = p.promo_orders.saturating_add(u32::from(promo));
+                    p.amount += total;
+                }
+                _ => {
+                    let day = epoch_day(i64::from(d))?;
+                    out.push(member_id, PurchaseDay { day, orders: 1, promo_orders: u32::from(promo), amount: total });
+                    last = Some((member_id, d));
+                }
+            }
+        }
+        out.shrink_to_fit();
+        Ok(out)
     })
     .await
 }
@@ -150,29 +155,34 @@ pub(super) async fn purchase_days(pool: &SqlitePool, until: DateTime<Utc>) -> St
 /// Reads only the index `ledger_entries_member`, which carries every column needed (migration 0014): the
 /// table itself holds each entry's request and source, and is several times larger. The index is in member
 /// order, so each member's entries are folded by day as they end.
-pub(super) async fn points_days(pool: &SqlitePool, until: DateTime<Utc>) -> StoreResult<Vec<PointsDay>> {
+pub(super) async fn points_days(pool: &SqlitePool, until: DateTime<Utc>) -> StoreResult<ByMember<PointsDay>> {
     let until = until.timestamp_micros();
     scan(pool, move |db| {
         let mut stmt = db.prepare(POINTS_SQL)?;
         let mut rows = stmt.query([until])?;
-        let mut out: Vec<PointsDay> = Vec::new();
+        let mut out: ByMember<PointsDay> = ByMember::default();
         // The current member's (day, earned, spent), in entry order.
         let mut member: Option<i64> = None;
         let mut days: Vec<(i64, i64, i64)> = Vec::new();
-        let flush = |member_id: i64, days: &mut Vec<(i64, i64, i64)>, out: &mut Vec<PointsDay>| -> StoreResult<()> {
-            days.sort_unstable_by_key(|d| d.0);
-            out.extend(fold_runs(
-                days.iter().copied(),
-                |d| d.0,
-                |(d, earned, spent)| Ok(PointsDay { member_id, day: epoch_day(d)?, earned, spent }),
-                |p, (_, earned, spent)| {
-                    p.earned += earned;
-                    p.spent += spent;
-                },
-            )?);
-            days.clear();
-            Ok(())
-        };
+        let flush =
+            |member_id: i64, days: &mut Vec<(i64, i64, i64)>, out: &mut ByMember<PointsDay>| -> StoreResult<()> {
+                days.sort_unstable_by_key(|d| d.0);
+                let mut last: Option<i64> = None;
+                for &(d, earned, spent) in days.iter() {
+                    match out.last_mut() {
+                        Some(p) if last == Some(d) => {
+                            p.earned += earned;
+                            p.spent += spent;
+                        }
+                        _ => {
+                            out.push(member_id, PointsDay { day: epoch_day(d)?, earned, spent });
+                            last = Some(d);
+                        }
+                    }
+                }
+                days.clear();
+                Ok(())
+            };
         while let Some(r) = rows.next()? {
             let member_id: i64 = r.get(0)?;
             let (d, earn, amount): (i64, bool, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
@@ -189,6 +199,7 @@ pub(super) async fn points_days(pool: &SqlitePool, until: DateTime<Utc>) -> Stor
         if let Some(m) = member {
             flush(m, &mut days, &mut out)?;
         }
+        out.shrink_to_fit();
         Ok(out)
     })
     .await
@@ -359,18 +370,22 @@ pub(super) async fn line_facts(
     pool: &SqlitePool,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-) -> StoreResult<Vec<LineFact>> {
+) -> StoreResult<LineFacts> {
     let (since, until) = (since.timestamp_micros(), until.timestamp_micros());
     scan(pool, move |db| {
         let started = std::time::Instant::now();
-        let mut skus: Interner<Arc<SkuFacts>> = Interner::new();
+        // SKU text → position in `facts`.
+        let mut skus: Interner<u32> = Interner::new();
+        let mut facts: Vec<SkuFacts> = Vec::new();
         let mut stmt = db.prepare("SELECT sku, category_path, brand FROM skus")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let facts = SkuFacts { sku: r.get(0)?, category: r.get(1)?, brand: r.get(2)? };
-            let sku = facts.sku.clone();
-            let facts = Arc::new(facts);
-            skus.get_or(&sku, |_| facts);
+            let sku = SkuFacts { sku: r.get(0)?, category: r.get(1)?, brand: r.get(2)? };
+            let key = sku.sku.clone();
+            skus.get_or(&key, |_| {
+                facts.push(sku);
+                (facts.len() - 1) as u32
+            });
         }
         drop(rows);
         drop(stmt);
@@ -388,7 +403,7 @@ pub(super) async fn line_facts(
         drop(rows);
         drop(stmt);
         let orders = OrderIndex::new(window);
-        let Some(first_order) = orders.first_id() else { return Ok(Vec::new()) };
+        let Some(first_order) = orders.first_id() else { return Ok(LineFacts::default()) };
         let orders_ms = started.elapsed().as_millis() as u64;
 
         // Lines are stored as their orders arrive, so a window of recent orders is the table's tail: start the
@@ -398,28 +413,30 @@ pub(super) async fn line_facts(
         // ids and rows.
         // (Unhinted, SQLite answers MIN(rowid) by walking the table in rowid order to the first match.)
         let first_row: Option<i64> = db.query_row(FIRST_LINE_SQL, [first_order], |r| r.get(0))?;
-        let Some(first_row) = first_row else { return Ok(Vec::new()) };
+        let Some(first_row) = first_row else { return Ok(LineFacts::default()) };
         let mut stmt = db.prepare(
             "SELECT member_id, order_id, line_no, sku, unit_price, amount FROM order_lines \
              WHERE rowid >= ?1 AND kind = 'product'",
         )?;
         let mut rows = stmt.query([first_row])?;
-        let mut out: Vec<(i64, LineFact)> = Vec::new();
+        // (member, line number, line)
+        let mut out: Vec<(i64, u32, LineFact)> = Vec::new();
         while let Some(r) = rows.next()? {
             let (member_id, order_id): (i64, i64) = (r.get(0)?, r.get(1)?);
             let Some((order_member, day)) = orders.get(order_id) else { continue };
             if order_member != member_id {
                 continue;
             }
-            let item = skus.get_or(r.get_ref(3)?.as_str()?, |sku| {
-                Arc::new(SkuFacts { sku: sku.to_string(), category: None, brand: None })
+            let sku = skus.get_or(r.get_ref(3)?.as_str()?, |sku| {
+                facts.push(SkuFacts { sku: sku.to_string(), category: None, brand: None });
+                (facts.len() - 1) as u32
             });
-            let fact = LineFact { member_id, order_id, day, item, unit_price: r.get(4)?, amount: r.get(5)? };
-            out.push((r.get(2)?, fact));
+            let line_no = u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX);
+            out.push((member_id, line_no, LineFact { order_id, day, sku, unit_price: r.get(4)?, amount: r.get(5)? }));
         }
         let scanned_ms = started.elapsed().as_millis() as u64;
         drop(orders);
-        out.sort_unstable_by_key(|(line_no, f)| (f.member_id, f.order_id, *line_no));
+        out.sort_unstable_by_key(|(member_id, line_no, f)| (*member_id, f.order_id, *line_no));
         tracing::debug!(
             orders_ms,
             scanned_ms,
@@ -427,10 +444,22 @@ pub(super) async fn line_facts(
             lines = out.len(),
             "order lines read"
         );
-        // Collected in place, into the larger rows' allocation: shrink it to the lines it holds.
-        let mut lines: Vec<LineFact> = out.into_iter().map(|(_, f)| f).collect();
+        // Collected in place, into the larger rows' allocation (then shrunk to the lines it holds), the members
+        // noted once per run as the rows go by.
+        let mut runs: Vec<(i64, u32)> = Vec::new();
+        let mut lines: Vec<LineFact> = out
+            .into_iter()
+            .map(|(member_id, _, f)| {
+                match runs.last_mut() {
+                    Some((m, n)) if *m == member_id && *n < u32::MAX => *n += 1,
+                    _ => runs.push((member_id, 1)),
+                }
+                f
+            })
+            .collect();
         lines.shrink_to_fit();
-        Ok(lines)
+        runs.shrink_to_fit();
+        Ok(LineFacts { lines: ByMember { runs, rows: lines }, skus: facts })
     })
     .await
 }
@@ -851,7 +880,7 @@ mod tests {
         };
         let read = || async {
             let facts = line_facts(store.sqlite_reader().unwrap(), since, until).await.unwrap();
-            facts.iter().map(|f| f.order_id).collect::<Vec<_>>()
+            facts.lines.iter().map(|(_, f)| f.order_id).collect::<Vec<_>>()
         };
         assert_eq!(read().await, Vec::<i64>::new());
         // Old orders first, then the window's: the cut skips the old lines.

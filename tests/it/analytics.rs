@@ -447,8 +447,8 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
             .purchase_days(until)
             .await
             .unwrap()
-            .into_iter()
-            .map(|p| (rank(p.member_id), p.day, p.orders, p.amount, p.promo_orders))
+            .iter()
+            .map(|(m, p)| (rank(m), p.day, p.orders, p.amount, p.promo_orders))
             .collect();
         let tallies: Vec<_> = st
             .event_tallies(since, until)
@@ -464,12 +464,14 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
             .into_iter()
             .map(|e| (rank(e.member_id), e.day, e.event_type, e.count))
             .collect();
-        let lines: Vec<_> = st
-            .line_facts(since - chrono::Duration::days(400), until)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| (rank(l.member_id), l.day, l.item.sku.clone(), l.item.category.clone(), l.amount))
+        let facts = st.line_facts(since - chrono::Duration::days(400), until).await.unwrap();
+        let lines: Vec<_> = facts
+            .lines
+            .iter()
+            .map(|(m, l)| {
+                let sku = &facts.skus[l.sku as usize];
+                (rank(m), l.day, sku.sku.clone(), sku.category.clone(), l.amount)
+            })
             .collect();
         assert_eq!(lines.len(), 12, "{}: every order's line: {lines:?}", s.db.backend);
         let streams: Vec<_> = st
@@ -498,7 +500,7 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
         // Past every return window: pending points mature (−p pending, +p available entries).
         let (matured, _) = s.app.run_ledger_jobs(chrono::Utc::now()).await.unwrap();
         assert!(matured > 0, "{}: nothing matured", s.db.backend);
-        let earned: i64 = st.points_days(later).await.unwrap().iter().map(|p| p.earned).sum();
+        let earned: i64 = st.points_days(later).await.unwrap().iter().map(|(_, p)| p.earned).sum();
         let (mut held, mut expired) = (0, 0);
         for m in &members {
             let p = s.app.points(*m).await.unwrap().unwrap();
@@ -513,13 +515,8 @@ async fn both_stores_aggregate_purchases_events_and_engagement_alike() {
         }
         assert!(held > 0, "{}", s.db.backend);
         assert_eq!(earned, held + expired, "{}: points earned per day (held {held}, expired {expired})", s.db.backend);
-        let points: Vec<_> = st
-            .points_days(later)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| (rank(p.member_id), p.day, p.earned, p.spent))
-            .collect();
+        let points: Vec<_> =
+            st.points_days(later).await.unwrap().iter().map(|(m, p)| (rank(m), p.day, p.earned, p.spent)).collect();
         assert!(tallies.iter().any(|t| t.2 == 2 && t.3 == 2), "{}: {tallies:?}", s.db.backend);
         seen.push((s.db.backend, purchases, tallies, engagement, lines, points, (streams, active)));
     }
