@@ -20,6 +20,13 @@ pub struct Grouped<T> {
     ranges: Vec<Range<usize>>,
 }
 
+impl<T> Default for Grouped<T> {
+    /// No rows: what a run leaves of a kind once its last reader is done.
+    fn default() -> Self {
+        Self { rows: Vec::new(), ranges: Vec::new() }
+    }
+}
+
 impl<T> Grouped<T> {
     /// Group `rows` (any order) by the dataset's member index; rows of unknown members are dropped (they
     /// belong to members merged or registered after the cut-off). Keeps each member's rows in input order.

@@ -183,6 +183,9 @@ pub enum AnalyticsError {
     /// Members' profile bodies are spilled to temporary files (`TMPDIR`) during a run.
     #[error("spilling member results to a temporary file: {0}")]
     Spill(#[from] std::io::Error),
+    /// A read the run makes once it is under way (the stored tags, read when the tags stage needs them).
+    #[error("reading {what}: {message}")]
+    Read { what: &'static str, message: String },
 }
 
 impl AnalyticsError {

@@ -10,7 +10,7 @@ use super::bodies::Bodies;
 use super::kernels::{
     basket, churn, clusters, clv, cohorts, cycle, funnels, kpis, lifecycle, preferences, rfm, tags as tagk,
 };
-use super::{AnalyticsError, AnalyticsParams, Dataset};
+use super::{AnalyticsError, AnalyticsParams, Dataset, Grouped};
 use crate::members::MemberId;
 use crate::store::{AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyticsRow, MemberTagRow, PreviousMember};
 
@@ -31,7 +31,7 @@ struct Acc {
 /// What the pipeline carries from stage to stage.
 struct Run<'a> {
     run_id: i64,
-    data: &'a Dataset,
+    as_of: NaiveDate,
     params: &'a AnalyticsParams,
     members: Vec<Acc>,
     /// The members' profile bodies, section by section, kept on disk until the store writes them.
@@ -50,19 +50,20 @@ struct Run<'a> {
 
 /// Run every model over `data` and assemble what the store commits. `previous` is the last finished run
 /// with its member rows (for change logs and transition matrices), taken by value so each row's text is freed
-/// once parsed (a million at scale); `tags` the tags stored now, taken by value
-/// so the tags stage turns them into the kernel's form without a second copy (millions of rows at scale).
+/// once parsed (a million at scale); `tags` reads the tags stored now when the tags stage starts (millions of
+/// rows at scale, not held through the stages before it), which turns them into the kernel's form without a
+/// second copy.
 pub fn run(
     run_id: i64,
-    data: &Dataset,
+    mut data: Dataset,
     previous: Option<(&AnalyticsRun, Vec<PreviousMember>)>,
-    tags: Vec<MemberTagRow>,
+    tags: impl FnOnce() -> Result<Vec<MemberTagRow>, AnalyticsError>,
     params: &AnalyticsParams,
     progress: impl Fn(&str),
 ) -> Result<AnalyticsOutput, AnalyticsError> {
     let mut r = Run {
         run_id,
-        data,
+        as_of: data.as_of,
         params,
         members: (0..data.members.len()).map(|_| Acc::default()).collect(),
         bodies: Bodies::default(),
@@ -84,38 +85,46 @@ pub fn run(
         dropped_manual_tags: Vec::new(),
         stalled: Vec::new(),
     };
+    // Each kind of row is freed after the last stage that reads it: the tags stage, last, holds the new tag
+    // set (millions of rows at scale) and the stored one beside the rows it still needs.
     progress("rfm");
-    r.rfm()?;
+    r.rfm(&data)?;
     progress("lifecycle");
-    r.lifecycle()?;
+    r.lifecycle(&data)?;
     progress("clv");
-    r.clv()?;
+    r.clv(&data)?;
     progress("churn");
-    r.churn()?;
+    r.churn(&data)?;
+    data.engagement = Grouped::default();
+    data.refunds = Grouped::default();
     progress("purchase cycle");
-    r.cycles()?;
+    r.cycles(&data)?;
     progress("preferences");
-    r.preferences()?;
+    r.preferences(&data)?;
     progress("clusters");
-    r.clusters()?;
+    r.clusters(&data)?;
     progress("basket rules");
-    r.basket();
+    r.basket(&data);
+    data.lines = Grouped::default();
+    data.skus = Vec::new();
     progress("cohorts");
-    r.cohorts();
+    r.cohorts(&data);
     progress("funnels and paths");
-    r.journeys()?;
+    r.journeys(&data)?;
+    data.streams = Grouped::default();
     progress("kpis");
-    r.kpis()?;
+    r.kpis(&data)?;
+    data.points = Grouped::default();
     progress("tags");
-    let tags = r.tags(tags)?;
-    let mut out = r.finish()?;
+    let tags = r.tags(&data, tags()?)?;
+    let mut out = r.finish(&data)?;
     out.tags = tags;
     Ok(out)
 }
 
 impl Run<'_> {
     fn as_of(&self) -> NaiveDate {
-        self.data.as_of
+        self.as_of
     }
 
     /// First day of a window of `days` days ending at `as_of` (both counted).
@@ -136,8 +145,7 @@ impl Run<'_> {
         self.results.push((model.to_string(), v));
     }
 
-    fn rfm(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn rfm(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let start = self.window_start(self.params.rfm.window_days);
         let inputs: Vec<rfm::RfmInput> = d
             .members
@@ -182,8 +190,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn lifecycle(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn lifecycle(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let inputs: Vec<lifecycle::LifecycleInput> = d
             .members
             .iter()
@@ -210,8 +217,7 @@ impl Run<'_> {
             now.push((res.member_id, stage));
             *counts.entry(stage.code()).or_default() += 1;
             self.members[i].stage = Some(stage.code().to_string());
-            if let Some(&(Some(was), _)) = self.previous.get(&res.member_id)
-            {
+            if let Some(&(Some(was), _)) = self.previous.get(&res.member_id) {
                 before.push((res.member_id, was));
                 if was != stage {
                     self.changes.push(AnalyticsChange {
@@ -254,8 +260,7 @@ impl Run<'_> {
 
     /// BG/NBD and Gamma-Gamma fitted on the shop's own repeat purchases, then every buyer scored. A shop
     /// too young to fit (no repeat buyers yet) gets the reason instead of a model, and the run goes on.
-    fn clv(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn clv(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let p = &self.params.clv;
         let summaries: Vec<(usize, clv::RepeatSummary)> = (0..d.members.len())
             .filter_map(|i| {
@@ -332,9 +337,9 @@ impl Run<'_> {
 
     /// The churn model trained on the shop's own history and validated on a later, held-out period; every
     /// buyer scored with the top reasons. A shop too small to train gets the reason instead.
-    fn churn(&mut self) -> Result<(), AnalyticsError> {
+    fn churn(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         use churn::ChurnHistories as _;
-        let histories = MemberHistories(self.data);
+        let histories = MemberHistories(d);
         let model = match churn::train_and_evaluate_on(&histories, self.as_of(), &self.params.churn) {
             Ok(m) => m,
             Err(e) => {
@@ -375,8 +380,7 @@ impl Run<'_> {
     }
 
     /// k-means on standardized behaviour features of the window's buyers, each cluster described in words.
-    fn clusters(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn clusters(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let start = self.window_start(self.params.rfm.window_days);
         let names = ["recency", "frequency", "monetary", "aov", "discount_share", "category_breadth", "engagement"];
         let mut ids = Vec::new();
@@ -451,8 +455,7 @@ impl Run<'_> {
     }
 
     /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
-    fn basket(&mut self) {
-        let d = self.data;
+    fn basket(&mut self, d: &Dataset) {
         let sku = |l: &crate::store::LineFact| d.sku(l).sku.as_str();
         // Each order's SKUs are encoded as the order is assembled: held as text first, the baskets of a
         // year's orders cost several hundred megabytes more at scale.
@@ -497,9 +500,8 @@ impl Run<'_> {
     /// Each member's purchase cycle, overall and per top-level category. Inputs and results are made a chunk
     /// of members at a time: all of them at once hold a date per order line and a string per member and
     /// category (over a gigabyte at a million members).
-    fn cycles(&mut self) -> Result<(), AnalyticsError> {
+    fn cycles(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         use rayon::prelude::*;
-        let d = self.data;
         let (as_of, params) = (self.as_of(), &self.params.cycle);
         let input = |i: usize| {
             let mut by_category: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
@@ -551,8 +553,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn preferences(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn preferences(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let (p, respond, as_of) = (&self.params.preferences, self.params.campaign_response_days, self.as_of());
         // A member's preferences depend on their own rows alone: computed in parallel, a chunk of members at a
         // time (so the sections waiting to be filed stay few), then filed in member order.
@@ -622,8 +623,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn cohorts(&mut self) {
-        let d = self.data;
+    fn cohorts(&mut self, d: &Dataset) {
         let buyers: Vec<cohorts::MemberPurchaseDays> = d
             .members
             .iter()
@@ -642,15 +642,14 @@ impl Run<'_> {
         self.result("cohorts", serde_json::to_value(&report).unwrap_or(Value::Null));
     }
 
-    fn journeys(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn journeys(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let events = super::funnel_events(d.streams.all());
         let mut reports = serde_json::Map::new();
         let mut summary = serde_json::Map::new();
         for (k, f) in self.params.funnels.iter().enumerate() {
             let report = funnels::funnel_report(&events, &f.definition)
                 .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
-            self.funnel_progress(k, f, &events)?;
+            self.funnel_progress(d, k, f, &events)?;
             let last = report.steps.last().map(|s| s.entered).unwrap_or(0);
             let first = report.steps.first().map(|s| s.entered).unwrap_or(0);
             summary.insert(f.name.clone(), json!({"entered": first, "converted": last}));
@@ -669,6 +668,7 @@ impl Run<'_> {
     /// Each member's place in funnel `f` (the profile's `funnels.<name>`), and its stalled tag.
     fn funnel_progress(
         &mut self,
+        d: &Dataset,
         k: usize,
         f: &super::NamedFunnel,
         events: &[funnels::Event],
@@ -691,7 +691,7 @@ impl Run<'_> {
             .map_err(|e| AnalyticsError::model("funnels", format!("funnel `{}`: {e}", f.name)))?;
         // Sections are filed in member order.
         let mut progress: Vec<(usize, funnels::MemberProgress)> =
-            progress.into_iter().filter_map(|p| Some((*self.data.index.get(&p.member_id)?, p))).collect();
+            progress.into_iter().filter_map(|p| Some((*d.index.get(&p.member_id)?, p))).collect();
         progress.sort_unstable_by_key(|&(i, _)| i);
         for (i, p) in progress {
             let last = p.reached - 1;
@@ -721,8 +721,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn kpis(&mut self) -> Result<(), AnalyticsError> {
-        let d = self.data;
+    fn kpis(&mut self, d: &Dataset) -> Result<(), AnalyticsError> {
         let start = self.window_start(self.params.kpi_days);
         let days: Vec<NaiveDate> = start.iter_days().take_while(|day| *day <= self.as_of()).collect();
         let pos = |day: NaiveDate| usize::try_from((day - start).num_days()).ok().filter(|&i| i < days.len());
@@ -797,9 +796,8 @@ impl Run<'_> {
     /// Rule, model and keyword tags observed this run, merged with the stored tags (decay, reinforcement,
     /// drops). Returns the tags to store: the computed ones, and the manual ones with their weights (which
     /// decay only under a configured manual half-life).
-    fn tags(&mut self, stored: Vec<MemberTagRow>) -> Result<Vec<MemberTagRow>, AnalyticsError> {
+    fn tags(&mut self, d: &Dataset, stored: Vec<MemberTagRow>) -> Result<Vec<MemberTagRow>, AnalyticsError> {
         use tagk::{FeatureDecl, FeatureSchema, FeatureType, TagObservation, TagSource, Value as F};
-        let d = self.data;
         let at = Dataset::cut_off(self.as_of());
         let names: [(&str, FeatureType); 11] = [
             ("orders_365d", FeatureType::Number),
@@ -969,9 +967,8 @@ impl Run<'_> {
         Ok(rows)
     }
 
-    fn finish(self) -> Result<AnalyticsOutput, AnalyticsError> {
-        let columns = self
-            .data
+    fn finish(self, d: &Dataset) -> Result<AnalyticsOutput, AnalyticsError> {
+        let columns = d
             .members
             .iter()
             .zip(self.members)
@@ -989,7 +986,7 @@ impl Run<'_> {
             .collect();
         let members = Box::new(self.bodies.into_rows(columns)?);
         let mut summary = self.summary;
-        summary.insert("members".into(), json!(self.data.members.len()));
+        summary.insert("members".into(), json!(d.members.len()));
         summary.insert("changes".into(), json!(self.changes.len()));
         Ok(AnalyticsOutput {
             summary: Value::Object(summary),

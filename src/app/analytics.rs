@@ -2,12 +2,14 @@
 //! pipeline off the async runtime, and commit the run's results in one transaction; read them back for the
 //! API.
 
+use std::sync::Arc;
+
 use chrono::{Days, NaiveDate};
 
 use super::{App, AppError};
 use crate::analytics::{self, AnalyticsParams, Dataset, RawRows};
 use crate::members::MemberId;
-use crate::store::{AnalyticsChange, AnalyticsRun, MemberAnalyticsRow, MemberTagRow};
+use crate::store::{AnalyticsChange, AnalyticsRun, MemberAnalyticsRow, MemberTagRow, StoreError};
 
 /// What a finished run reports (the CLI prints it; `--json` prints it whole).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -152,53 +154,64 @@ impl App {
             };
             Ok::<_, AppError>(previous)
         };
-        let (
-            lines,
-            points,
-            purchases,
-            previous,
-            events,
-            active_by_day,
-            streams,
-            engagement,
-            tags,
-            refunds,
-            members,
-            texts,
-        ) = tokio::try_join!(
-            read!("order lines", s.line_facts(days_back(params.rfm.window_days), until)),
-            read!("points", s.points_days(until)),
-            read!("purchases", s.purchase_days(until)),
-            previous,
-            read!("event tallies", s.event_tallies(days_back(params.engagement_days), until)),
-            read!("active members", s.active_members_by_day(days_back(params.kpi_days), until)),
-            read!("event streams", s.event_rows(days_back(params.journey_days), until)),
-            read!("engagement", s.engagement_days(days_back(params.churn_history_days), until)),
-            read!("tags", s.member_tags(None)),
-            read!("refunds", s.refund_days(until)),
-            read!("members", s.analytics_members(until)),
-            read!("member texts", s.member_texts(days_back(365), until)),
-        )?;
+        let (lines, points, purchases, previous, events, active_by_day, streams, engagement, refunds, members, texts) =
+            tokio::try_join!(
+                read!("order lines", s.line_facts(days_back(params.rfm.window_days), until)),
+                read!("points", s.points_days(until)),
+                read!("purchases", s.purchase_days(until)),
+                previous,
+                read!("event tallies", s.event_tallies(days_back(params.engagement_days), until)),
+                read!("active members", s.active_members_by_day(days_back(params.kpi_days), until)),
+                read!("event streams", s.event_rows(days_back(params.journey_days), until)),
+                read!("engagement", s.engagement_days(days_back(params.churn_history_days), until)),
+                read!("refunds", s.refund_days(until)),
+                read!("members", s.analytics_members(until)),
+                read!("member texts", s.member_texts(days_back(365), until)),
+            )?;
         let raw =
             RawRows { members, purchases, refunds, events, lines, points, engagement, streams, active_by_day, texts };
         stages.push(("load".to_string(), load.elapsed().as_secs_f64()));
-        let reads = reads.into_inner().map_err(|_| AppError::Analytics("read timings poisoned".into()))?;
+        let mut reads = reads.into_inner().map_err(|_| AppError::Analytics("read timings poisoned".into()))?;
         let run_id = run.run_id;
+        // The stored tags (millions of rows at scale) are read while the stages before the tags stage run, from
+        // basket rules on, after the stages whose memory peaks: read with the other reads, they were held
+        // through every stage. The tags stage waits for the read, or makes it itself if it was not started.
+        type TagsRead = tokio::task::JoinHandle<(crate::store::StoreResult<Vec<MemberTagRow>>, f64)>;
+        let tags_read: Arc<std::sync::Mutex<Option<TagsRead>>> = Arc::default();
+        let read_tags = {
+            let store = self.store.clone();
+            move || async move {
+                let t = std::time::Instant::now();
+                let rows = store.member_tags(None).await;
+                (rows, t.elapsed().as_secs_f64())
+            }
+        };
+        let tags_secs: Arc<std::sync::Mutex<Option<f64>>> = Arc::default();
+        let stored_tags = {
+            let (tags_read, tags_secs, read_tags) = (tags_read.clone(), tags_secs.clone(), read_tags.clone());
+            let runtime = tokio::runtime::Handle::current();
+            move || -> Result<Vec<MemberTagRow>, analytics::AnalyticsError> {
+                let started = tags_read.lock().ok().and_then(|mut t| t.take());
+                let (rows, secs) = runtime.block_on(async move {
+                    match started {
+                        Some(read) => read.await.unwrap_or_else(|e| (Err(StoreError::Scan(e.to_string())), 0.0)),
+                        None => read_tags().await,
+                    }
+                });
+                if let Ok(mut t) = tags_secs.lock() {
+                    *t = Some(secs);
+                }
+                rows.map_err(|e| analytics::AnalyticsError::Read { what: "stored tags", message: e.to_string() })
+            }
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let job = tokio::task::spawn_blocking(move || {
             let _ = tx.send("group by member".to_string());
             let data = Dataset::new(as_of, raw);
             let (previous_run, previous_rows) = previous.unzip();
-            analytics::run(
-                run_id,
-                &data,
-                previous_run.as_ref().zip(previous_rows),
-                tags,
-                &params,
-                |stage| {
-                    let _ = tx.send(stage.to_string());
-                },
-            )
+            analytics::run(run_id, data, previous_run.as_ref().zip(previous_rows), stored_tags, &params, |stage| {
+                let _ = tx.send(stage.to_string());
+            })
         });
         let mut job = std::pin::pin!(job);
         let mut last: Option<(String, std::time::Instant)> = None;
@@ -206,6 +219,11 @@ impl App {
             tokio::select! {
                 stage = rx.recv() => {
                     if let Some(stage) = stage {
+                        if stage == "basket rules"
+                            && let Ok(mut t) = tags_read.lock()
+                        {
+                            *t = Some(tokio::spawn(read_tags.clone()()));
+                        }
                         if let Some((name, started)) = last.take() {
                             stages.push((name, started.elapsed().as_secs_f64()));
                         }
@@ -228,6 +246,9 @@ impl App {
         let out = result
             .map_err(|e| AppError::Config(format!("analysis task failed: {e}")))?
             .map_err(|e| AppError::Analytics(e.to_string()))?;
+        if let Some(secs) = tags_secs.lock().ok().and_then(|t| *t) {
+            reads.push(("tags (during the run)".to_string(), secs));
+        }
         Ok((out, stages, reads))
     }
 
