@@ -9,7 +9,7 @@ use chrono::{Days, NaiveDate};
 use super::{App, AppError};
 use crate::analytics::{self, AnalyticsParams, Dataset, RawRows};
 use crate::members::MemberId;
-use crate::store::{AnalyticsChange, AnalyticsRun, MemberAnalyticsRow, MemberTagRow, StoreError};
+use crate::store::{AnalyticsChange, AnalyticsRun, MemberAnalyticsRow, MemberTagRow};
 
 /// What a finished run reports (the CLI prints it; `--json` prints it whole).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -173,33 +173,18 @@ impl App {
         stages.push(("load".to_string(), load.elapsed().as_secs_f64()));
         let mut reads = reads.into_inner().map_err(|_| AppError::Analytics("read timings poisoned".into()))?;
         let run_id = run.run_id;
-        // The stored tags (millions of rows at scale) are read while the stages before the tags stage run, from
-        // basket rules on, after the stages whose memory peaks: read with the other reads, they were held
-        // through every stage. The tags stage waits for the read, or makes it itself if it was not started.
-        type TagsRead = tokio::task::JoinHandle<(crate::store::StoreResult<Vec<MemberTagRow>>, f64)>;
-        let tags_read: Arc<std::sync::Mutex<Option<TagsRead>>> = Arc::default();
-        let read_tags = {
-            let store = self.store.clone();
-            move || async move {
-                let t = std::time::Instant::now();
-                let rows = store.member_tags(None).await;
-                (rows, t.elapsed().as_secs_f64())
-            }
-        };
+        // The stored tags (millions of rows at scale) are read when the tags stage starts. Read with the other
+        // reads they were held through every stage, and read while the stages before it ran they met those
+        // stages' own peaks (basket rules, funnels).
         let tags_secs: Arc<std::sync::Mutex<Option<f64>>> = Arc::default();
         let stored_tags = {
-            let (tags_read, tags_secs, read_tags) = (tags_read.clone(), tags_secs.clone(), read_tags.clone());
+            let (store, tags_secs) = (self.store.clone(), tags_secs.clone());
             let runtime = tokio::runtime::Handle::current();
             move || -> Result<Vec<MemberTagRow>, analytics::AnalyticsError> {
-                let started = tags_read.lock().ok().and_then(|mut t| t.take());
-                let (rows, secs) = runtime.block_on(async move {
-                    match started {
-                        Some(read) => read.await.unwrap_or_else(|e| (Err(StoreError::Scan(e.to_string())), 0.0)),
-                        None => read_tags().await,
-                    }
-                });
-                if let Ok(mut t) = tags_secs.lock() {
-                    *t = Some(secs);
+                let t = std::time::Instant::now();
+                let rows = runtime.block_on(store.member_tags(None));
+                if let Ok(mut secs) = tags_secs.lock() {
+                    *secs = Some(t.elapsed().as_secs_f64());
                 }
                 rows.map_err(|e| analytics::AnalyticsError::Read { what: "stored tags", message: e.to_string() })
             }
@@ -219,11 +204,6 @@ impl App {
             tokio::select! {
                 stage = rx.recv() => {
                     if let Some(stage) = stage {
-                        if stage == "basket rules"
-                            && let Ok(mut t) = tags_read.lock()
-                        {
-                            *t = Some(tokio::spawn(read_tags.clone()()));
-                        }
                         if let Some((name, started)) = last.take() {
                             stages.push((name, started.elapsed().as_secs_f64()));
                         }
@@ -247,7 +227,7 @@ impl App {
             .map_err(|e| AppError::Config(format!("analysis task failed: {e}")))?
             .map_err(|e| AppError::Analytics(e.to_string()))?;
         if let Some(secs) = tags_secs.lock().ok().and_then(|t| *t) {
-            reads.push(("tags (during the run)".to_string(), secs));
+            reads.push(("tags (in the tags stage)".to_string(), secs));
         }
         Ok((out, stages, reads))
     }
