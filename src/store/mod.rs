@@ -1096,23 +1096,9 @@ impl<T> ByMember<T> {
         self.rows.push(row);
     }
 
-    /// Every row, in the order pushed.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// The last row pushed, to fold the next one into (a store summing rows by member and day).
     pub fn last_mut(&mut self) -> Option<&mut T> {
         self.rows.last_mut()
-    }
-
-    /// The member of the last row pushed.
-    pub fn last_member(&self) -> Option<MemberId> {
-        self.runs.last().map(|&(m, _)| m)
     }
 
     /// Each run: a member and that member's consecutive rows.
