@@ -587,8 +587,8 @@ impl Run<'_> {
                     .iter()
                     .map(|l| preferences::PreferenceLine {
                         day: l.day,
-                        category_path: d.sku(l).category.as_deref().unwrap_or_default().to_string(),
-                        brand: d.sku(l).brand.as_deref().unwrap_or_default().to_string(),
+                        category_path: d.sku(l).category.as_deref().unwrap_or_default(),
+                        brand: d.sku(l).brand.as_deref().unwrap_or_default(),
                         amount_fen: l.amount,
                         unit_price_fen: l.unit_price,
                     })
@@ -607,9 +607,8 @@ impl Run<'_> {
             };
             let prefs =
                 preferences::preferences(&input, as_of, p).map_err(|e| AnalyticsError::model("preferences", e))?;
-            let v = serde_json::to_value(&prefs)?;
-            let sensitive = v.pointer("/promotion/share").and_then(Value::as_f64).unwrap_or(0.0) >= 0.5;
-            Ok(Some((serde_json::to_string(&v)?, sensitive)))
+            let sensitive = prefs.promotion.share.unwrap_or(0.0) >= 0.5;
+            Ok(Some((serde_json::to_string(&prefs)?, sensitive)))
         };
         let mut promo_members = 0u64;
         in_parallel(d.members.len(), one, |i, section| {

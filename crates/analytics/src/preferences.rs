@@ -105,15 +105,17 @@ fn short_yuan(fen: i64) -> String {
     if fen % 100 == 0 { format!("¥{}", fen / 100) } else { yuan(fen) }
 }
 
-/// One order line as the store reads it (product lines; fees and gift cards left out by the caller).
+/// One order line as the store reads it (product lines; fees and gift cards left out by the caller). The
+/// texts are borrowed: a shop's lines name a few thousand SKUs, and tens of millions of lines would otherwise
+/// copy their category and brand each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreferenceLine {
+pub struct PreferenceLine<'a> {
     /// Order day (UTC).
     pub day: NaiveDate,
     /// The SKU's category path, "/"-separated.
-    pub category_path: String,
+    pub category_path: &'a str,
     /// The SKU's brand ("" if none).
-    pub brand: String,
+    pub brand: &'a str,
     /// Line amount after discounts, fen.
     pub amount_fen: i64,
     /// Unit price, fen.
@@ -142,11 +144,12 @@ pub struct CampaignActivity {
 
 /// Everything the preference kernel reads for one member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreferenceInput {
+pub struct PreferenceInput<'a> {
     /// The member.
     pub member_id: i64,
     /// Order lines (any order; lines after `as_of` are ignored).
-    pub lines: Vec<PreferenceLine>,
+    #[serde(borrow)]
+    pub lines: Vec<PreferenceLine<'a>>,
     /// Orders (lines after `as_of` are ignored).
     pub orders: Vec<PreferenceOrder>,
     /// Campaign opens/clicks and responses.
@@ -238,10 +241,10 @@ fn category_at(path: &str, depth: usize) -> &str {
 }
 
 /// Refills `pairs` with (key, weight) for every weighted line.
-fn fill<'a>(
+fn fill<'a, 's: 'a>(
     pairs: &mut Vec<(&'a str, f64)>,
-    weighted: &[(&'a PreferenceLine, f64)],
-    key: impl Fn(&'a PreferenceLine) -> &'a str,
+    weighted: &[(&'a PreferenceLine<'s>, f64)],
+    key: impl Fn(&'a PreferenceLine<'s>) -> &'a str,
 ) {
     pairs.clear();
     pairs.extend(weighted.iter().map(|&(l, w)| (key(l), w)));
@@ -278,7 +281,7 @@ fn rate(num: u32, den: u32) -> Option<f64> {
 
 /// Computes one member's preferences as of a day; see the module doc.
 pub fn preferences(
-    input: &PreferenceInput,
+    input: &PreferenceInput<'_>,
     as_of: NaiveDate,
     params: &PreferenceParams,
 ) -> Result<Preferences, PreferenceError> {
@@ -286,7 +289,7 @@ pub fn preferences(
     let labels = params.price_band_labels();
     let edges = &params.price_band_edges_fen;
     // (line, weight) for lines that count.
-    let weighted: Vec<(&PreferenceLine, f64)> = input
+    let weighted: Vec<(&PreferenceLine<'_>, f64)> = input
         .lines
         .iter()
         .filter(|l| l.day <= as_of && l.amount_fen > 0)
@@ -300,12 +303,12 @@ pub fn preferences(
     let mut categories = Vec::with_capacity(params.category_depths.len());
     for &depth in &params.category_depths {
         fill(&mut pairs, &weighted, |l| {
-            let c = category_at(&l.category_path, depth);
+            let c = category_at(l.category_path, depth);
             if c.is_empty() { "(uncategorized)" } else { c }
         });
         categories.push(CategoryAffinity { depth, affinity: affinity(&mut pairs, params.top_k) });
     }
-    fill(&mut pairs, &weighted, |l| if l.brand.is_empty() { "(no brand)" } else { &l.brand });
+    fill(&mut pairs, &weighted, |l| if l.brand.is_empty() { "(no brand)" } else { l.brand });
     let brands = affinity(&mut pairs, params.top_k);
     fill(&mut pairs, &weighted, |l| {
         let band = edges.partition_point(|&e| e <= l.unit_price_fen);
@@ -355,11 +358,11 @@ mod tests {
     fn as_of() -> NaiveDate {
         NaiveDate::from_ymd_opt(2024, 6, 30).unwrap()
     }
-    fn line(age: u64, path: &str, brand: &str, amount: i64, unit: i64) -> PreferenceLine {
+    fn line<'a>(age: u64, path: &'a str, brand: &'a str, amount: i64, unit: i64) -> PreferenceLine<'a> {
         PreferenceLine {
             day: as_of().checked_sub_days(Days::new(age)).unwrap(),
-            category_path: path.into(),
-            brand: brand.into(),
+            category_path: path,
+            brand,
             amount_fen: amount,
             unit_price_fen: unit,
         }
@@ -370,7 +373,7 @@ mod tests {
 
     /// Half-life 90: ages 0, 90, 180 weigh 1, 1/2, 1/4, so the lines below all weigh 20000 except
     /// L4 (10000 at age 90 -> 5000) and L5 (15000 at age 0). Total 80000.
-    fn input() -> PreferenceInput {
+    fn input() -> PreferenceInput<'static> {
         let future =
             PreferenceLine { day: NaiveDate::from_ymd_opt(2024, 7, 2).unwrap(), ..line(0, "toys", "Z", 999_999, 100) };
         PreferenceInput {
