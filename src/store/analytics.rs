@@ -78,12 +78,12 @@ macro_rules! analytics_store {
                      GROUP BY member_id, {day} ORDER BY member_id, d"
                 );
                 use futures::TryStreamExt;
+                let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
                 let mut out = ByMember::default();
                 let mut rows = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(sqlx::AssertSqlSafe(sql))
                     .bind(Ts(until))
                     .fetch(self.reader());
                 while let Some((member_id, d, orders, amount, promo_orders)) = rows.try_next().await? {
-                    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
                     out.push(
                         member_id,
                         PurchaseDay { day: epoch_day(d)?, orders: count(orders), promo_orders: count(promo_orders), amount },

@@ -1089,10 +1089,7 @@ impl<T> Default for ByMember<T> {
 impl<T> ByMember<T> {
     /// Append a row of `member`'s; it joins the last run when that run is the same member's.
     pub fn push(&mut self, member: MemberId, row: T) {
-        match self.runs.last_mut() {
-            Some((m, n)) if *m == member && *n < u32::MAX => *n += 1,
-            _ => self.runs.push((member, 1)),
-        }
+        count_run(&mut self.runs, member);
         self.rows.push(row);
     }
 
@@ -1126,6 +1123,15 @@ impl<T> ByMember<T> {
     pub fn shrink_to_fit(&mut self) {
         self.runs.shrink_to_fit();
         self.rows.shrink_to_fit();
+    }
+}
+
+/// Count one more row of `member` in `runs`: the last run's when it is the same member's, else a new run's.
+/// (Also for rows collected apart from their runs, as SQLite's order lines are, in place.)
+fn count_run(runs: &mut Vec<(MemberId, u32)>, member: MemberId) {
+    match runs.last_mut() {
+        Some((m, n)) if *m == member && *n < u32::MAX => *n += 1,
+        _ => runs.push((member, 1)),
     }
 }
 

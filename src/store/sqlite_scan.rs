@@ -450,10 +450,7 @@ pub(super) async fn line_facts(
         let mut lines: Vec<LineFact> = out
             .into_iter()
             .map(|(member_id, _, f)| {
-                match runs.last_mut() {
-                    Some((m, n)) if *m == member_id && *n < u32::MAX => *n += 1,
-                    _ => runs.push((member_id, 1)),
-                }
+                super::count_run(&mut runs, member_id);
                 f
             })
             .collect();
