@@ -115,14 +115,38 @@ for store in $STORES; do
   lines=$(sql "$db" "SELECT COUNT(*) FROM order_lines")
   entries=$(sql "$db" "SELECT COUNT(*) FROM ledger_entries WHERE op LIKE 'order:%'")
   # Every line earns growth value. Every line earns points too, unless a points cap (at most 2,000 a day in
-  # the default rules, reached sooner on the doubled member day) trimmed them: its order's evaluation says so.
+  # the default rules, reached sooner on the doubled member day) trimmed them: its order's evaluation must
+  # then say so. Evaluations are read through the API (`why` of the line's growth entry), since SQLite
+  # stores them compressed.
   entry() { echo "EXISTS (SELECT 1 FROM ledger_entries e WHERE e.member_id = l.member_id \
     AND e.entry_key = 'order:' || l.order_id || ':' || l.line_no || ':$1#0')"; }
-  capped_order="EXISTS (SELECT 1 FROM loyalty_evaluations v WHERE v.member_id = l.member_id \
-    AND v.op = 'order:' || l.order_id AND CAST(v.evaluation AS TEXT) LIKE '%cap reached%')"
   ungrown=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry growth)")
-  capped=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry points) AND $capped_order")
-  unearned=$(sql "$db" "SELECT COUNT(*) FROM order_lines l WHERE NOT $(entry points) AND NOT $capped_order")
+  sql "$db" "SELECT l.member_id || ' ' || l.order_id || ' ' || l.line_no FROM order_lines l WHERE NOT $(entry points)" >"$W/unpointed"
+  capped=0; unearned=0
+  if [ -s "$W/unpointed" ]; then
+    start_server "$db" $port >/dev/null
+    read -r capped unearned < <(python3 - "$W/unpointed" "http://127.0.0.1:$port" "$key" <<'PY'
+import json, sys, urllib.request
+from collections import defaultdict
+lines = defaultdict(list)
+for row in open(sys.argv[1]):
+    m, order, line = row.split()
+    lines[m].append(f"order:{order}:{line}:growth")
+capped = unexplained = 0
+for m, ops in lines.items():
+    req = urllib.request.Request(f"{sys.argv[2]}/v1/members/{m}/points/history?limit=1000",
+                                 headers={"Authorization": f"Bearer {sys.argv[3]}"})
+    why = {e["op"]: " ".join(e.get("why") or []) for e in json.load(urllib.request.urlopen(req))}
+    for op in ops:
+        if "cap reached" in why.get(op, ""):
+            capped += 1
+        else:
+            unexplained += 1
+print(capped, unexplained)
+PY
+)
+    stop_server
+  fi
   evals=$(sql "$db" "SELECT COUNT(*) FROM loyalty_evaluations WHERE op LIKE 'order:%'")
   queue=$(sql "$db" "SELECT COUNT(*) FROM loyalty_queue")
   echo "mean orders per group commit: $group"

@@ -11,7 +11,7 @@
 //! - `ledger_entries`: two per line, pending points (with lot and expiry) and pending growth, with the same
 //!   key, op, request and source texts;
 //! - `loyalty_evaluations` (variant `full` only): one JSON explanation per order, of the size the default
-//!   rule set produces (about 2 KB).
+//!   rule set produces (about 2 KB), compressed with zstd on SQLite as the store keeps it.
 //!
 //! Configuration by environment (cargo passes its own flags to a bench binary):
 //! `RAW_DB` (`sqlite://PATH` or `postgres://…`, required), `RAW_BATCH` (orders per transaction, default 8),
@@ -196,7 +196,7 @@ fn evaluation_template() -> Value {
 /// Write one batch in one transaction: one multi-row INSERT per table. `$ts` turns an instant into the
 /// store's bound type (SQLite: integer microseconds; PostgreSQL: TIMESTAMPTZ).
 macro_rules! write_batch {
-    ($conn:expr, $db:ty, $ts:expr, $batch:expr, $evaluations:expr, $now:expr) => {{
+    ($conn:expr, $db:ty, $ts:expr, $batch:expr, $evaluations:expr, $evaluation:expr, $now:expr) => {{
         let conn = $conn;
         let batch: &[OrderRows] = $batch;
         let ts = $ts;
@@ -279,11 +279,12 @@ macro_rules! write_batch {
             let mut q = QueryBuilder::<$db>::new(
                 "INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ",
             );
-            q.push_values(batch, |mut b, o| {
+            let stored: Vec<_> = batch.iter().map(|o| ($evaluation)(&o.evaluation)).collect::<Result<_, _>>()?;
+            q.push_values(batch.iter().zip(stored), |mut b, (o, stored)| {
                 b.push_bind(o.member_id)
                     .push_bind(format!("order:{}", o.order_id))
                     .push_bind(1i64)
-                    .push_bind(Json(o.evaluation.clone()))
+                    .push_bind(stored)
                     .push_bind(ts(o.placed_at));
             });
             q.push(" ON CONFLICT (member_id, op) DO NOTHING");
@@ -351,10 +352,13 @@ async fn run_variant(
         });
         let mut g = generator(sqlx::query_as(START_SQL).fetch_one(&mut conn).await?, members, evaluations);
         let ts = |t: DateTime<Utc>| t.timestamp_micros();
+        // Evaluations as the store keeps them on SQLite: a zstd frame each, one reused context.
+        let mut zstd = zstd::bulk::Compressor::new(1)?;
+        let mut compress = |v: &Value| zstd.compress(v.to_string().as_bytes());
         let start = Instant::now();
         while start.elapsed() < deadline {
             let batch: Vec<OrderRows> = (0..batch_size).map(|_| g.order()).collect();
-            rows += write_batch!(&mut conn, sqlx::Sqlite, ts, &batch, evaluations, Utc::now());
+            rows += write_batch!(&mut conn, sqlx::Sqlite, ts, &batch, evaluations, &mut compress, Utc::now());
             orders += batch.len() as u64;
             if catch_up.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await?;
@@ -370,7 +374,8 @@ async fn run_variant(
         let start = Instant::now();
         while start.elapsed() < deadline {
             let batch: Vec<OrderRows> = (0..batch_size).map(|_| g.order()).collect();
-            rows += write_batch!(&mut conn, sqlx::Postgres, ts, &batch, evaluations, Utc::now());
+            let json = |v: &Value| Ok::<_, std::io::Error>(Json(v.clone()));
+            rows += write_batch!(&mut conn, sqlx::Postgres, ts, &batch, evaluations, json, Utc::now());
             orders += batch.len() as u64;
         }
         Ok((orders, rows, start.elapsed()))

@@ -166,10 +166,14 @@ macro_rules! loyalty_store {
             if !appends.is_empty() {
                 append_ledgers(&mut *conn, &appends).await?;
             }
+            let evaluations = evaluations
+                .into_iter()
+                .map(|(m, e)| Ok((m, <$store>::evaluation_value(&e.evaluation)?, e)))
+                .collect::<StoreResult<Vec<_>>>()?;
             for chunk in evaluations.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
-                q.push_values(chunk, |mut b, (m, e)| {
-                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(Json(e.evaluation.as_ref())).push_bind(Ts(e.at));
+                q.push_values(chunk, |mut b, (m, stored, e)| {
+                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(stored.clone()).push_bind(Ts(e.at));
                 });
                 q.push(" ON CONFLICT (member_id, op) DO NOTHING");
                 q.build().execute(&mut *conn).await?;
@@ -631,13 +635,22 @@ macro_rules! loyalty_store {
             }
 
             async fn evaluations(&self, member: MemberId) -> StoreResult<Vec<EvaluationRecord>> {
-                let rows: Vec<(String, i64, Json<Box<serde_json::value::RawValue>>, Ts)> = sqlx::query_as(
+                let rows = sqlx::query(
                     "SELECT op, rule_version, evaluation, at FROM loyalty_evaluations WHERE member_id = $1 ORDER BY at, op",
                 )
                 .bind(member)
                 .fetch_all(self.reader())
                 .await?;
-                Ok(rows.into_iter().map(|(op, rule_version, e, at)| EvaluationRecord { op, rule_version, evaluation: e.0, at: at.0 }).collect())
+                rows.iter()
+                    .map(|row| {
+                        Ok(EvaluationRecord {
+                            op: row.try_get("op")?,
+                            rule_version: row.try_get("rule_version")?,
+                            evaluation: <$store>::evaluation_from(row.try_get("evaluation")?)?,
+                            at: row.try_get::<Ts, _>("at")?.0,
+                        })
+                    })
+                    .collect()
             }
         }
     };

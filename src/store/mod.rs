@@ -8,6 +8,7 @@
 
 mod analytics;
 mod body_codec;
+mod evaluation_codec;
 mod cards;
 mod common;
 mod coupons;

@@ -26,6 +26,20 @@ pub struct PgStore {
 impl PgStore {
     const BACKEND: Backend = Backend::Postgres;
 
+    /// A rule evaluation as PostgreSQL stores it: JSONB, which it compresses itself when large (TOAST).
+    fn evaluation_value(
+        evaluation: &serde_json::value::RawValue,
+    ) -> StoreResult<sqlx::types::Json<Box<serde_json::value::RawValue>>> {
+        Ok(sqlx::types::Json(evaluation.to_owned()))
+    }
+
+    /// A stored rule evaluation read back.
+    fn evaluation_from(
+        stored: sqlx::types::Json<Box<serde_json::value::RawValue>>,
+    ) -> StoreResult<Box<serde_json::value::RawValue>> {
+        Ok(stored.0)
+    }
+
     pub async fn open(url: &str) -> StoreResult<Self> {
         // Set-based writes bind lists of every length up to a group's size, so one query has many texts: a
         // cache of 1,024 prepared statements per connection keeps them from being parsed again and again.

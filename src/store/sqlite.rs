@@ -171,6 +171,16 @@ async fn catch_up_on_writer(writer: &SqlitePool) -> Result<(), sqlx::Error> {
 impl SqliteStore {
     const BACKEND: Backend = Backend::Sqlite;
 
+    /// A rule evaluation as SQLite stores it: compressed (`evaluation_codec`).
+    fn evaluation_value(evaluation: &serde_json::value::RawValue) -> StoreResult<Vec<u8>> {
+        super::evaluation_codec::compress(evaluation)
+    }
+
+    /// A stored rule evaluation read back.
+    fn evaluation_from(stored: Vec<u8>) -> StoreResult<Box<serde_json::value::RawValue>> {
+        super::evaluation_codec::decompress(stored)
+    }
+
     /// Open (creating if missing) the database file a `sqlite://PATH` URL names.
     pub async fn open(url: &str) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str(url)?
