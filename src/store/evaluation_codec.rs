@@ -69,7 +69,8 @@ mod tests {
 
     #[test]
     fn an_evaluation_reads_back_exactly_and_is_stored_smaller() {
-        let explanation = r#"{"rule_id":"member_day","target":{"on":"order"},"applied":false,"reason":"member day is Wednesday"}"#;
+        let explanation =
+            r#"{"rule_id":"member_day","target":{"on":"order"},"applied":false,"reason":"member day is Wednesday"}"#;
         let text = format!(r#"{{"rule_version":3,"effects":[],"explanations":[{}]}}"#, vec![explanation; 20].join(","));
         let stored = compress(&raw(&text)).expect("compress");
         assert!(stored.starts_with(&ZSTD_MAGIC));

@@ -8,10 +8,10 @@
 
 mod analytics;
 mod body_codec;
-mod evaluation_codec;
 mod cards;
 mod common;
 mod coupons;
+mod evaluation_codec;
 mod loyalty;
 mod outbox;
 pub mod postgres;

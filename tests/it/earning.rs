@@ -144,13 +144,14 @@ async fn orders_earn_pending_points_per_line_and_refunds_reverse_exactly_the_ref
                     .unwrap();
             assert_eq!(kinds, "blob");
             let text = r#"{"rule_version":1,"effects":[],"explanations":[{"rule_id":"legacy","target":{"on":"order"},"applied":true,"reason":"stored as text"}]}"#;
-            let updated = sqlx::query("UPDATE loyalty_evaluations SET evaluation = $1 WHERE member_id = $2 AND op = $3")
-                .bind(text)
-                .bind(m)
-                .bind(format!("order:{order_id}"))
-                .execute(&pool)
-                .await
-                .unwrap();
+            let updated =
+                sqlx::query("UPDATE loyalty_evaluations SET evaluation = $1 WHERE member_id = $2 AND op = $3")
+                    .bind(text)
+                    .bind(m)
+                    .bind(format!("order:{order_id}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
             assert_eq!(updated.rows_affected(), 1);
             let (_, h) = s.get(&format!("/v1/members/{m}/points/history")).await;
             let why = h.to_string();
