@@ -69,6 +69,34 @@ start_server() {
   echo "server idle after its start-up ledger sweep: $(python3 -c "print($t1 / $(getconf CLK_TCK))") CPU-s, waited $((waited / 2)) s"
 }
 
+# The server's threads: name-tid, CPU ticks, voluntary and involuntary context switches.
+threads() {
+  for t in /proc/"$SERVER"/task/*; do
+    echo "$(cat "$t/comm" | tr ' ' _)-${t##*/} $(awk '{print $14 + $15}' "$t/stat") $(awk '/^(non)?voluntary_ctxt_switches/ {printf "%s ", $2}' "$t/status")"
+  done 2>/dev/null
+}
+# What each busy server thread did during the measured run: CPU seconds, and context switches per request
+# (each hand-off between the async workers and SQLite's connection threads is a sleep and a wake-up).
+thread_report() {
+  python3 - "$1" "$2" "$3" "$(getconf CLK_TCK)" <<'PY'
+import sys
+def read(path):
+    out = {}
+    for row in open(path):
+        p = row.split()
+        if len(p) == 4:
+            out[p[0]] = [int(x) for x in p[1:]]
+    return out
+before, after, requests, tick = read(sys.argv[1]), read(sys.argv[2]), max(1, int(sys.argv[3] or 1)), int(sys.argv[4])
+rows = []
+for name, (cpu, vol, invol) in after.items():
+    b = before.get(name, [0, 0, 0])
+    rows.append((cpu - b[0], vol - b[1], invol - b[2], name))
+for cpu, vol, invol, name in sorted(rows, reverse=True)[:5]:
+    print(f"   thread {name:24s} cpu {cpu / tick:6.2f} s  switches/request {vol / requests:5.2f} voluntary {invol / requests:5.2f} involuntary")
+PY
+}
+
 python3 -c "
 print('customer_no,name,registration_channel')
 for i in range(1, $MEMBERS + 1): print(f'BM{i},Bench {i},web')" >"$W/members.csv"
@@ -83,14 +111,17 @@ for store in $STORES; do
   db=$(prepare "$store" earn)
   key=$($B keys create --role integration --db "$db" 2>/dev/null)
   start_server "$db" $port
+  threads >"$W/threads.before"
   out=$(HUIYUAN_BENCH_KEY=$key HUIYUAN_BENCH_MEMBERS=$MEMBERS HUIYUAN_BENCH_RUN=E \
     wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s benches/earn.lua "http://127.0.0.1:$port")
+  threads >"$W/threads.after"
   rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
   line=$(echo "$out" | grep p50_ms)
   p99=$(echo "$line" | sed 's/.*p99_ms=\([0-9.]*\).*/\1/')
   non2xx=$(echo "$line" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
   requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
   echo "HTTP earn creates: ${rps}/s  $line"
+  thread_report "$W/threads.before" "$W/threads.after" "$requests"
   # Orders of one group commit share their created_at.
   group=$(sql "$db" "SELECT CAST(ROUND(1.0 * COUNT(*) / COUNT(DISTINCT created_at), 1) AS TEXT) FROM orders")
   if [ -n "${PERF_DIR:-}" ]; then
