@@ -167,13 +167,13 @@ macro_rules! loyalty_store {
                 append_ledgers(&mut *conn, &appends).await?;
             }
             let evaluations = evaluations
-                .into_iter()
-                .map(|(m, e)| Ok((m, <$store>::evaluation_value(&e.evaluation)?, e)))
+                .iter()
+                .map(|(m, e)| Ok((*m, <$store>::evaluation_value(&e.evaluation)?, e)))
                 .collect::<StoreResult<Vec<_>>>()?;
             for chunk in evaluations.chunks(1000) {
                 let mut q = QueryBuilder::<$db>::new("INSERT INTO loyalty_evaluations (member_id, op, rule_version, evaluation, at) ");
                 q.push_values(chunk, |mut b, (m, stored, e)| {
-                    b.push_bind(*m).push_bind(e.op.clone()).push_bind(e.rule_version).push_bind(stored.clone()).push_bind(Ts(e.at));
+                    b.push_bind(*m).push_bind(e.op.as_str()).push_bind(e.rule_version).push_bind(stored).push_bind(Ts(e.at));
                 });
                 q.push(" ON CONFLICT (member_id, op) DO NOTHING");
                 q.build().execute(&mut *conn).await?;

@@ -29,8 +29,8 @@ impl PgStore {
     /// A rule evaluation as PostgreSQL stores it: JSONB, which it compresses itself when large (TOAST).
     fn evaluation_value(
         evaluation: &serde_json::value::RawValue,
-    ) -> StoreResult<sqlx::types::Json<Box<serde_json::value::RawValue>>> {
-        Ok(sqlx::types::Json(evaluation.to_owned()))
+    ) -> StoreResult<sqlx::types::Json<&serde_json::value::RawValue>> {
+        Ok(sqlx::types::Json(evaluation))
     }
 
     /// A stored rule evaluation read back.
