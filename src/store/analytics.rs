@@ -357,7 +357,6 @@ macro_rules! analytics_store {
                     });
                     q.build().execute(&mut *tx).await?;
                 }
-                let set_aside = <$store>::set_aside_tag_indexes(&mut tx).await?;
                 let deleted = sqlx::query("DELETE FROM member_tags WHERE source <> 'manual'").execute(&mut *tx).await?;
                 tracing::debug!(
                     changes = out.changes.len(),
@@ -388,13 +387,6 @@ macro_rules! analytics_store {
                 // each store writes them its fastest way.
                 let computed: Vec<&MemberTagRow> = out.tags.iter().filter(|t| t.source != "manual").collect();
                 <$store>::insert_run_rows(&mut tx, run_id, out.members.as_mut(), &computed).await?;
-                let rebuilding = std::time::Instant::now();
-                for sql in &set_aside {
-                    sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&mut *tx).await?;
-                }
-                if !set_aside.is_empty() {
-                    tracing::debug!(indexes = set_aside.len(), ms = rebuilding.elapsed().as_millis() as u64, "member tag indexes built again");
-                }
                 let written = std::time::Instant::now();
                 // Keep the member rows of this run and of the newest `keep_runs - 1` done runs before it.
                 let kept: Vec<i64> = sqlx::query_scalar(

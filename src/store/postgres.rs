@@ -62,12 +62,6 @@ impl PgStore {
         rows.iter().map(|row| Ok(row.try_get::<sqlx::types::Json<serde_json::Value>, _>("body")?.0)).collect()
     }
 
-    /// PostgreSQL keeps `member_tags`' indexes up while the computed tags are replaced (SQLite sets them
-    /// aside: see there); nothing to build again.
-    async fn set_aside_tag_indexes(_conn: &mut sqlx::PgConnection) -> StoreResult<Vec<String>> {
-        Ok(Vec::new())
-    }
-
     /// A run's member rows and computed tags, in multi-row inserts on the run's transaction.
     async fn insert_run_rows(
         conn: &mut sqlx::PgConnection,

@@ -210,26 +210,6 @@ impl SqliteStore {
         &self.reader
     }
 
-    /// Drop `member_tags`' secondary indexes in the run's transaction and return the SQL that makes them,
-    /// to run once the computed tags are replaced. Every run deletes and writes again all computed tags
-    /// (2.8 M at scale), and each row lands at a random place in the `(tag, weight)` index; SQLite builds an
-    /// index from one sort of the finished table instead. The definitions are read from the schema, so the
-    /// migrations stay their only source.
-    async fn set_aside_tag_indexes(conn: &mut sqlx::SqliteConnection) -> StoreResult<Vec<String>> {
-        let indexes: Vec<(String, String)> = sqlx::query_as(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'member_tags' AND sql IS NOT NULL \
-             ORDER BY name",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for (name, _) in &indexes {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{}\"", name.replace('"', "\"\""))))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(indexes.into_iter().map(|(_, sql)| sql).collect())
-    }
-
     /// A run's member rows and computed tags, through SQLite's own interface on the run's transaction.
     async fn insert_run_rows(
         conn: &mut sqlx::SqliteConnection,
