@@ -457,14 +457,19 @@ impl Run<'_> {
     /// FP-growth over the window's orders (SKU sets), rules with support, confidence and lift.
     fn basket(&mut self, d: &Dataset) {
         let sku = |l: &crate::store::LineFact| d.sku(l).sku.as_str();
-        // Each order's SKUs are encoded as the order is assembled: held as text first, the baskets of a
-        // year's orders cost several hundred megabytes more at scale.
+        // Each order's SKUs are encoded as the order is assembled, into one buffer: held as text first, or
+        // as a vector per order, the baskets of a year's orders cost several hundred megabytes more at scale.
         let encoded = basket::ItemDictionary::from_keys(d.lines.all().iter().map(sku)).map(|dict| {
-            let orders = (0..d.members.len()).flat_map(|i| d.lines.of(i).chunk_by(|a, b| a.order_id == b.order_id));
-            let tx: Vec<Vec<u32>> = orders.map(|o| dict.encode(o.iter().map(sku))).collect();
+            let mut tx = basket::FlatBaskets::new();
+            for i in 0..d.members.len() {
+                for o in d.lines.of(i).chunk_by(|a, b| a.order_id == b.order_id) {
+                    tx.push(o.iter().filter_map(|l| dict.id(sku(l))));
+                }
+            }
+            tx.shrink_to_fit();
             (dict, tx)
         });
-        let mined = encoded.and_then(|(dict, tx)| basket::mine(&tx, &self.params.basket).map(|r| (dict, r)));
+        let mined = encoded.and_then(|(dict, tx)| basket::mine_flat(&tx, &self.params.basket).map(|r| (dict, r)));
         match mined {
             Ok((dict, res)) => {
                 const SHOWN: usize = 500;

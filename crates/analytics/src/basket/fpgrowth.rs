@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::Baskets;
 use super::{BasketError, FrequentItemset};
 
 const NIL: u32 = u32::MAX;
@@ -379,13 +380,13 @@ fn dense_ids(max_id: usize, total: usize) -> bool {
 }
 
 /// Counts, per distinct id, the baskets that contain it (duplicates inside a basket count once).
-fn count_items(transactions: &[Vec<u32>], total: usize) -> Vec<(u32, u64)> {
-    let max_id = transactions.iter().flatten().copied().max().unwrap_or(0) as usize;
+fn count_items<B: Baskets + ?Sized>(transactions: &B, total: usize) -> Vec<(u32, u64)> {
+    let max_id = (0..transactions.count()).flat_map(|t| transactions.basket(t)).copied().max().unwrap_or(0) as usize;
     if dense_ids(max_id, total) {
         let mut counts = vec![0u64; max_id + 1];
         let mut last_seen = vec![NIL; max_id + 1];
-        for (t, tx) in transactions.iter().enumerate() {
-            for &id in tx {
+        for t in 0..transactions.count() {
+            for &id in transactions.basket(t) {
                 let i = id as usize;
                 if last_seen[i] != t as u32 {
                     last_seen[i] = t as u32;
@@ -396,8 +397,8 @@ fn count_items(transactions: &[Vec<u32>], total: usize) -> Vec<(u32, u64)> {
         counts.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(id, &c)| (id as u32, c)).collect()
     } else {
         let mut counts: HashMap<u32, (u64, u32)> = HashMap::new();
-        for (t, tx) in transactions.iter().enumerate() {
-            for &id in tx {
+        for t in 0..transactions.count() {
+            for &id in transactions.basket(t) {
                 let e = counts.entry(id).or_insert((0, NIL));
                 if e.1 != t as u32 {
                     e.1 = t as u32;
@@ -411,14 +412,14 @@ fn count_items(transactions: &[Vec<u32>], total: usize) -> Vec<(u32, u64)> {
 
 /// Every itemset of at most `max_len` items contained in at least `min_count` of `transactions`, ordered by
 /// size and then by ids. `min_count` must be ≥ 1.
-pub(super) fn frequent_itemsets(
-    transactions: &[Vec<u32>],
+pub(super) fn frequent_itemsets<B: Baskets + ?Sized>(
+    transactions: &B,
     min_count: u64,
     max_len: usize,
     limit: usize,
 ) -> Result<Vec<FrequentItemset>, BasketError> {
-    let n = transactions.len();
-    let total: usize = transactions.iter().map(Vec::len).sum();
+    let n = transactions.count();
+    let total: usize = (0..n).map(|t| transactions.basket(t).len()).sum();
     // Node and path indices are u32 (half the memory traffic of usize); so are basket indices above.
     if total >= NIL as usize || n >= NIL as usize {
         return Err(BasketError::InputTooLarge);
@@ -441,7 +442,8 @@ pub(super) fn frequent_itemsets(
     // Each basket as its ascending, de-duplicated frequent ranks.
     let mut buf: Vec<u32> = Vec::with_capacity(total);
     let mut paths: Vec<Path> = Vec::with_capacity(n);
-    for tx in transactions {
+    for t in 0..n {
+        let tx = transactions.basket(t);
         let start = buf.len();
         buf.extend(tx.iter().filter_map(|&id| index.get(id)));
         let seg = &mut buf[start..];

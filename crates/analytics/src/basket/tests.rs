@@ -129,6 +129,13 @@ proptest! {
             tx
         };
         let got = mine(&tx, &params(min_count, max_len, min_conf, min_lift)).unwrap();
+        let mut flat = FlatBaskets::new();
+        for t in &tx {
+            flat.push(t.iter().copied());
+        }
+        let from_flat = mine_flat(&flat, &params(min_count, max_len, min_conf, min_lift)).unwrap();
+        prop_assert_eq!(&from_flat.itemsets, &got.itemsets);
+        prop_assert_eq!(from_flat.rules.len(), got.rules.len());
         let want = oracle_itemsets(&tx, min_count, max_len.unwrap_or(usize::MAX));
         prop_assert_eq!(got.n_transactions, tx.len() as u64);
         prop_assert_eq!(&got.itemsets, &want);
