@@ -204,14 +204,15 @@ impl FirstLevel {
     fn new(buf: Vec<u32>, mut paths: Vec<Path>, k: usize) -> FirstLevel {
         let slice = |p: &Path| &buf[p.0 as usize..p.1 as usize];
         paths.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
-        // Merge identical baskets.
-        let mut merged: Vec<Path> = Vec::with_capacity(paths.len());
-        for p in paths {
-            match merged.last_mut() {
-                Some(last) if slice(last) == slice(&p) => last.2 += p.2,
-                _ => merged.push(p),
+        // Merge identical baskets, in place: a second vector of paths was over 100 MB at ten million orders.
+        paths.dedup_by(|later, kept| {
+            let same = slice(later) == slice(kept);
+            if same {
+                kept.2 += later.2;
             }
-        }
+            same
+        });
+        let merged = paths;
         let mut occ_start = vec![0u32; k + 1];
         let mut item_count = vec![0u32; k];
         for p in &merged {
