@@ -15,6 +15,7 @@
 #      generates), MEM_LIMIT_GB (14: address-space limit of the analyze process, so that a run which needs far
 #      more than the target fails alone instead of pushing a shared machine out of memory),
 #      BIN (${CARGO_TARGET_DIR:-target}/release/huiyuan; built with `cargo build --release --bin huiyuan`),
+#      RSS_EVERY (0.5: seconds between resident-memory samples),
 #      FRESH (0; 1 keeps a copy of the generated data as "$DB.pristine", twice the disk, and starts every
 #      invocation from it, so builds measured one after the other read the same file).
 set -euo pipefail
@@ -25,6 +26,7 @@ SEED=${SEED:-20261031}
 RUNS=${RUNS:-1}
 FRESH=${FRESH:-0}
 MEM_LIMIT_GB=${MEM_LIMIT_GB:-14}
+RSS_EVERY=${RSS_EVERY:-0.5}
 AS_OF=2026-10-31
 DB=${DB:-target/scale/scale.db}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/huiyuan}
@@ -109,14 +111,14 @@ PY
   ( ulimit -v $((MEM_LIMIT_GB * 1024 * 1024)) && exec /usr/bin/time -v -o "$OUT/time.txt" "$BIN" --config "$CONFIG" \
       analyze --db "sqlite://$DB" --as-of "$AS_OF" > "$OUT/analyze.txt" 2> "$OUT/analyze.err" ) &
   job=$!
-  # Resident memory every half second (for memory by stage); the process is the time command's child.
+  # Resident memory every $RSS_EVERY seconds (for memory by stage); the process is the time command's child.
   : > "$OUT/rss.txt"
   t0=$(date +%s%N)
   while kill -0 "$job" 2>/dev/null; do
     pid=$(pgrep -P "$job" -n || true)
     [ -n "$pid" ] && awk -v t="$(( ($(date +%s%N) - t0) / 1000000 ))" '/VmRSS/ {print t / 1000, $2}' \
       "/proc/$pid/status" >> "$OUT/rss.txt" 2>/dev/null || true
-    sleep 0.5
+    sleep "$RSS_EVERY"
   done
   wait "$job" || status=$?
   [ "$status" = 0 ] || { echo "analyze FAILED (exit $status):"; tail -5 "$OUT/analyze.err"; }
@@ -159,7 +161,7 @@ if rows:
 PY
   # Peak resident memory within each stage: the stages are reported back to back (each store read, the
   # grouping by member, each model, storing the results), so their windows are laid end to end from the start.
-  python3 - "$OUT/analyze.txt" "$OUT/rss.txt" <<'PY'
+  python3 - "$OUT/analyze.txt" "$OUT/rss.txt" "$RSS_EVERY" <<'PY'
 import re, sys
 stages = [(m.group(1).strip(), float(m.group(2))) for m in
           re.finditer(r"^  (.+?)\s+([0-9.]+) s$", open(sys.argv[1]).read(), re.M)]
@@ -172,7 +174,7 @@ if stages and rss:
     for name, secs in stages:
         windows.append((name, t, t + secs))
         t += secs
-    print("peak resident memory by stage (sampled every 0.5 s):")
+    print(f"peak resident memory by stage (sampled every {sys.argv[3]} s):")
     for name, a, b in windows:
         print(f"  {name:<24} {b - a:8.1f} s  {peak(a, b)}")
 PY
