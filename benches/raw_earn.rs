@@ -371,10 +371,10 @@ async fn run_variant(
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
         let mut g = generator(sqlx::query_as(START_SQL).fetch_one(&mut conn).await?, members, evaluations);
         let ts = |t: DateTime<Utc>| t;
+        let json = |v: &Value| Ok::<_, std::io::Error>(Json(v.clone()));
         let start = Instant::now();
         while start.elapsed() < deadline {
             let batch: Vec<OrderRows> = (0..batch_size).map(|_| g.order()).collect();
-            let json = |v: &Value| Ok::<_, std::io::Error>(Json(v.clone()));
             rows += write_batch!(&mut conn, sqlx::Postgres, ts, &batch, evaluations, json, Utc::now());
             orders += batch.len() as u64;
         }

@@ -28,7 +28,8 @@ const DICT_BYTES: usize = 32 * 1024;
 const MIN_TRAINING_BODIES: usize = 1_000;
 /// The largest body a stored frame may expand to: a corrupt frame must not allocate without bound.
 const MAX_BODY_BYTES: usize = 64 << 20;
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The first bytes of every zstd frame: a stored value that starts otherwise was stored before compression.
+pub(super) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 fn codec_error(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("member body {what}: {e}"))

@@ -15,13 +15,13 @@ use std::cell::RefCell;
 use serde_json::value::RawValue;
 use zstd::bulk::{Compressor, Decompressor};
 
+use super::body_codec::ZSTD_MAGIC;
 use super::{StoreError, StoreResult};
 
 /// zstd's fastest regular level: compression is on the order writer's path.
 const LEVEL: i32 = 1;
 /// The largest evaluation a stored frame may expand to: a corrupt frame must not allocate without bound.
 const MAX_EVALUATION_BYTES: usize = 16 << 20;
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 thread_local! {
     /// One compression context per thread, reused: making one per evaluation cost more than compressing.

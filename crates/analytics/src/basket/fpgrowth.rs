@@ -212,10 +212,9 @@ impl FirstLevel {
             }
             same
         });
-        let merged = paths;
         let mut occ_start = vec![0u32; k + 1];
         let mut item_count = vec![0u32; k];
-        for p in &merged {
+        for p in &paths {
             for &r in slice(p) {
                 occ_start[r as usize + 1] += 1;
                 item_count[r as usize] += p.2;
@@ -226,7 +225,7 @@ impl FirstLevel {
         }
         let mut fill = occ_start.clone();
         let mut occ = vec![(0, 0, 0); occ_start[k] as usize];
-        for &(start, end, w) in &merged {
+        for &(start, end, w) in &paths {
             for at in start..end {
                 let slot = &mut fill[buf[at as usize] as usize];
                 occ[*slot as usize] = (start, at, w);

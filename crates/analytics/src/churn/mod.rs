@@ -377,10 +377,10 @@ struct Period {
 /// The design matrices of several periods, `(cutoff, label end)` each, built in one pass over the
 /// members (each history is asked for once); checked in the order given.
 ///
-/// Members are taken a chunk at a time in parallel, and each chunk writes its rows straight into its part
-/// of each period's matrix. Collected first as one row per member and period, then copied into the
-/// matrices, the rows were the largest transient of an analysis run at a million members (about 320 MB
-/// beside the 300 MB of matrices).
+/// Members are taken a chunk at a time in parallel; each chunk writes its rows into its own part of each
+/// period's matrix, and the parts are then copied into the matrices in member order. Collected first as
+/// one row per member and period, the rows were the largest transient of an analysis run at a million
+/// members (about 320 MB beside the 300 MB of matrices).
 fn build_periods<const K: usize>(
     histories: &(impl ChurnHistories + ?Sized),
     periods: [(NaiveDate, NaiveDate); K],
