@@ -367,41 +367,40 @@ fn validate(p: &ChurnParams) -> Result<(), ChurnError> {
     Ok(())
 }
 
-/// One period's design matrix (raw transformed features) and labels.
+/// One period's design matrix (raw transformed features, column-major: a column per feature) and labels.
 struct Period {
     stats: PeriodStats,
     x: Array2<f64>,
     y: Vec<bool>,
 }
 
-/// The design matrices of several periods, `(cutoff, label end)` each, built in one pass over the
-/// members (each history is asked for once); checked in the order given.
+/// The design matrices of several periods, `(cutoff, label end)` each, checked in the order given.
 ///
-/// Members are taken a chunk at a time in parallel; each chunk writes its rows into its own part of each
-/// period's matrix, and the parts are then copied into the matrices in member order. Collected first as
-/// one row per member and period, the rows were the largest transient of an analysis run at a million
-/// members (about 320 MB beside the 300 MB of matrices).
+/// Two passes over the members, a chunk at a time in parallel. The first labels them (which says who is in
+/// each period's population, and so every matrix's size); the second writes each chunk's feature rows
+/// straight into its own rows of the matrices, which are allocated once at their final size. At a million
+/// members the matrices are the churn stage's largest allocation (about 300 MB for two periods): built from
+/// per-chunk parts or per-member rows, they needed that much again while they were copied, and the freed
+/// parts stayed with the allocator through the fit.
 fn build_periods<const K: usize>(
     histories: &(impl ChurnHistories + ?Sized),
     periods: [(NaiveDate, NaiveDate); K],
     p: &ChurnParams,
 ) -> Result<[Period; K], ChurnError> {
     const CHUNK: usize = 20_000;
-    type Part = (Vec<f64>, Vec<bool>);
     let members = histories.len();
-    let parts: Vec<[Part; K]> = (0..members.div_ceil(CHUNK))
+    let chunks = members.div_ceil(CHUNK);
+    let rows_of = |c: usize| c * CHUNK..members.min((c + 1) * CHUNK);
+    // Each chunk's labels, per period, in member order: a member has a label exactly when it has features
+    // (both need a purchase on or before the cutoff).
+    let labels: Vec<[Vec<bool>; K]> = (0..chunks)
         .into_par_iter()
         .map(|c| {
-            let mut part: [Part; K] = std::array::from_fn(|_| (Vec::new(), Vec::new()));
-            for i in c * CHUNK..members.min((c + 1) * CHUNK) {
+            let mut part: [Vec<bool>; K] = std::array::from_fn(|_| Vec::new());
+            for i in rows_of(c) {
                 let h = histories.history(i);
-                for ((cutoff, _), (x, y)) in periods.iter().zip(part.iter_mut()) {
-                    if let Some(f) = churn_features(&h, *cutoff, p)
-                        && let Some(label) = churn_label(&h, *cutoff, p.horizon_days)
-                    {
-                        x.extend_from_slice(&f.vector());
-                        y.push(label);
-                    }
+                for ((cutoff, _), y) in periods.iter().zip(part.iter_mut()) {
+                    y.extend(churn_label(&h, *cutoff, p.horizon_days));
                 }
             }
             part
@@ -409,29 +408,63 @@ fn build_periods<const K: usize>(
         .collect();
     let mut sizes = [(0usize, 0usize); K];
     for (k, (cutoff, _)) in periods.iter().enumerate() {
-        let n: usize = parts.iter().map(|part| part[k].1.len()).sum();
+        let n: usize = labels.iter().map(|part| part[k].len()).sum();
         if n < p.min_members {
             return Err(ChurnError::TooFewMembers { cutoff: *cutoff, found: n, needed: p.min_members });
         }
-        let churned = parts.iter().map(|part| part[k].1.iter().filter(|&&l| l).count()).sum::<usize>();
+        let churned = labels.iter().map(|part| part[k].iter().filter(|&&l| l).count()).sum::<usize>();
         let retained = n - churned;
         if churned < p.min_per_class || retained < p.min_per_class {
             return Err(ChurnError::TooFewInClass { cutoff: *cutoff, churned, retained, needed: p.min_per_class });
         }
         sizes[k] = (n, churned);
     }
-    let mut whole: [Part; K] =
-        std::array::from_fn(|k| (Vec::with_capacity(sizes[k].0 * N_FEATURES), Vec::with_capacity(sizes[k].0)));
-    // Each chunk is freed once copied, so the matrices grow as the parts shrink.
-    for part in parts {
-        for ((x, y), (px, py)) in whole.iter_mut().zip(part) {
-            x.extend_from_slice(&px);
-            y.extend_from_slice(&py);
+    let mut xs: [Array2<f64>; K] = std::array::from_fn(|k| Array2::zeros((sizes[k].0, N_FEATURES).f()));
+    // Every chunk's rows of every column, as disjoint slices: `targets[c][k][j]` is chunk `c`'s part of
+    // column `j` of period `k`.
+    let mut targets: Vec<[Vec<&mut [f64]>; K]> =
+        (0..chunks).map(|_| std::array::from_fn(|_| Vec::with_capacity(N_FEATURES))).collect();
+    for (k, x) in xs.iter_mut().enumerate() {
+        let n = sizes[k].0;
+        let flat = x.as_slice_memory_order_mut().ok_or_else(|| ChurnError::Fit("design matrix layout".into()))?;
+        for column in flat.chunks_mut(n.max(1)) {
+            let mut rest = column;
+            for (target, part) in targets.iter_mut().zip(&labels) {
+                let (mine, after) = std::mem::take(&mut rest).split_at_mut(part[k].len());
+                target[k].push(mine);
+                rest = after;
+            }
+        }
+    }
+    targets.into_par_iter().enumerate().try_for_each(|(c, mut target)| {
+        let mut next = [0usize; K];
+        for i in rows_of(c) {
+            let h = histories.history(i);
+            for (k, (cutoff, _)) in periods.iter().enumerate() {
+                let Some(f) = churn_features(&h, *cutoff, p) else { continue };
+                let row = next[k];
+                if row >= labels[c][k].len() {
+                    return Err(ChurnError::Fit("a member's history changed between the two passes".into()));
+                }
+                for (column, v) in target[k].iter_mut().zip(f.vector()) {
+                    column[row] = v;
+                }
+                next[k] += 1;
+            }
+        }
+        if next.iter().zip(&labels[c]).any(|(&n, y)| n != y.len()) {
+            return Err(ChurnError::Fit("a member's history changed between the two passes".into()));
+        }
+        Ok(())
+    })?;
+    let mut ys: [Vec<bool>; K] = std::array::from_fn(|k| Vec::with_capacity(sizes[k].0));
+    for part in labels {
+        for (y, part) in ys.iter_mut().zip(part) {
+            y.extend(part);
         }
     }
     let mut out = Vec::with_capacity(K);
-    for (((cutoff, label_end), (flat, y)), (n, churned)) in periods.into_iter().zip(whole).zip(sizes) {
-        let x = Array2::from_shape_vec((n, N_FEATURES), flat).map_err(|e| ChurnError::Fit(e.to_string()))?;
+    for ((((cutoff, label_end), x), y), (n, churned)) in periods.into_iter().zip(xs).zip(ys).zip(sizes) {
         out.push(Period {
             stats: PeriodStats { cutoff, label_end, members: n, positive_rate: churned as f64 / n as f64 },
             x,
@@ -441,12 +474,15 @@ fn build_periods<const K: usize>(
     out.try_into().map_err(|_| ChurnError::Fit("period count".into()))
 }
 
-fn fit(period: &Period, p: &ChurnParams) -> Result<FittedChurnLogit, ChurnError> {
-    let n = period.x.nrows();
+/// Fit the model on one period, standardizing its matrix in place (a standardized copy was another matrix
+/// of the period's size at the churn stage's peak).
+fn fit(period: Period, p: &ChurnParams) -> Result<FittedChurnLogit, ChurnError> {
+    let Period { mut x, y, .. } = period;
+    let n = x.nrows();
     let nf = n as f64;
     let mut coefs: Vec<FeatureCoefficient> = FEATURES
         .iter()
-        .zip(period.x.columns())
+        .zip(x.columns())
         .map(|(f, col)| {
             let mean = col.sum() / nf;
             let var = col.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / nf;
@@ -458,12 +494,10 @@ fn fit(period: &Period, p: &ChurnParams) -> Result<FittedChurnLogit, ChurnError>
         .collect();
     // Column-major: linfa's gradient is `xᵀ·r`, which ndarray (without BLAS) computes column by column;
     // contiguous columns make that a streaming pass instead of a strided one (fits ~2× faster).
-    let mut z = Array2::<f64>::zeros((n, N_FEATURES).f());
-    for ((mut col, raw), c) in z.columns_mut().into_iter().zip(period.x.columns()).zip(&coefs) {
-        col.zip_mut_with(&raw, |o, &v| *o = standardize(v, c));
+    for (mut col, c) in x.columns_mut().into_iter().zip(&coefs) {
+        col.mapv_inplace(|v| standardize(v, c));
     }
-    let targets = Array1::from(period.y.clone());
-    let dataset = Dataset::new(z, targets);
+    let dataset = Dataset::new(x, Array1::from(y));
     let fitted = LogisticRegression::default()
         .alpha(p.l2_penalty * nf)
         .gradient_tolerance(p.gradient_tolerance * nf)
@@ -543,7 +577,9 @@ pub fn train_and_evaluate_on(
     let c2 = days_before(as_of, n)?;
     let c1 = days_before(as_of, 2 * n)?;
     let [train, evaluation] = build_periods(histories, [(c1, c2), (c2, as_of)], params)?;
-    let validated = fit(&train, params)?;
+    let train_stats = train.stats;
+    // The training matrix is freed by its fit, before the evaluation period is scored.
+    let validated = fit(train, params)?;
     let scores: Vec<f64> = evaluation
         .x
         .rows()
@@ -558,16 +594,17 @@ pub fn train_and_evaluate_on(
         .collect();
     let roc = roc_auc(&scores, &evaluation.y)?;
     let pr = average_precision(&scores, &evaluation.y)?;
+    let evaluation_stats = evaluation.stats;
     let (model, fitted_at) =
-        if params.refit_at_latest_cutoff { (fit(&evaluation, params)?, c2) } else { (validated.clone(), c1) };
+        if params.refit_at_latest_cutoff { (fit(evaluation, params)?, c2) } else { (validated.clone(), c1) };
     Ok(ChurnModel {
         params: params.clone(),
         as_of,
         fitted_at,
         model,
         validation: ChurnValidation {
-            train: train.stats,
-            evaluation: evaluation.stats,
+            train: train_stats,
+            evaluation: evaluation_stats,
             roc_auc: roc,
             pr_auc: pr,
             model: validated,

@@ -389,6 +389,40 @@ fn degenerate_inputs_are_typed_errors() {
     assert!(matches!(broken.score_all(&[h], d(10)), Err(ChurnError::ModelShape { .. })));
 }
 
+/// The matrices are written a chunk of members at a time into their final places: across several chunks
+/// (the last one short), each row is still its member's features and label, in member order.
+#[test]
+fn design_matrices_hold_every_members_row_in_order_across_chunks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let hs: Vec<ChurnHistory> = (0..45_123)
+        .map(|i| {
+            let mut h = empty(i, rng.random_range(0..300));
+            for _ in 0..rng.random_range(0..6) {
+                let day = rng.random_range(0..END);
+                h.purchases.push(buy(day, rng.random_range(100..50_000)));
+                h.points.push(pts(day, rng.random_range(-50..500)));
+            }
+            h.purchases.sort_by_key(|p| p.day);
+            h
+        })
+        .collect();
+    let p = ChurnParams::default();
+    let periods = [(d(AS_OF - 180), d(AS_OF - 90)), (d(AS_OF - 90), d(AS_OF))];
+    let built = build_periods(hs.as_slice(), periods, &p).unwrap();
+    for (period, (cutoff, _)) in built.iter().zip(periods) {
+        let expected: Vec<(bool, [f64; N_FEATURES])> = hs
+            .iter()
+            .filter_map(|h| Some((churn_label(h, cutoff, p.horizon_days)?, churn_features(h, cutoff, &p)?.vector())))
+            .collect();
+        assert!(expected.len() > 20_000, "the population spans more than one chunk");
+        assert_eq!(period.x.nrows(), expected.len());
+        assert_eq!(period.y, expected.iter().map(|(y, _)| *y).collect::<Vec<_>>());
+        for (row, (_, v)) in period.x.rows().into_iter().zip(&expected) {
+            assert_eq!(row.to_vec(), v.to_vec());
+        }
+    }
+}
+
 #[test]
 fn training_is_deterministic() {
     let hs = population(800, 18, true);
