@@ -459,17 +459,18 @@ impl Run<'_> {
         let sku = |l: &crate::store::LineFact| d.sku(l).sku.as_str();
         // Each order's SKUs are encoded as the order is assembled, into one buffer: held as text first, or
         // as a vector per order, the baskets of a year's orders cost several hundred megabytes more at scale.
+        let orders = |i: usize| d.lines.of(i).chunk_by(|a, b| a.order_id == b.order_id);
         let encoded = basket::ItemDictionary::from_keys(d.lines.all().iter().map(sku)).map(|dict| {
-            let mut tx = basket::FlatBaskets::new();
+            let count = (0..d.members.len()).map(|i| orders(i).count()).sum();
+            let mut tx = basket::FlatBaskets::with_capacity(count, d.lines.all().len());
             for i in 0..d.members.len() {
-                for o in d.lines.of(i).chunk_by(|a, b| a.order_id == b.order_id) {
+                for o in orders(i) {
                     tx.push(o.iter().filter_map(|l| dict.id(sku(l))));
                 }
             }
-            tx.shrink_to_fit();
             (dict, tx)
         });
-        let mined = encoded.and_then(|(dict, tx)| basket::mine_flat(&tx, &self.params.basket).map(|r| (dict, r)));
+        let mined = encoded.and_then(|(dict, tx)| basket::mine_flat(tx, &self.params.basket).map(|r| (dict, r)));
         match mined {
             Ok((dict, res)) => {
                 const SHOWN: usize = 500;

@@ -56,7 +56,7 @@ struct FpTree {
 }
 
 /// A weighted path `buf[start..end]` of local item indices, ascending.
-type Path = (u32, u32, u32);
+pub(super) type Path = (u32, u32, u32);
 
 impl FpTree {
     /// Builds the tree of the weighted `paths` (slices of `buf`); `global` names the local items.
@@ -373,6 +373,19 @@ impl IdIndex {
     }
 }
 
+/// Sorts `seg` and moves its distinct values to the front; returns how many there are.
+pub(super) fn sort_dedup(seg: &mut [u32]) -> usize {
+    seg.sort_unstable();
+    let mut kept = 0;
+    for i in 0..seg.len() {
+        if i == 0 || seg[i] != seg[kept - 1] {
+            seg[kept] = seg[i];
+            kept += 1;
+        }
+    }
+    kept
+}
+
 /// Whether ids up to `max_id` are few enough, next to the input size, to index an array by (at most a few
 /// hundred MB for absurdly large inputs; hashed otherwise).
 fn dense_ids(max_id: usize, total: usize) -> bool {
@@ -380,7 +393,7 @@ fn dense_ids(max_id: usize, total: usize) -> bool {
 }
 
 /// Counts, per distinct id, the baskets that contain it (duplicates inside a basket count once).
-fn count_items<B: Baskets + ?Sized>(transactions: &B, total: usize) -> Vec<(u32, u64)> {
+fn count_items<B: Baskets>(transactions: &B, total: usize) -> Vec<(u32, u64)> {
     let max_id = (0..transactions.count()).flat_map(|t| transactions.basket(t)).copied().max().unwrap_or(0) as usize;
     if dense_ids(max_id, total) {
         let mut counts = vec![0u64; max_id + 1];
@@ -412,8 +425,8 @@ fn count_items<B: Baskets + ?Sized>(transactions: &B, total: usize) -> Vec<(u32,
 
 /// Every itemset of at most `max_len` items contained in at least `min_count` of `transactions`, ordered by
 /// size and then by ids. `min_count` must be ≥ 1.
-pub(super) fn frequent_itemsets<B: Baskets + ?Sized>(
-    transactions: &B,
+pub(super) fn frequent_itemsets<B: Baskets>(
+    transactions: B,
     min_count: u64,
     max_len: usize,
     limit: usize,
@@ -425,7 +438,7 @@ pub(super) fn frequent_itemsets<B: Baskets + ?Sized>(
         return Err(BasketError::InputTooLarge);
     }
     let mut frequent: Vec<(u32, u64)> =
-        count_items(transactions, total).into_iter().filter(|&(_, c)| c >= min_count).collect();
+        count_items(&transactions, total).into_iter().filter(|&(_, c)| c >= min_count).collect();
     frequent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let rank_to_id: Vec<u32> = frequent.iter().map(|&(id, _)| id).collect();
     let max_frequent = rank_to_id.iter().copied().max().unwrap_or(0) as usize;
@@ -440,26 +453,8 @@ pub(super) fn frequent_itemsets<B: Baskets + ?Sized>(
     };
 
     // Each basket as its ascending, de-duplicated frequent ranks.
-    let mut buf: Vec<u32> = Vec::with_capacity(total);
-    let mut paths: Vec<Path> = Vec::with_capacity(n);
-    for t in 0..n {
-        let tx = transactions.basket(t);
-        let start = buf.len();
-        buf.extend(tx.iter().filter_map(|&id| index.get(id)));
-        let seg = &mut buf[start..];
-        seg.sort_unstable();
-        let mut kept = 0;
-        for i in 0..seg.len() {
-            if i == 0 || seg[i] != seg[kept - 1] {
-                seg[kept] = seg[i];
-                kept += 1;
-            }
-        }
-        buf.truncate(start + kept);
-        if kept > 0 {
-            paths.push((start as u32, buf.len() as u32, 1));
-        }
-    }
+    let (buf, paths) = transactions.into_ranked(|id| index.get(id));
+    drop(index);
     let first = FirstLevel::new(buf, paths, rank_to_id.len());
 
     let ctx = Ctx { min_count, max_len };

@@ -133,7 +133,7 @@ proptest! {
         for t in &tx {
             flat.push(t.iter().copied());
         }
-        let from_flat = mine_flat(&flat, &params(min_count, max_len, min_conf, min_lift)).unwrap();
+        let from_flat = mine_flat(flat, &params(min_count, max_len, min_conf, min_lift)).unwrap();
         prop_assert_eq!(&from_flat.itemsets, &got.itemsets);
         prop_assert_eq!(from_flat.rules.len(), got.rules.len());
         let want = oracle_itemsets(&tx, min_count, max_len.unwrap_or(usize::MAX));
