@@ -19,8 +19,8 @@ use crate::store::{AnalyticsChange, AnalyticsOutput, AnalyticsRun, MemberAnalyti
 struct Acc {
     /// The purchase cycle says the next purchase is due (a model tag).
     cycle_due: bool,
-    rfm_segment: Option<String>,
-    stage: Option<String>,
+    rfm_segment: Option<rfm::RfmSegment>,
+    stage: Option<lifecycle::LifecycleStage>,
     clv_fen: Option<i64>,
     prob_alive: Option<f64>,
     churn_risk: Option<f64>,
@@ -39,7 +39,7 @@ struct Run<'a> {
     results: Vec<(String, Value)>,
     summary: serde_json::Map<String, Value>,
     changes: Vec<AnalyticsChange>,
-    /// The previous run's stage and RFM result by member id.
+    /// The previous run's stage and RFM result by member id (emptied once the lifecycle stage is done).
     previous: HashMap<MemberId, (Option<lifecycle::LifecycleStage>, Option<rfm::RfmMember>)>,
     previous_run: Option<&'a AnalyticsRun>,
     notices: Vec<crate::notify::Notice>,
@@ -91,6 +91,9 @@ pub fn run(
     r.rfm(&data)?;
     progress("lifecycle");
     r.lifecycle(&data)?;
+    // The previous run's states serve only the two stages above: at a million members they are a couple of
+    // hundred megabytes that would otherwise meet every later stage's peak.
+    r.previous = HashMap::new();
     progress("clv");
     r.clv(&data)?;
     progress("churn");
@@ -165,7 +168,7 @@ impl Run<'_> {
             .collect();
         let report = rfm::rfm(&inputs, self.as_of(), &self.params.rfm);
         for (i, m) in report.members.iter().enumerate() {
-            self.members[i].rfm_segment = m.segment.map(|s| s.code().to_string());
+            self.members[i].rfm_segment = m.segment;
             if let (Some(after), Some((_, Some(before)))) = (m.segment, self.previous.get(&m.member_id))
                 && before.segment != Some(after)
             {
@@ -216,7 +219,7 @@ impl Run<'_> {
             let Some(stage) = res.stage else { continue };
             now.push((res.member_id, stage));
             *counts.entry(stage.code()).or_default() += 1;
-            self.members[i].stage = Some(stage.code().to_string());
+            self.members[i].stage = Some(stage);
             if let Some(&(Some(was), _)) = self.previous.get(&res.member_id) {
                 before.push((res.member_id, was));
                 if was != stage {
@@ -903,8 +906,8 @@ impl Run<'_> {
                     num(d.events.of(i).iter().map(|e| e.recent).sum::<i64>() as f64),
                     num((self.as_of() - m.registered_at.date_naive()).num_days() as f64),
                     d.purchases.of(i).last().map(|p| F::Number((self.as_of() - p.day).num_days() as f64)),
-                    acc.stage.clone().map(F::Text),
-                    acc.rfm_segment.clone().map(F::Text),
+                    acc.stage.map(|s| F::Text(s.code().to_string())),
+                    acc.rfm_segment.map(|s| F::Text(s.code().to_string())),
                     acc.clv_fen.map(|c| F::Number(c as f64)),
                     acc.churn_risk.map(F::Number),
                 ];
@@ -920,10 +923,10 @@ impl Run<'_> {
                         reason,
                     })
                 };
-                if let Some(seg) = acc.rfm_segment.as_deref().and_then(segment_of) {
+                if let Some(seg) = acc.rfm_segment {
                     model(seg.name_zh().to_string(), "value", format!("RFM segment {}", seg.name_en()));
                 }
-                if let Some(stage) = acc.stage.as_deref().and_then(stage_of) {
+                if let Some(stage) = acc.stage {
                     model(stage.name_zh().to_string(), "lifecycle", format!("lifecycle stage {}", stage.name_en()));
                 }
                 if acc.cycle_due {
@@ -980,8 +983,8 @@ impl Run<'_> {
             .map(|(m, acc)| MemberAnalyticsRow {
                 member_id: m.member_id,
                 body: (),
-                rfm_segment: acc.rfm_segment,
-                stage: acc.stage.unwrap_or_else(|| "potential".into()),
+                rfm_segment: acc.rfm_segment.map(|s| s.code().to_string()),
+                stage: acc.stage.map_or("potential", |s| s.code()).to_string(),
                 clv_fen: acc.clv_fen,
                 prob_alive: acc.prob_alive,
                 churn_risk: acc.churn_risk,
@@ -1073,10 +1076,6 @@ fn in_parallel<T: Send>(
         }
     }
     Ok(())
-}
-
-fn segment_of(code: &str) -> Option<rfm::RfmSegment> {
-    rfm::RfmSegment::ALL.into_iter().find(|s| s.code() == code)
 }
 
 fn stage_of(code: &str) -> Option<lifecycle::LifecycleStage> {
