@@ -109,6 +109,14 @@ fn spawn_checkpointer(checkpointer: Weak<SqlitePool>, writer: Weak<SqlitePool>, 
     });
 }
 
+/// Bytes SQLite holds allocated in this process now (page caches, sorters, statements, across every
+/// connection): SQLite allocates with the C allocator, beside the Rust heap, so a process's resident memory
+/// is the two together; this tells them apart.
+pub fn heap_bytes() -> i64 {
+    // SAFETY: `sqlite3_memory_used` only reads SQLite's global counters, under its own mutex.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
 /// The readers' page cache, and the writer's once the database reaches `SMALL_DATABASE`.
 const CACHE_KIB: i64 = 65_536;
 
