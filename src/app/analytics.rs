@@ -398,6 +398,20 @@ fn next_run_after(now: chrono::DateTime<chrono::Utc>, hour: u32, tz: chrono_tz::
     now + chrono::Duration::days(1)
 }
 
+/// Resident memory at a stage's start, beside what SQLite holds of it: at scale the level a stage starts
+/// from decides the run's peak, and the two allocators keep different things.
+fn log_memory(stage: &str) {
+    let resident_kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
+    });
+    tracing::debug!(
+        stage,
+        resident_mib = resident_kib.map(|k| k >> 10),
+        sqlite_mib = crate::store::sqlite::heap_bytes() >> 20,
+        "memory at stage start"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,18 +425,4 @@ mod tests {
         // Exactly at 03:00 local the next run is tomorrow's.
         assert_eq!(next_run_after(at("2026-11-22T19:00:00Z"), 3, tz), at("2026-11-23T19:00:00Z"));
     }
-}
-
-/// Resident memory at a stage's start, beside what SQLite holds of it: at scale the level a stage starts
-/// from decides the run's peak, and the two allocators keep different things.
-fn log_memory(stage: &str) {
-    let resident_kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
-    });
-    tracing::debug!(
-        stage,
-        resident_mib = resident_kib.map(|k| k >> 10),
-        sqlite_mib = crate::store::sqlite::heap_bytes() >> 20,
-        "memory at stage start"
-    );
 }
