@@ -401,6 +401,9 @@ fn next_run_after(now: chrono::DateTime<chrono::Utc>, hour: u32, tz: chrono_tz::
 /// Resident memory at a stage's start, beside what SQLite holds of it: at scale the level a stage starts
 /// from decides the run's peak, and the two allocators keep different things.
 fn log_memory(stage: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let resident_kib = std::fs::read_to_string("/proc/self/status").ok().and_then(|status| {
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
     });

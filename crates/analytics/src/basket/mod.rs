@@ -183,21 +183,15 @@ trait Baskets: Sized {
     fn count(&self) -> usize;
     fn basket(&self, i: usize) -> &[u32];
     /// Each basket as its ascending, de-duplicated ranks (`rank` gives an id's, or drops it), in one buffer,
-    /// with the `(start, end, 1)` of each basket that keeps an item.
+    /// with the `(start, end, 1)` of each basket that keeps an item. Borrowed baskets are copied into one
+    /// buffer first, which is then ranked in place as [`FlatBaskets`] are.
     fn into_ranked(self, rank: impl Fn(u32) -> Option<u32>) -> (Vec<u32>, Vec<fpgrowth::Path>) {
         let total = (0..self.count()).map(|t| self.basket(t).len()).sum();
-        let mut buf: Vec<u32> = Vec::with_capacity(total);
-        let mut paths = Vec::with_capacity(self.count());
+        let mut flat = FlatBaskets::with_capacity(self.count(), total);
         for t in 0..self.count() {
-            let start = buf.len();
-            buf.extend(self.basket(t).iter().filter_map(|&id| rank(id)));
-            let kept = fpgrowth::sort_dedup(&mut buf[start..]);
-            buf.truncate(start + kept);
-            if kept > 0 {
-                paths.push((start as u32, buf.len() as u32, 1));
-            }
+            flat.push(self.basket(t).iter().copied());
         }
-        (buf, paths)
+        flat.into_ranked(rank)
     }
 }
 
@@ -243,12 +237,6 @@ impl FlatBaskets {
     /// they grow (a large vector's growth holds the old and the new buffer at once).
     pub fn with_capacity(baskets: usize, items: usize) -> Self {
         Self { items: Vec::with_capacity(items), ends: Vec::with_capacity(baskets) }
-    }
-
-    /// Gives back the spare capacity the buffers grew with while baskets were pushed.
-    pub fn shrink_to_fit(&mut self) {
-        self.items.shrink_to_fit();
-        self.ends.shrink_to_fit();
     }
 }
 

@@ -436,6 +436,7 @@ fn build_periods<const K: usize>(
             }
         }
     }
+    let changed = || ChurnError::Fit("a member's history changed between the two passes".into());
     targets.into_par_iter().enumerate().try_for_each(|(c, mut target)| {
         let mut next = [0usize; K];
         for i in rows_of(c) {
@@ -444,7 +445,7 @@ fn build_periods<const K: usize>(
                 let Some(f) = churn_features(&h, *cutoff, p) else { continue };
                 let row = next[k];
                 if row >= labels[c][k].len() {
-                    return Err(ChurnError::Fit("a member's history changed between the two passes".into()));
+                    return Err(changed());
                 }
                 for (column, v) in target[k].iter_mut().zip(f.vector()) {
                     column[row] = v;
@@ -453,7 +454,7 @@ fn build_periods<const K: usize>(
             }
         }
         if next.iter().zip(&labels[c]).any(|(&n, y)| n != y.len()) {
-            return Err(ChurnError::Fit("a member's history changed between the two passes".into()));
+            return Err(changed());
         }
         Ok(())
     })?;
